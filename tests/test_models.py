@@ -1,0 +1,172 @@
+"""Paper models (Section 5), the registry, weight matrices (Appendix B) and checkpoints."""
+
+import json
+import struct
+
+import pytest
+import torch
+from torch import nn
+
+from robustrank.models import (
+    CheckpointError,
+    as_matrix,
+    create_model,
+    list_models,
+    load_checkpoint,
+    save_checkpoint,
+    weight_matrices,
+)
+
+
+def test_registry():
+    assert {"fcnn", "cnn"} <= set(list_models())
+    with pytest.raises(ValueError, match="unknown model 'resnet'.*available: cnn, fcnn"):
+        create_model("resnet")
+    with pytest.raises(ValueError, match="bad options for model 'fcnn'"):
+        create_model("fcnn", nonsense=3)
+
+
+def test_fcnn_architecture():
+    model = create_model("fcnn")
+    shapes = [tuple(w.shape) for w in weight_matrices(model).values()]
+    assert shapes == [(20, 784)] + [(20, 20)] * 4 + [(10, 20)]
+    x = torch.rand(8, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (8, 10)
+    acts = model.activations(x)
+    assert len(acts) == 6
+    assert all(a.shape == (8, 20) for a in acts[:5])
+    # tanh hidden units, raw logits out (no softmax)
+    assert all(a.abs().max() < 1 for a in acts[:5])
+    assert torch.allclose(acts[-1], out)
+    assert not torch.allclose(out.softmax(1).sum(1), out.sum(1))
+
+
+def test_fcnn_forward_matches_manual_computation():
+    model = create_model("fcnn", depth=2, width=5)
+    x = torch.rand(3, 1, 28, 28)
+    t = x.flatten(1)
+    for layer in model.hidden:
+        t = torch.tanh(t @ layer.weight.T + layer.bias)
+    expected = t @ model.out.weight.T + model.out.bias
+    assert torch.allclose(model(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("padding, fc_in", [("same", 32 * 7 * 7), ("valid", 32 * 5 * 5)])
+def test_cnn_architecture(padding, fc_in):
+    model = create_model("cnn", padding=padding)
+    mats = weight_matrices(model)
+    assert list(mats) == ["W1", "W2", "W3", "W4"]
+    assert tuple(mats["W1"].shape) == (32, 9)
+    assert tuple(mats["W2"].shape) == (32, 288)
+    assert tuple(mats["W3"].shape) == (128, fc_in)
+    assert tuple(mats["W4"].shape) == (10, 128)
+    x = torch.rand(4, 1, 28, 28)
+    assert model(x).shape == (4, 10)
+    assert [tuple(a.shape[1:]) for a in model.activations(x)][2:] == [(128,), (10,)]
+
+
+def test_weight_matrices_are_views_with_gradients():
+    model = create_model("cnn")
+    w2 = weight_matrices(model)["W2"]
+    assert w2.data_ptr() == model.conv2.weight.data_ptr()
+    w2.sum().backward()
+    assert model.conv2.weight.grad is not None
+    # Appendix B reshape: row o is the flattened (in, kh, kw) kernel of filter o
+    assert torch.equal(w2[5], model.conv2.weight[5].flatten())
+
+
+def test_as_matrix_rejects_other_shapes():
+    with pytest.raises(ValueError, match="conv kernel"):
+        as_matrix(torch.ones(2, 2, 2))
+
+
+def test_wrong_input_shape_is_explained():
+    model = create_model("cnn")
+    with pytest.raises(ValueError, match=r"N x 1 x 28 x 28.*unsqueeze"):
+        model(torch.rand(4, 28, 28))
+
+
+def test_normalisation_inside_model():
+    a = create_model("fcnn", mean=0.5, std=0.25)
+    b = create_model("fcnn")
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(a(x), b((x - 0.5) / 0.25), atol=1e-6)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = create_model("cnn", padding="valid", conv_activation="tanh")
+    path = save_checkpoint(model, tmp_path / "m.safetensors", dataset="fashion-mnist", epoch=3)
+    loaded, meta = load_checkpoint(path)
+    assert meta == {"dataset": "fashion-mnist", "epoch": 3}
+    assert not loaded.training
+    assert loaded.conv1.padding == (0, 0)
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    x = torch.rand(2, 1, 28, 28)
+    model.eval()
+    assert torch.equal(model(x), loaded(x))
+    # nothing but the final file is left behind (atomic write through a temp file)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def _rewrite_header(path, edit):
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    edit(header)
+    new = json.dumps(header).encode()
+    new += b" " * ((8 - len(new) % 8) % 8)
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    path = save_checkpoint(create_model("fcnn"), tmp_path / "m.safetensors")
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0xFF  # flip bits inside the last tensor's payload
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    path = save_checkpoint(create_model("fcnn"), tmp_path / "m.safetensors")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_mismatched_architecture_is_refused(tmp_path):
+    path = save_checkpoint(create_model("fcnn"), tmp_path / "m.safetensors")
+
+    def lie(header):
+        meta = json.loads(header["__metadata__"]["robustrank"])
+        meta["architecture"] = {"name": "fcnn", "options": {"width": 30}}
+        header["__metadata__"]["robustrank"] = json.dumps(meta)
+
+    _rewrite_header(path, lie)
+    with pytest.raises(CheckpointError, match="do not match architecture"):
+        load_checkpoint(path)
+
+
+def test_foreign_safetensors_file_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="no robustrank metadata"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_model_not_from_registry_cannot_be_saved(tmp_path):
+    with pytest.raises(ValueError, match="create_model"):
+        save_checkpoint(nn.Linear(2, 2), tmp_path / "x.safetensors")
+
+
+def test_metadata_must_be_json(tmp_path):
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        save_checkpoint(create_model("fcnn"), tmp_path / "x.safetensors", bad=object())
+    assert not any(tmp_path.iterdir())
