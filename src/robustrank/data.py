@@ -16,6 +16,7 @@ Sources, tried in order for a dataset:
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import importlib
@@ -404,6 +405,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in {("numpy", "ndarray"), ("numpy", "dtype")}:
             return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):  # protocol-2 pickles of bytes use it
+            return codecs.encode
         if name == "_reconstruct" and module in {"numpy.core.multiarray", "numpy._core.multiarray"}:
             try:
                 return importlib.import_module("numpy._core.multiarray")._reconstruct
