@@ -29,7 +29,7 @@ __all__ = [
 @dataclass
 class Paragraph:
     text: str
-    kind: str = "text"  # "text" | "good" | "bad" | "note"
+    kind: str = "text"  # "text" | "good" | "bad" | "note" | "pre"
 
 
 @dataclass
@@ -142,7 +142,10 @@ def render_html(report: Report) -> str:
         parts.append(f'<section id="s{i}"><h2>{html.escape(section.title)}</h2>')
         for block in section.blocks:
             if isinstance(block, Paragraph):
-                parts.append(f'<p class="{block.kind}">{html.escape(block.text)}</p>')
+                if block.kind == "pre":
+                    parts.append(f"<pre>{html.escape(block.text)}</pre>")
+                else:
+                    parts.append(f'<p class="{block.kind}">{html.escape(block.text)}</p>')
             elif isinstance(block, Table):
                 parts.append(_table_html(block))
             else:
@@ -161,7 +164,10 @@ def render_markdown(report: Report, relative_to: Path) -> str:
         out += [f"## {section.title}", ""]
         for block in section.blocks:
             if isinstance(block, Paragraph):
-                out += [f"> {block.text}" if block.kind != "text" else block.text, ""]
+                if block.kind == "pre":
+                    out += ["```", block.text, "```", ""]
+                else:
+                    out += [f"> {block.text}" if block.kind != "text" else block.text, ""]
             elif isinstance(block, Table):
                 if block.caption:
                     out += [f"**{block.caption}**", ""]
