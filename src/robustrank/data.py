@@ -44,6 +44,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._io import atomic_write_bytes
+
 __all__ = [
     "DATASETS",
     "SPLITS",
@@ -244,24 +246,6 @@ def _sha256(buf: np.ndarray | bytes) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(buf)).cast("B")).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cached data is not secret
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 # --------------------------------------------------------------------------- cache
 
 
@@ -313,7 +297,7 @@ def _write_cache(spec: _Spec, arrays: Arrays, data_dir: Path) -> list[Path]:
     paths = []
     for (split, kind), arr in arrays.items():
         path = data_dir / spec.name / f"{split}-{kind}.u8"
-        _atomic_write(path, memoryview(np.ascontiguousarray(arr)).cast("B"))
+        atomic_write_bytes(path, memoryview(np.ascontiguousarray(arr)).cast("B"))
         paths.append(path)
     return paths
 

@@ -12,9 +12,8 @@ sections, each a ``plot_*(data, path, ...) -> Path`` function built on
 
 from __future__ import annotations
 
-import os
+import io
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+
+from ._io import atomic_write_bytes
 
 __all__ = [
     "save_figure",
@@ -45,17 +46,9 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     fmt = path.suffix.lstrip(".").lower()
     if not fmt:
         raise ValueError(f"{path}: give the figure file a suffix such as .png or .pdf")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; figures are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,6 @@ __all__ = [
     "Report",
     "render_html",
     "render_markdown",
-    "write_text_atomic",
 ]
 
 
@@ -69,21 +67,6 @@ def _fmt(v: object) -> str:
             return "n/a"
         return f"{v:+.4f}" if abs(v) < 1 and v < 0 else f"{v:.4f}"
     return str(v)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text through a temp file in the same directory and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 _CSS = """

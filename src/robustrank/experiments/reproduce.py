@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
+from .._io import atomic_write_text as write_text_atomic
 from ..report import Figure, Paragraph, Report, Section, Table, render_html, render_markdown
-from ..report import write_text_atomic
-from ..training import TrainConfig, config_from_dict, load_preset, read_history, train
+from ..training import TrainConfig, config_from_dict, load_preset, train
 
 __all__ = [
     "ProfileName",
