@@ -1,0 +1,160 @@
+"""End to end: the tiny reproduce profile writes every artefact, and the report is valid.
+
+A headless-browser test does not fit CI's time budget here, so the HTML report is checked
+structurally instead: it parses, references nothing external, and every embedded image is
+a PNG that decodes.
+"""
+
+import base64
+import csv
+import io
+import json
+import math
+from html.parser import HTMLParser
+
+import pytest
+
+from robustrank.experiments.reproduce import (
+    RunSummary,
+    ReproduceError,
+    assess_claims,
+    load_profile,
+    profile_configs,
+    reproduce,
+)
+from robustrank.training import list_presets
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.links, self.stack = [], 0, [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag == "table":
+            self.tables += 1
+        if tag in ("link", "script") or (tag == "a" and not attrs.get("href", "#").startswith("#")):
+            self.links.append((tag, attrs))
+        if tag not in ("img", "meta", "br", "link"):
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"unbalanced </{tag}> after {self.stack[-3:]}"
+        self.stack.pop()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro") / "tiny"
+    return reproduce("tiny", out, progress=False)
+
+
+@pytest.mark.slow
+def test_tiny_profile_writes_every_artefact(tiny):
+    out = tiny.out_dir
+    for name in ("report.html", "report.md", "results.json", "history.csv",
+                 "tables/table1.csv", "tables/table2.csv", "theory/theory.json",
+                 "theory/theory.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    configs = profile_configs(load_profile("tiny"))
+    for c in configs:
+        assert (out / "runs" / c.name / "final.safetensors").is_file()
+    # tables hold numbers for every run, with the paper's value beside ours
+    for key in ("table1", "table2"):
+        rows = list(csv.DictReader(io.StringIO((out / "tables" / f"{key}.csv").read_text())))
+        assert rows
+        for row in rows:
+            ours, paper, diff = float(row["ours"]), float(row["paper"]), float(row["difference"])
+            assert 0.0 <= ours <= 1.0 and 0.0 < paper < 1.0
+            assert diff == pytest.approx(ours - paper)
+            for a in ("fr_fgsm", "fr_pgd", "fr_gnm"):
+                assert 0.0 <= float(row[a]) <= 1.0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["runs"]) == {c.name for c in configs}
+    assert [c["verdict"] for c in results["claims"]]
+    for fig in results["figures"]:
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_report_html_is_self_contained_and_images_decode(tiny):
+    text = tiny.report_html.read_text()
+    parser = _Collector()
+    parser.feed(text)
+    assert parser.stack == []
+    assert parser.links == []  # no external stylesheets, scripts or links
+    assert "http://" not in text and "https://" not in text
+    assert parser.tables >= 2
+    assert len(parser.images) == len(tiny.figures)
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert width > 50 and height > 50
+    md = tiny.report_md.read_text()
+    assert "Table 1" in md and "Claim 1" in md
+
+
+@pytest.mark.slow
+def test_second_call_reuses_finished_runs(tiny):
+    before = {p: p.stat().st_mtime_ns for p in tiny.out_dir.glob("runs/*/final.safetensors")}
+    again = reproduce("tiny", tiny.out_dir, progress=False)
+    after = {p: p.stat().st_mtime_ns for p in tiny.out_dir.glob("runs/*/final.safetensors")}
+    assert before == after
+    assert again.tables == tiny.tables
+
+
+@pytest.mark.slow
+def test_other_profile_into_same_dir_is_refused(tiny):
+    with pytest.raises(ReproduceError, match="profile 'tiny'"):
+        reproduce("quick", tiny.out_dir, progress=False)
+
+
+def test_foreign_directory_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ReproduceError, match="not empty"):
+        reproduce("tiny", tmp_path, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_profiles_cover_every_table_row():
+    presets = set(list_presets())
+    for name in ("quick", "paper"):
+        configs = profile_configs(load_profile(name))
+        names = [c.name for c in configs]
+        assert set(names) <= presets
+        rows = {(c.paper.table, c.paper.row) for c in configs if c.paper}
+        assert len([r for r in rows if r[0] == 1]) == 7  # Table 1 has 7 rows
+        assert len([r for r in rows if r[0] == 2]) == 7  # Table 2 has 7 rows
+        # natural runs come before the fine-tuning runs that start from them
+        for i, c in enumerate(configs):
+            if c.init.from_preset:
+                assert c.init.from_preset in names[:i]
+    with pytest.raises(ValueError, match="unknown profile"):
+        load_profile("huge")
+
+
+def _summary(preset, fam, fooling, rank, sparsity):
+    return RunSummary(preset, fam, preset, None, None, 0.9, fooling, rank, sparsity, 1, None)
+
+
+def test_claim_verdicts_follow_the_numbers():
+    nat = _summary("fcnn-natural", "fcnn", {"pgd": 0.9}, {"W1": 4.0}, {"W1": 100.0})
+    lower = _summary("fcnn-pgd", "fcnn", {"pgd": 0.2}, {"W1": 3.0}, {"W1": 80.0})
+    higher = _summary("fcnn-pgd", "fcnn", {"pgd": 0.2}, {"W1": 5.0}, {"W1": 120.0})
+    reg_bad = _summary("fcnn-l1-1e-2", "fcnn", {"pgd": 0.95}, {"W1": 4.5}, {"W1": 110.0})
+    reg_good = _summary("fcnn-l1-1e-2", "fcnn", {"pgd": 0.5}, {"W1": 3.5}, {"W1": 90.0})
+    c1 = assess_claims({"fcnn-natural": nat, "fcnn-pgd": lower})[0]
+    assert c1.verdict == "supported"
+    c1 = assess_claims({"fcnn-natural": nat, "fcnn-pgd": higher})[0]
+    assert c1.verdict == "not supported"
+    c2 = assess_claims({"fcnn-natural": nat, "fcnn-l1-1e-2": reg_bad})[1]
+    assert c2.verdict == "not supported"
+    c2 = assess_claims({"fcnn-natural": nat, "fcnn-l1-1e-2": reg_good})[1]
+    assert c2.verdict == "supported"
+    nan = _summary("fcnn-pgd", "fcnn", {"pgd": math.nan}, {"W1": math.nan}, {"W1": math.nan})
+    assert assess_claims({"fcnn-natural": nat, "fcnn-pgd": nan})[0].verdict == "not measured"
