@@ -15,8 +15,8 @@ from html.parser import HTMLParser
 import pytest
 
 from robustrank.experiments.reproduce import (
-    RunSummary,
     ReproduceError,
+    RunSummary,
     assess_claims,
     load_profile,
     profile_configs,
@@ -55,9 +55,16 @@ def tiny(tmp_path_factory):
 @pytest.mark.slow
 def test_tiny_profile_writes_every_artefact(tiny):
     out = tiny.out_dir
-    for name in ("report.html", "report.md", "results.json", "history.csv",
-                 "tables/table1.csv", "tables/table2.csv", "theory/theory.json",
-                 "theory/theory.png"):
+    for name in (
+        "report.html",
+        "report.md",
+        "results.json",
+        "history.csv",
+        "tables/table1.csv",
+        "tables/table2.csv",
+        "theory/theory.json",
+        "theory/theory.png",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     configs = profile_configs(load_profile("tiny"))
     for c in configs:

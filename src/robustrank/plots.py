@@ -238,14 +238,29 @@ def _subplots(nrows: int, ncols: int, figsize: tuple[float, float], squeeze: boo
     return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
-def _line_style(name: str) -> dict:
+_REG_COLOURS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+    "tab:gray",
+)
+
+
+def _line_style(name: str, names: Sequence[str] = ()) -> dict:
+    """Natural black, FGSM red, PGD purple (solid); regularised runs dashed, own colours."""
     if name.endswith("-natural"):
         return {"color": "black", "linewidth": 2.2}
     if name.endswith("-fgsm"):
         return {"color": "tab:red", "linewidth": 1.8}
     if name.endswith("-pgd"):
         return {"color": "tab:purple", "linewidth": 1.8}
-    return {"linewidth": 1.3, "linestyle": "-"}
+    others = [n for n in names if not n.endswith(("-natural", "-fgsm", "-pgd"))]
+    i = others.index(name) if name in others else 0
+    return {"color": _REG_COLOURS[i % len(_REG_COLOURS)], "linewidth": 1.3, "linestyle": "--"}
 
 
 def _curve(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -261,21 +276,33 @@ def _curve(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
 def _legend_below(fig, axes) -> None:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)),
-                   fontsize=8, frameon=False)
+        fig.legend(
+            handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False
+        )
 
 
 def plot_fooling_curves(series: dict[str, list[dict]], path: str | Path) -> Path:
     """Fooling ratios at eps over training, one panel per attack (Figures 3 and 4)."""
-    attacks = [a for a in ("fgsm", "pgd", "gnm")
-               if any(f"fr_{a}" in r for rows in series.values() for r in rows)]
-    fig, axes = _subplots(1, max(1, len(attacks)), figsize=(4.2 * max(1, len(attacks)), 3.6),
-                             squeeze=False)
+    attacks = [
+        a
+        for a in ("fgsm", "pgd", "gnm")
+        if any(f"fr_{a}" in r for rows in series.values() for r in rows)
+    ]
+    fig, axes = _subplots(
+        1, max(1, len(attacks)), figsize=(4.2 * max(1, len(attacks)), 3.6), squeeze=False
+    )
     for ax, attack in zip(axes.flat, attacks):
         for name, rows in series.items():
             xs, ys = _curve(rows, f"fr_{attack}")
             if xs:
-                ax.plot(xs, ys, marker="o", markersize=2.5, label=name, **_line_style(name))
+                ax.plot(
+                    xs,
+                    ys,
+                    marker="o",
+                    markersize=2.5,
+                    label=name,
+                    **_line_style(name, list(series)),
+                )
         ax.set_title(attack.upper())
         ax.set_xlabel("epoch")
         ax.set_ylim(-0.02, 1.02)
@@ -296,13 +323,14 @@ def plot_structure_curves(series: dict[str, list[dict]], path: str | Path) -> Pa
                     layers.append(k[9:])
     fig, axes = _subplots(2, len(layers), figsize=(2.9 * len(layers), 5.4), squeeze=False)
     for j, layer in enumerate(layers):
-        for i, (metric, label) in enumerate((("eff_rank", "effective rank"),
-                                             ("eff_sparsity", "effective sparsity"))):
+        for i, (metric, label) in enumerate(
+            (("eff_rank", "effective rank"), ("eff_sparsity", "effective sparsity"))
+        ):
             ax = axes[i, j]
             for name, rows in series.items():
                 xs, ys = _curve(rows, f"{metric}_{layer}")
                 if xs:
-                    ax.plot(xs, ys, label=name, **_line_style(name))
+                    ax.plot(xs, ys, label=name, **_line_style(name, list(series)))
             ax.set_title(f"{layer}: {label}", fontsize=9)
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
@@ -321,20 +349,26 @@ def plot_mi_curves(series: dict[str, list[dict]], path: str | Path) -> Path:
         for r in rows:
             for k in r:
                 if k.startswith("mi_") and k.endswith("_ixt_upper"):
-                    layer = k[3:-len("_ixt_upper")]
+                    layer = k[3 : -len("_ixt_upper")]
                     if layer not in layers:
                         layers.append(layer)
-    fig, axes = _subplots(1, max(1, len(layers)), figsize=(2.9 * max(1, len(layers)), 3.2),
-                             squeeze=False)
+    fig, axes = _subplots(
+        1, max(1, len(layers)), figsize=(2.9 * max(1, len(layers)), 3.2), squeeze=False
+    )
     for ax, layer in zip(axes.flat, layers):
         for name, rows in series.items():
-            style = _line_style(name)
+            style = _line_style(name, list(series))
             xs, ys = _curve(rows, f"mi_{layer}_ixt_upper")
             if xs:
                 (line,) = ax.plot(xs, ys, label=name, **style)
                 xl, yl = _curve(rows, f"mi_{layer}_ixt_lower")
-                ax.plot(xl, yl, linestyle="--", color=line.get_color(),
-                        linewidth=style.get("linewidth", 1.3) * 0.7)
+                ax.plot(
+                    xl,
+                    yl,
+                    linestyle="--",
+                    color=line.get_color(),
+                    linewidth=style.get("linewidth", 1.3) * 0.7,
+                )
         ax.set_title(f"I({layer};X) [bits]", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.grid(alpha=0.3)
@@ -353,8 +387,9 @@ def plot_fcnn_w1(models: dict[str, torch.nn.Module], path: str | Path) -> Path:
     Each panel uses a symmetric colour scale around 0 at its own maximum |w|.
     """
     names = list(models)
-    fig, axes = _subplots(1, max(1, len(names)), figsize=(3.3 * max(1, len(names)), 3.0),
-                             squeeze=False)
+    fig, axes = _subplots(
+        1, max(1, len(names)), figsize=(3.3 * max(1, len(names)), 3.0), squeeze=False
+    )
     for ax, name in zip(axes.flat, names):
         w = models[name].weight_layers()[0].weight.detach().cpu().numpy()
         rows = w.shape[0]
@@ -376,8 +411,9 @@ def plot_cnn_kernels(models: dict[str, torch.nn.Module], layer: str, path: str |
     filters, columns input channels (Figures 6, 7, 9, 10)."""
     index = {"W1": 0, "W2": 1}[layer]
     names = list(models)
-    fig, axes = _subplots(1, max(1, len(names)), figsize=(5.0 * max(1, len(names)), 5.2),
-                             squeeze=False)
+    fig, axes = _subplots(
+        1, max(1, len(names)), figsize=(5.0 * max(1, len(names)), 5.2), squeeze=False
+    )
     for ax, name in zip(axes.flat, names):
         k = models[name].weight_layers()[index].weight.detach().cpu().numpy()
         out_c, in_c, kh, kw = k.shape
@@ -392,9 +428,9 @@ def plot_cnn_kernels(models: dict[str, torch.nn.Module], layer: str, path: str |
             canvas = np.full((out_c * (kh + 1) - 1, in_c * (kw + 1) - 1), np.nan)
             for o in range(out_c):
                 for i in range(in_c):
-                    canvas[o * (kh + 1) : o * (kh + 1) + kh, i * (kw + 1) : i * (kw + 1) + kw] = (
-                        k[o, i]
-                    )
+                    canvas[o * (kh + 1) : o * (kh + 1) + kh, i * (kw + 1) : i * (kw + 1) + kw] = k[
+                        o, i
+                    ]
         vmax = float(np.nanmax(np.abs(canvas))) or 1.0
         ax.imshow(canvas, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
         ax.set_title(name, fontsize=9)

@@ -18,7 +18,7 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ class ReproduceError(RuntimeError):
     """The output directory or the profile cannot be used as asked."""
 
 
-class ProfileName(str, Enum):
+class ProfileName(StrEnum):
     tiny = "tiny"
     quick = "quick"
     paper = "paper"
@@ -604,10 +604,13 @@ def _figures(
         adv = [n for n in models if n.endswith(("-natural", "-fgsm", "-pgd"))]
         reg = [n for n in models if n not in adv or n.endswith("-natural")]
         if fam == "fcnn":
-            for names, no, what in ((adv, ref["adv"], "natural vs adversarial training"),
-                                    (reg, ref["reg"], "the regularisers")):
-                path = plots.plot_fcnn_w1({n: models[n] for n in names},
-                                          fig_dir / f"fcnn_w1_{no}.png")
+            for names, no, what in (
+                (adv, ref["adv"], "natural vs adversarial training"),
+                (reg, ref["reg"], "the regularisers"),
+            ):
+                path = plots.plot_fcnn_w1(
+                    {n: models[n] for n in names}, fig_dir / f"fcnn_w1_{no}.png"
+                )
                 figures.append(
                     (
                         f"Figure {no} equivalent: the FCNN's W1 (20 x 784), each row as a 28 x 28 "
@@ -616,8 +619,10 @@ def _figures(
                     )
                 )
         else:
-            for names, nos, what in ((adv, ref["adv"], "natural vs adversarial training"),
-                                     (reg, ref["reg"], "the regularisers")):
+            for names, nos, what in (
+                (adv, ref["adv"], "natural vs adversarial training"),
+                (reg, ref["reg"], "the regularisers"),
+            ):
                 for layer, no in zip(("W1", "W2"), nos):
                     path = plots.plot_cnn_kernels(
                         {n: models[n] for n in names}, layer, fig_dir / f"cnn_{layer}_{no}.png"
@@ -708,7 +713,10 @@ def _build_report(result: ReproduceResult, prof: Profile, figures, sanity) -> Re
         for line in c.evidence[1:]:
             claim_blocks.append(Paragraph(line))
     sections.append(Section("Claims", claim_blocks))
-    for key, title, ds in (("table1", "Table 1: FCNN", "MNIST"), ("table2", "Table 2: CNN", "F-MNIST")):
+    for key, title, ds in (
+        ("table1", "Table 1: FCNN", "MNIST"),
+        ("table2", "Table 2: CNN", "F-MNIST"),
+    ):
         rows = result.tables[key]
         if not rows:
             continue
@@ -717,11 +725,27 @@ def _build_report(result: ReproduceResult, prof: Profile, figures, sanity) -> Re
                 f"{title} (dataset: {ds})",
                 [
                     Table(
-                        ["method", "preset", "paper acc.", "our acc.", "difference",
-                         "FR FGSM", "FR PGD", "FR GNM"],
                         [
-                            [r["method"], r["preset"], r["paper"], r["ours"], r["difference"],
-                             r["fr_fgsm"], r["fr_pgd"], r["fr_gnm"]]
+                            "method",
+                            "preset",
+                            "paper acc.",
+                            "our acc.",
+                            "difference",
+                            "FR FGSM",
+                            "FR PGD",
+                            "FR GNM",
+                        ],
+                        [
+                            [
+                                r["method"],
+                                r["preset"],
+                                r["paper"],
+                                r["ours"],
+                                r["difference"],
+                                r["fr_fgsm"],
+                                r["fr_pgd"],
+                                r["fr_gnm"],
+                            ]
                             for r in rows
                         ],
                         caption=f"Clean test accuracy, paper vs ours; fooling ratios (FR) at "
@@ -748,9 +772,7 @@ def _build_report(result: ReproduceResult, prof: Profile, figures, sanity) -> Re
             Table(["preset", "fooling ratio at large eps"], rows),
         ]
         blocks.append(
-            Paragraph(
-                "Models below 0.9, to be read with care: " + ", ".join(weak), "bad"
-            )
+            Paragraph("Models below 0.9, to be read with care: " + ", ".join(weak), "bad")
             if weak
             else Paragraph("Every model is fooled at least 90% of the time at large eps.", "good")
         )
@@ -759,9 +781,7 @@ def _build_report(result: ReproduceResult, prof: Profile, figures, sanity) -> Re
     sections.append(Section("Figures", fig_blocks))
     if result.theory is not None:
         text = result.theory.get("_summary_text", "")
-        sections.append(
-            Section("Section 3: Theorem 1 on synthetic data", [Paragraph(text, "pre")])
-        )
+        sections.append(Section("Section 3: Theorem 1 on synthetic data", [Paragraph(text, "pre")]))
     return Report(
         title="robustrank: reproduction of 'On the Effect of Low-Rank Weights on Adversarial "
         "Robustness of Neural Networks'",
