@@ -1,10 +1,11 @@
 """Training-loop overhead against a bare PyTorch loop (same model, data, batches, same run).
 
-Cases (medians of ``--repeat`` alternating runs; machines are noisy, so only ratios
-measured in this run are compared):
+Cases (after one warm-up run each, medians of ``--repeat`` runs in ABBA order; machines
+are noisy, so only ratios measured in this run are compared):
 
 * natural training, FCNN/MNIST (batch 128) and CNN/F-MNIST (batch 64): the time of one
-  epoch over a fixed subset of ``--batches`` batches; target <= 1.05x the bare loop;
+  epoch over a fixed subset of ``--fcnn-batches``/``--cnn-batches`` batches; target <= 1.05x
+  the bare loop;
 * PGD-20 adversarial training (eps 0.05, alpha 0.005, random start), CNN, on
   ``--pgd-batches`` batches; target <= 1.05x a bare loop with an inline PGD;
 * the nuclear-norm regulariser on the CNN's conv2 (lambda_{*,2} = 0.1): time per step
@@ -99,11 +100,22 @@ def bare_epoch(cfg: dict) -> float:
     return time.perf_counter() - start
 
 
+def _alternate(first, second, repeat: int) -> tuple[list[float], list[float]]:
+    """Warm both up once, then time them in ABBA order so that drift cancels."""
+    first(), second()
+    a, b = [], []
+    for i in range(repeat):
+        if i % 2 == 0:
+            a.append(first())
+            b.append(second())
+        else:
+            b.append(second())
+            a.append(first())
+    return a, b
+
+
 def compare(label: str, cfg: dict, repeat: int, target: float) -> bool:
-    ours, bare = [], []
-    for _ in range(repeat):
-        bare.append(bare_epoch(cfg))
-        ours.append(robustrank_epoch(cfg)[0])
+    bare, ours = _alternate(lambda: bare_epoch(cfg), lambda: robustrank_epoch(cfg)[0], repeat)
     mo, mb = statistics.median(ours), statistics.median(bare)
     ratio = mo / mb
     ok = ratio <= target
@@ -118,10 +130,9 @@ def compare(label: str, cfg: dict, repeat: int, target: float) -> bool:
 def nuclear_overhead(batches: int, repeat: int) -> bool:
     plain = _config("cnn", batches)
     reg = _config("cnn", batches, regularizers={"nuclear": {2: 0.1}})
-    t_plain, t_reg = [], []
-    for _ in range(repeat):
-        t_plain.append(robustrank_epoch(plain)[0])
-        t_reg.append(robustrank_epoch(reg)[0])
+    t_plain, t_reg = _alternate(
+        lambda: robustrank_epoch(plain)[0], lambda: robustrank_epoch(reg)[0], repeat
+    )
     a, b = statistics.median(t_plain), statistics.median(t_reg)
     ratio = b / a
     ok = ratio <= TARGET_NUCLEAR
@@ -148,8 +159,10 @@ def evaluation_cost(model: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--fcnn-repeat", type=int, default=11, help="FCNN epochs are short")
+    parser.add_argument("--fcnn-batches", type=int, default=400)
+    parser.add_argument("--cnn-batches", type=int, default=100)
     parser.add_argument("--pgd-batches", type=int, default=10)
     parser.add_argument("--nuclear-batches", type=int, default=100)
     args = parser.parse_args()
@@ -159,14 +172,14 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeat {args.repeat}")
     results = [
         compare(
-            f"natural epoch, FCNN ({args.batches} x 128)",
-            _config("fcnn", args.batches),
-            args.repeat,
+            f"natural epoch, FCNN ({args.fcnn_batches} x 128)",
+            _config("fcnn", args.fcnn_batches),
+            args.fcnn_repeat,
             TARGET_LOOP,
         ),
         compare(
-            f"natural epoch, CNN ({args.batches} x 64)",
-            _config("cnn", args.batches),
+            f"natural epoch, CNN ({args.cnn_batches} x 64)",
+            _config("cnn", args.cnn_batches),
             args.repeat,
             TARGET_LOOP,
         ),

@@ -144,16 +144,17 @@ def any_iterate_fooled_pgd(model, x, y, eps, alpha, steps, seed):
 
 def test_early_stop_counts_inputs_fooled_by_any_iterate(model, xy):
     x, y = xy
-    eps, alpha, steps, seed = 0.15, 0.04, 10, 7
+    # a large step makes PGD oscillate: some inputs are fooled on the way but not at the end
+    eps, alpha, steps, seed = 0.2, 0.15, 8, 7
     n_correct, n_any, n_final = any_iterate_fooled_pgd(model, x, y, eps, alpha, steps, seed)
-    assert n_any > n_final or n_any > 0  # the setting fools some inputs
+    assert n_any > n_final > 0  # the setting separates "any iterate" from "final iterate"
     plain = fooling_ratio(model, PGD(model, eps, alpha, steps, seed=seed), x, y, batch_size=1000)
     es = fooling_ratio(
         model, PGD(model, eps, alpha, steps, seed=seed), x, y, batch_size=1000, early_stop=True
     )
     assert plain == pytest.approx(n_final / n_correct)
     assert es == pytest.approx(n_any / n_correct)
-    assert es >= plain
+    assert es > plain
 
 
 @pytest.mark.parametrize("seed", range(4))

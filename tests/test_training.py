@@ -408,3 +408,21 @@ def test_cli_train_and_presets(tmp_path):
     refused = runner.invoke(app, args)
     assert refused.exit_code == 2 and "not empty" in refused.output
     assert runner.invoke(app, [*args, "--resume"]).exit_code == 0
+
+
+def test_fine_tune_reuses_the_parents_final_evaluation_exactly(tmp_path, monkeypatch):
+    history = {"eval_n": 60, "attacks": ["fgsm", "pgd"], "pgd_steps": 3}
+    parent = tiny(name="tiny-parent", epochs=1, history=history)
+    monkeypatch.setattr(training, "list_presets", lambda: ["tiny-parent"])
+    monkeypatch.setattr(training, "load_preset", lambda name: {"tiny-parent": parent}[name])
+    child = tiny(name="tiny-child", epochs=1, init={"from_preset": "tiny-parent"}, history=history)
+    first = train(child, tmp_path / "tiny-child", progress=False).history[0]
+    parent_last = read_history(tmp_path / "tiny-parent")[-1]
+    # an independent evaluation of the same starting weights (no reuse from a checkpoint)
+    ckpt = str(tmp_path / "tiny-parent" / "final.safetensors")
+    direct = tiny(name="direct", epochs=1, init={"checkpoint": ckpt}, history=history)
+    recomputed = train(direct, tmp_path / "direct", progress=False).history[0]
+    measured = [k for k in recomputed if k.startswith(("test_acc", "fr_", "eff_"))]
+    assert "fr_pgd" in measured and "eff_rank_W1" in measured
+    for key in measured:
+        assert first[key] == parent_last[key] == recomputed[key], key

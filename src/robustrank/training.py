@@ -40,7 +40,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -199,8 +199,8 @@ class HistoryConfig(_Strict):
     ``eval_seed`` so that the history is deterministic. ``test_accuracy_n = None`` measures
     the clean accuracy on the whole test set. ``evaluate: false`` skips accuracy and
     fooling ratios (the weight structure is always recorded). ``eval_batch_size`` is the
-    evaluation batch: small batches (100) are about twice as fast per example as 500-1000
-    for the CNN on a CPU (cache effects).
+    batch size of those evaluations (speed and memory; keep it fixed when comparing runs,
+    since PGD's seeded random start is drawn batch by batch).
     """
 
     evaluate: bool = True
@@ -211,7 +211,7 @@ class HistoryConfig(_Strict):
     pgd_steps: int = 20
     pgd_alpha: float = 0.005
     gnm_steps: int = 5
-    eval_batch_size: int = 100
+    eval_batch_size: int = 500
     every_epochs: int = 1
     every_steps: int | None = None
     track_mi: bool = False
@@ -593,7 +593,14 @@ def _append_line(path: Path, line: str) -> int:
 
 
 def _truncate(path: Path, size: int) -> None:
-    if path.exists() and path.stat().st_size != size:
+    """Drop what was appended after the last committed resume state (e.g. a torn line)."""
+    current = path.stat().st_size if path.exists() else 0
+    if current < size:
+        raise RunError(
+            f"{path} is shorter ({current} bytes) than when the resume state was saved "
+            f"({size} bytes); the run directory was modified. Start over with --overwrite"
+        )
+    if current != size:
         with open(path, "r+b") as f:
             f.truncate(size)
             f.flush()
@@ -695,7 +702,6 @@ class TrainResult:
     config: TrainConfig
     resumed: bool = False
     already_done: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _result_from_finished(config: TrainConfig, out_dir: Path, t0: float) -> TrainResult:
@@ -727,10 +733,38 @@ def _check_init_model(model: nn.Module, config: TrainConfig, source: str) -> Non
         )
 
 
+_ROW_BOOKKEEPING = ("kind", "epoch", "step", "epoch_progress", "lr", "train_", "time_")
+
+
+def _reusable_measures(config: TrainConfig, parent_dir: Path) -> dict[str, Any] | None:
+    """The measurements of a finished parent run's last row, if they are exactly what this
+    run's epoch-0 row would compute (same final weights, dataset and history settings)."""
+    try:
+        parent = yaml.safe_load((parent_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(parent, dict):
+        return None
+    if (
+        parent.get("dataset") != config.dataset
+        or parent.get("history") != config.plain()["history"]
+    ):
+        return None
+    rows = read_history(parent_dir)
+    if not rows or rows[-1].get("kind") != "epoch" or rows[-1].get("epoch") != parent.get("epochs"):
+        return None
+    return {k: v for k, v in rows[-1].items() if not k.startswith(_ROW_BOOKKEEPING)}
+
+
 def _initial_model(
     config: TrainConfig, out_dir: Path, progress: bool, stack: tuple[str, ...]
-) -> tuple[nn.Module, str]:
-    """The starting weights and a short description of where they came from."""
+) -> tuple[nn.Module, str, dict[str, Any] | None]:
+    """The starting weights, where they came from, and reusable epoch-0 measurements.
+
+    A fine-tune of a preset run reuses the evaluation of that run's final row for its own
+    epoch-0 row when the history settings agree (the numbers are identical: same weights,
+    same seeded evaluation), which saves one full evaluation per fine-tuning run.
+    """
     if config.init.checkpoint is not None:
         path = Path(config.init.checkpoint)
         model, meta = load_checkpoint(path)
@@ -738,7 +772,7 @@ def _initial_model(
         ds = meta.get("dataset")
         if ds is not None and ds != config.dataset:
             _log(f"warning: {path} was trained on {ds}; fine-tuning it on {config.dataset}")
-        return model, f"checkpoint {path}"
+        return model, f"checkpoint {path}", None
     if config.init.from_preset is not None:
         name = config.init.from_preset
         if name in stack:
@@ -765,13 +799,15 @@ def _initial_model(
             except RunError as err:
                 raise RunError(f"while preparing init.from_preset {name!r}: {err}") from err
             _log(f"[{config.name}] {name} finished; fine-tuning from {parent_dir / FINAL_FILE}")
-        model, _ = load_checkpoint(parent_dir / FINAL_FILE)
+        model, meta = load_checkpoint(parent_dir / FINAL_FILE)
         _check_init_model(model, config, f"preset run {parent_dir}")
-        return model, f"preset {name} ({parent_dir / FINAL_FILE})"
+        parent_seed = (meta.get("config") or {}).get("seed")
+        origin = f"fine-tuning {parent_dir / FINAL_FILE} (seed {parent_seed})"
+        return model, origin, _reusable_measures(config, parent_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, _INIT))
         model = create_model(config.model.name, **config.model.options)
-    return model, f"fresh init (seed {config.seed})"
+    return model, f"fresh init (seed {config.seed})", None
 
 
 class _Evaluator:
@@ -994,10 +1030,10 @@ def _train(
 
     # --- model and optimiser
     if resume_state is None:
-        model, origin = _initial_model(config, out_dir, progress, stack)
+        model, origin, init_measures = _initial_model(config, out_dir, progress, stack)
     else:
         model = create_model(config.model.name, **config.model.options)
-        origin = f"resumed from {state_path}"
+        origin, init_measures = f"resumed from {state_path}", None
     config.regularizers.check_model(model)
     if config.adversarial.attack != "none" and config.adversarial.eps == 0:
         _log(f"[{config.name}] warning: adversarial.eps is 0, adversarial examples are clean")
@@ -1031,6 +1067,7 @@ def _train(
             out_dir,
             model,
             origin,
+            init_measures,
             resume_state,
             device,
             x_tr,
@@ -1049,6 +1086,7 @@ def _run_loop(
     out_dir: Path,
     model: nn.Module,
     origin: str,
+    init_measures: dict[str, Any] | None,
     resume_state: tuple[dict[str, Tensor], dict[str, Any]] | None,
     device: torch.device,
     x_tr: Tensor,
@@ -1131,7 +1169,10 @@ def _run_loop(
                 "lr": lr_at_epoch(config, max(epoch, 1)),
             }
             row.update(acc.means())
-            row.update(evaluator.measure(model))
+            if kind == "init" and init_measures is not None:
+                row.update(init_measures)
+            else:
+                row.update(evaluator.measure(model))
             row["time_eval"] = time.perf_counter() - t_eval
             row["time_train"] = times["train"]
             row["time_elapsed"] = elapsed()
