@@ -160,7 +160,7 @@ def evaluation_cost(model: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--fcnn-repeat", type=int, default=11, help="FCNN epochs are short")
+    parser.add_argument("--fcnn-repeat", type=int, default=21, help="FCNN epochs are short")
     parser.add_argument("--fcnn-batches", type=int, default=400)
     parser.add_argument("--cnn-batches", type=int, default=100)
     parser.add_argument("--pgd-batches", type=int, default=10)

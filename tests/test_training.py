@@ -415,7 +415,12 @@ def test_fine_tune_reuses_the_parents_final_evaluation_exactly(tmp_path, monkeyp
     parent = tiny(name="tiny-parent", epochs=1, history=history)
     monkeypatch.setattr(training, "list_presets", lambda: ["tiny-parent"])
     monkeypatch.setattr(training, "load_preset", lambda name: {"tiny-parent": parent}[name])
-    child = tiny(name="tiny-child", epochs=1, init={"from_preset": "tiny-parent"}, history=history)
+    child = tiny(
+        name="tiny-child",
+        epochs=1,
+        init={"from_preset": "tiny-parent"},
+        history={**history, "every_steps": 5},  # scheduling differs: still reusable
+    )
     first = train(child, tmp_path / "tiny-child", progress=False).history[0]
     parent_last = read_history(tmp_path / "tiny-parent")[-1]
     # an independent evaluation of the same starting weights (no reuse from a checkpoint)
@@ -426,3 +431,14 @@ def test_fine_tune_reuses_the_parents_final_evaluation_exactly(tmp_path, monkeyp
     assert "fr_pgd" in measured and "eff_rank_W1" in measured
     for key in measured:
         assert first[key] == parent_last[key] == recomputed[key], key
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    pytest.importorskip("fcntl")
+    run = tmp_path / "run"
+    cfg = tiny(epochs=1, history={"evaluate": False})
+    with training._run_lock(run):  # as if another process were training there
+        with pytest.raises(RunError, match=r"another process \(pid \d+\) is training in"):
+            train(cfg, run, progress=False)
+    train(cfg, run, progress=False)  # free again; the lock file does not count as content
+    assert (run / "done.json").exists()

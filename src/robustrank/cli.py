@@ -41,7 +41,9 @@ def _load_model_or_checkpoint(target: str):
 @data_app.command("fetch")
 def data_fetch(
     names: list[str] = typer.Argument(None, help="mnist, fashion-mnist (default: both)"),
-    data_dir: Path = typer.Option(None, help="cache directory (default: $ROBUSTRANK_DATA or ~/.cache/robustrank)"),
+    data_dir: Path = typer.Option(
+        None, help="cache directory (default: $ROBUSTRANK_DATA or ~/.cache/robustrank)"
+    ),
 ) -> None:
     """Fetch, verify (SHA-256) and cache datasets."""
     from . import data
@@ -348,7 +350,9 @@ def analyze_cmd(
 
 @app.command("reproduce")
 def reproduce_cmd(
-    profile: str = typer.Option("quick", help="quick (~10 min), paper (the paper's settings), tiny"),
+    profile: str = typer.Option(
+        "quick", help="quick (~10 min), paper (the paper's settings), tiny"
+    ),
     out: Path = typer.Option(None, help="output directory (default: results/<profile>)"),
     only: str = typer.Option(None, help="run one architecture: fcnn or cnn"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
@@ -367,12 +371,16 @@ def reproduce_cmd(
         if not rows:
             continue
         typer.echo(f"\n{title}")
-        typer.echo(f"{'preset':<28} {'paper':>7} {'ours':>7} {'diff':>7} {'FR-FGSM':>8} "
-                   f"{'FR-PGD':>7} {'FR-GNM':>7}")
+        typer.echo(
+            f"{'preset':<28} {'paper':>7} {'ours':>7} {'diff':>7} {'FR-FGSM':>8} "
+            f"{'FR-PGD':>7} {'FR-GNM':>7}"
+        )
         for r in rows:
             cells = [r["paper"], r["ours"], r["difference"], r["fr_fgsm"], r["fr_pgd"], r["fr_gnm"]]
-            typer.echo(f"{r['preset']:<28} " + " ".join(
-                f"{v:>7.4f}" if isinstance(v, float) else f"{'-':>7}" for v in cells))
+            typer.echo(
+                f"{r['preset']:<28} "
+                + " ".join(f"{v:>7.4f}" if isinstance(v, float) else f"{'-':>7}" for v in cells)
+            )
     typer.echo("")
     for claim in result.claims:
         typer.echo(f"{claim.claim}: {claim.verdict.upper()} ({claim.evidence[0]})")

@@ -578,6 +578,40 @@ LAST_FILE = "last.safetensors"
 RESUME_FILE = "resume.safetensors"
 FINAL_FILE = "final.safetensors"
 DONE_FILE = "done.json"
+LOCK_FILE = ".robustrank.lock"
+
+
+@contextmanager
+def _run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory so two processes never train into it.
+
+    POSIX ``flock`` (released by the OS if the process dies); not available on Windows,
+    where runs are not locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK_FILE, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read().strip() or "unknown"
+            raise RunError(
+                f"another process (pid {pid}) is training in {out_dir}; wait for it to finish "
+                "or stop it before starting, resuming or overwriting this run"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _append_line(path: Path, line: str) -> int:
@@ -745,10 +779,10 @@ def _reusable_measures(config: TrainConfig, parent_dir: Path) -> dict[str, Any] 
         return None
     if not isinstance(parent, dict):
         return None
-    if (
-        parent.get("dataset") != config.dataset
-        or parent.get("history") != config.plain()["history"]
-    ):
+    when = ("every_epochs", "every_steps")  # when to measure, not what: irrelevant here
+    mine = {k: v for k, v in config.plain()["history"].items() if k not in when}
+    theirs = {k: v for k, v in (parent.get("history") or {}).items() if k not in when}
+    if parent.get("dataset") != config.dataset or theirs != mine:
         return None
     rows = read_history(parent_dir)
     if not rows or rows[-1].get("kind") != "epoch" or rows[-1].get("epoch") != parent.get("epochs"):
@@ -956,13 +990,19 @@ def train(
     )
 
 
+def _contents(out_dir: Path) -> list[str]:
+    if not out_dir.is_dir():
+        return []
+    return sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_FILE)
+
+
 def _prepare_dir(config: TrainConfig, out_dir: Path, resume: bool, overwrite: bool) -> str:
     """Returns "fresh", "resume" or "done"."""
     if resume and overwrite:
         raise RunError("choose either resume or overwrite, not both")
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"{out_dir} exists and is not a directory; choose another output path")
-    contents = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    contents = _contents(out_dir)
     if not contents:
         return "fresh"
     if overwrite:
@@ -971,7 +1011,12 @@ def _prepare_dir(config: TrainConfig, out_dir: Path, resume: bool, overwrite: bo
                 f"{out_dir} is not empty and is not a robustrank run directory (no "
                 f"{CONFIG_FILE}); refusing to delete it. Choose another output directory"
             )
-        shutil.rmtree(out_dir)
+        for name in contents:  # keep the lock file we hold
+            path = out_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         return "fresh"
     if not resume:
         shown = ", ".join(contents[:5]) + (", ..." if len(contents) > 5 else "")
@@ -1005,6 +1050,37 @@ def _prepare_dir(config: TrainConfig, out_dir: Path, resume: bool, overwrite: bo
 
 
 def _train(
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    callback: Callable[[dict[str, Any], nn.Module], None] | None,
+    stack: tuple[str, ...],
+) -> TrainResult:
+    if resume and overwrite:
+        raise RunError("choose either resume or overwrite, not both")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"{out_dir} exists and is not a directory; choose another output path")
+    contents = _contents(out_dir)
+    if contents and CONFIG_FILE not in contents and (resume or overwrite):
+        _prepare_dir(config, out_dir, resume, overwrite)  # raises: not a run directory
+    if contents and not (resume or overwrite):
+        _prepare_dir(config, out_dir, resume, overwrite)  # raises: not empty
+    with _run_lock(out_dir):
+        return _train_locked(
+            config,
+            out_dir,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            callback=callback,
+            stack=stack,
+        )
+
+
+def _train_locked(
     config: TrainConfig,
     out_dir: Path,
     *,
