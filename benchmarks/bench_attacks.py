@@ -181,15 +181,43 @@ def peer_ratio(
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
+class WorkCounter:
+    """Counts the rows the model processes: forward rows and rows of every backward pass.
+
+    A forward hook on the model; outputs that require grad get a tensor hook that fires
+    whenever a gradient flows back through them (once per ``autograd.grad`` call). Unlike
+    timings, these counts do not depend on the load of the machine.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.fwd = self.bwd = 0
+        self._handle = model.register_forward_hook(self._forward)
+
+    def _forward(self, module: nn.Module, inputs: object, out: Tensor) -> None:
+        self.fwd += out.shape[0]
+        if out.requires_grad:
+            out.register_hook(self._backward)
+
+    def _backward(self, grad: Tensor) -> None:
+        self.bwd += grad.shape[0]
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
 def measure(
-    contenders: dict[str, Callable[[], object]], repeat: int, clock: str = "wall"
-) -> tuple[dict[str, tuple[float, object]], dict[str, float]]:
+    contenders: dict[str, Callable[[], object]],
+    repeat: int,
+    clock: str = "wall",
+    model: nn.Module | None = None,
+) -> tuple[dict[str, tuple[float, object]], dict[str, float], dict[str, tuple[int, int]]]:
     """Median time (and last result) of each contender, run round-robin.
 
     Interleaving the contenders (and rotating who goes first) spreads the load of a noisy
     machine evenly over them instead of penalising whoever ran during a busy spell.
-    Returns ``{name: (median on clock, result)}`` and ``{name: median on the other clock}``
-    (process CPU time is less sensitive to other processes than wall time).
+    Returns ``{name: (median on clock, result)}``, ``{name: median on the other clock}``
+    and, with ``model``, ``{name: (forward rows, backward rows)}`` from one extra untimed
+    run with a :class:`WorkCounter`.
     """
     names = list(contenders)
     times: dict[str, dict[str, list[float]]] = {c: {k: [] for k in names} for c in CLOCKS}
@@ -201,31 +229,45 @@ def measure(
             results[k] = contenders[k]()
             for c, f in CLOCKS.items():
                 times[c][k].append(f() - t0[c])
+    work: dict[str, tuple[int, int]] = {}
+    if model is not None:
+        for k in names:
+            counter = WorkCounter(model)
+            try:
+                torch.manual_seed(0)
+                contenders[k]()
+            finally:
+                counter.remove()
+            work[k] = (counter.fwd, counter.bwd)
     other = next(c for c in CLOCKS if c != clock)
     chosen = {k: (statistics.median(times[clock][k]), results[k]) for k in names}
-    return chosen, {k: statistics.median(times[other][k]) for k in names}
+    return chosen, {k: statistics.median(times[other][k]) for k in names}, work
 
 
 # --------------------------------------------------------------------------- report
 
 
-def report(title: str, measured: tuple[dict, dict], ref: str, clock: str) -> None:
-    """Print times relative to the floor and to the reference peer, and fooling ratios."""
-    res, alt = measured
+def report(title: str, measured: tuple[dict, dict, dict], ref: str, clock: str) -> None:
+    """Print times relative to the floor and to the reference peer, work and fooling ratios."""
+    res, alt, work = measured
     other = next(c for c in CLOCKS if c != clock)
     fl, t_ref = res["floor"][0], res[ref][0]
     print(f"\n## {title}")
     print(
         f"{'':36s} {clock + ' s':>8s} {'x floor':>8s} {'x ref':>7s}   "
-        f"{other + ' s':>8s} {'x floor':>8s} {'x ref':>7s} {'fooling':>8s}"
+        f"{other + ' s':>7s} {'x floor':>8s} {'x ref':>6s}   "
+        f"{'fwd rows':>8s} {'bwd rows':>8s} {'bwd/ref':>7s} {'fooling':>8s}"
     )
     for name, (t, out) in res.items():
         fr = f"{out:8.4f}" if isinstance(out, float) else f"{'':8s}"
         mark = "  (ref)" if name == ref else ""
         a, afl, aref = alt[name], alt["floor"], alt[ref]
+        f, b = work.get(name, (0, 0))
+        b_ref = work.get(ref, (0, 0))[1]
         print(
             f"{name:36s} {t:8.2f} {t / fl:8.2f} {t / t_ref:7.2f}   "
-            f"{a:8.2f} {a / afl:8.2f} {a / aref:7.2f} {fr}{mark}"
+            f"{a:7.2f} {a / afl:8.2f} {a / aref:6.2f}   "
+            f"{f:8d} {b:8d} {b / b_ref if b_ref else 0:7.2f} {fr}{mark}"
         )
 
 
@@ -254,9 +296,9 @@ def main() -> None:
 
     bs = args.batch_size
     if not bs:
-        cand, _ = measure(
+        cand = measure(
             {b: lambda b=b: floor(model, x, y, b, 4) for b in (100, 250, 500)}, 2, args.clock
-        )
+        )[0]
         bs = min(cand, key=lambda b: cand[b][0])
         print("batch size:", ", ".join(f"{b}: {t:.2f}s" for b, (t, _) in cand.items()), f"-> {bs}")
 
@@ -318,6 +360,7 @@ def main() -> None:
             },
             args.repeat,
             args.clock,
+            model,
         )
         ref = "torchattacks (fair: correct only)"
         report(f"PGD-{STEPS}, eps {EPS}, alpha {ALPHA}, batch {bs}", res, ref, args.clock)
@@ -341,9 +384,19 @@ def main() -> None:
             f"plain {t_rr / t_ta:.2f}x torchattacks (fair) time (target <= 1x); "
             f"{t_rr / t_tau:.2f}x torchattacks (usual)",
         )
+        work = res[2]
+        b_es, b_rr, b_ta = (work[k][1] for k in ("robustrank early_stop", "robustrank", ref))
+        verdict(
+            b_es * 2 <= b_ta,
+            f"work (noise-free): early_stop {b_es / b_ta:.2f}x the backward rows of "
+            "torchattacks (fair) (<= 0.5x needed for a real 2x)",
+        )
+        verdict(b_rr <= b_ta, f"work: plain {b_rr / b_ta:.2f}x torchattacks (fair) (target <= 1x)")
         print(
-            "  note: plain PGD has no early exit, so the speed-up of early_stop is bounded by "
-            f"1 / (1 - fooled share of the work); here {fr_es:.0%} of the attacked inputs fool"
+            f"  work: early_stop runs {b_es / b_ta:.2f}x the backward rows of torchattacks "
+            f"(fair), plain {b_rr / b_ta:.2f}x, so early stopping can save at most "
+            f"{b_ta / b_es:.2f}x here: {fr_es:.0%} of the attacked inputs are fooled, the rest "
+            "need every step. Time ratios far from the work ratios are machine noise."
         )
 
     # ------------------------------------------------------------------ FGSM
@@ -365,6 +418,7 @@ def main() -> None:
             },
             args.repeat,
             args.clock,
+            model,
         )
         ref = "torchattacks (fair: correct only)"
         report(f"FGSM, eps {EPS}, batch {bs}", res, ref, args.clock)
@@ -399,6 +453,7 @@ def main() -> None:
             },
             args.repeat,
             args.clock,
+            model,
         )
         ref = "reference implementation (fair)"
         report(
@@ -410,6 +465,14 @@ def main() -> None:
         t_ref, fr_ref = res[0][ref]
         t_rr, fr_rr = res[0]["robustrank"]
         t_es, fr_es = res[0]["robustrank early_stop"]
+        work = res[2]
+        verdict(
+            work["robustrank"][1] <= work[ref][1]
+            and 2 * work["robustrank early_stop"][1] <= work[ref][1],
+            f"work (noise-free): plain {work['robustrank'][1] / work[ref][1]:.2f}x, early_stop "
+            f"{work['robustrank early_stop'][1] / work[ref][1]:.2f}x the reference's backward "
+            "rows (targets <= 1x and <= 0.5x)",
+        )
         verdict(
             abs(fr_rr - fr_ref) < 1e-12,
             f"plain GNM fooling ratio equals the reference ({fr_rr:.4f} vs {fr_ref:.4f})",

@@ -267,7 +267,9 @@ class Attack:
             self._label_max = int(y.max())
         return y
 
-    def _execute(self, x: Tensor, y: Tensor, *, early_stop: bool, need_fooled: bool):
+    def _execute(
+        self, x: Tensor, y: Tensor, *, early_stop: bool, need_fooled: bool
+    ) -> AttackResult:
         y = self._validate(x, y)
         if x.shape[0] == 0:
             empty = torch.zeros(0, dtype=torch.bool, device=x.device)
@@ -315,7 +317,9 @@ class FGSM(Attack):
     def params(self) -> dict[str, Any]:
         return {"eps": self.eps, "clip": self.clip}
 
-    def perturb(self, x, y, early_stop=False):
+    def perturb(
+        self, x: Tensor, y: Tensor, early_stop: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         tracker = _EarlyStop(x, y) if early_stop else None
         xa = x.requires_grad_(True)
         logits = self._forward(xa)
@@ -435,7 +439,9 @@ class PGD(Attack):
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[device]
 
-    def perturb(self, x, y, early_stop=False):
+    def perturb(
+        self, x: Tensor, y: Tensor, early_stop: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         eps = self.eps
         lo, hi = x - eps, x + eps
         if self.clip:
@@ -546,7 +552,9 @@ class GNM(Attack):
             best_dir = torch.where(better.view(view), g.sign_(), best_dir)
         return best_dir
 
-    def perturb(self, x, y, early_stop=False):
+    def perturb(
+        self, x: Tensor, y: Tensor, early_stop: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         step = self.eps / self.steps
         xa = x
         tracker = _EarlyStop(xa, y) if early_stop else None
@@ -589,7 +597,7 @@ def _expand(y_kept: Tensor, keep: Tensor) -> Tensor:
 
 
 def check_model(
-    model: nn.Module, x: Tensor, y: Tensor, *, n: int = 32, warn: bool = True
+    model: nn.Module, x: Tensor, y: Tensor, *, n: int = 32, warn: bool = True, stacklevel: int = 2
 ) -> list[str]:
     """Sanity checks before an evaluation (in the spirit of AutoAttack's checks).
 
@@ -639,5 +647,5 @@ def check_model(
                         )
     if warn:
         for msg in messages:
-            warnings.warn(msg, UserWarning, stacklevel=2)
+            warnings.warn(msg, UserWarning, stacklevel=stacklevel)
     return messages

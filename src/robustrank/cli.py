@@ -243,7 +243,8 @@ def presets_cmd() -> None:
             else "not in the paper's tables"
         )
         init = f", from {cfg.init.from_preset}" if cfg.init.from_preset else ""
-        typer.echo(f"{name}  ({paper}; {cfg.epochs} epochs{init})")
+        epochs = f"{cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'}"
+        typer.echo(f"{name}  ({paper}; {epochs}{init})")
         typer.echo(f"    {cfg.description}")
 
 

@@ -333,7 +333,7 @@ def evaluate(
         )
     dev = _device(model, device)
     if checks:
-        check_model(model, x[:32].to(dev), y[:32].to(dev))
+        check_model(model, x[:32].to(dev), y[:32].to(dev), stacklevel=3)
     correct = _predictions(model, x, batch_size, dev) == y.to(dev)
     return _evaluate_on(
         model,
@@ -458,7 +458,7 @@ def eps_sweep(
     attacks = [factory(eps) for eps in grid]  # validates every eps before any work
     dev = _device(model, device)
     if checks:
-        check_model(model, x[:32].to(dev), y[:32].to(dev))
+        check_model(model, x[:32].to(dev), y[:32].to(dev), stacklevel=3)
     correct = _predictions(model, x, batch_size, dev) == y.to(dev)
     results = []
     for atk in tqdm(attacks, desc="eps", unit="eps", disable=not progress or len(grid) == 1):
