@@ -35,6 +35,19 @@ def _load_model_or_checkpoint(target: str):
         _fail(str(err))
 
 
+def _checkpoint_dataset(model, meta: dict, dataset: str | None) -> str:
+    """The dataset to evaluate on: the argument, else the checkpoint's metadata, else the
+    paper's pairing (FCNN -> MNIST, CNN -> Fashion-MNIST)."""
+    from .data import DATASETS
+
+    if dataset is None:
+        arch = getattr(model, "robustrank_spec", {}).get("name")
+        dataset = meta.get("dataset") or ("fashion-mnist" if arch == "cnn" else "mnist")
+    if dataset not in DATASETS:
+        _fail(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    return dataset
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -127,7 +140,7 @@ def evaluate_cmd(
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     """Fooling ratio and robust accuracy of a checkpoint under FGSM, PGD or GNM (Section 5)."""
-    from .data import DATASETS, eval_subset, load_dataset
+    from .data import eval_subset, load_dataset
     from .evaluation import eps_sweep, format_results, save_results
     from .models import CheckpointError, load_checkpoint
 
@@ -135,11 +148,8 @@ def evaluate_cmd(
         model, meta = load_checkpoint(checkpoint)
     except CheckpointError as err:
         _fail(str(err))
+    dataset = _checkpoint_dataset(model, meta, dataset)
     arch = getattr(model, "robustrank_spec", {}).get("name")
-    if dataset is None:
-        dataset = meta.get("dataset") or ("fashion-mnist" if arch == "cnn" else "mnist")
-    if dataset not in DATASETS:
-        _fail(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     grid = _parse_eps_grid(eps_grid) if eps_grid is not None else [eps]
     if out is not None:
         json_path = json_path or out / f"eval-{attack.lower()}.json"
@@ -300,7 +310,7 @@ def analyze_cmd(
 
     import torch
 
-    from .data import DATASETS, DataError, eval_subset, load_dataset
+    from .data import DataError, eval_subset, load_dataset
     from .information import format_mi_table, mi_per_layer
     from .metrics import format_structure_report, structure_report
     from .models import CheckpointError, atomic_write_bytes, load_checkpoint
@@ -313,11 +323,8 @@ def analyze_cmd(
         model, meta = load_checkpoint(checkpoint, map_location=device or "cpu")
     except (CheckpointError, RuntimeError) as err:
         _fail(str(err))
+    dataset = _checkpoint_dataset(model, meta, dataset)
     arch = getattr(model, "robustrank_spec", {}).get("name")
-    if dataset is None:
-        dataset = meta.get("dataset") or ("fashion-mnist" if arch == "cnn" else "mnist")
-    if dataset not in DATASETS:
-        _fail(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     try:
         x, y = load_dataset(dataset, "test", data_dir)
         x, y = eval_subset(x, y, n, seed=seed)
