@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustrank.attacks import FGSM, GNM, PGD, Attack, check_model
+from robustrank.models import create_model
 
 C, H, W = 5, 4, 4  # small multiclass problem on 1 x 4 x 4 "images"
 
@@ -246,6 +247,29 @@ def test_attacks_restore_modes_and_leave_parameter_grads_alone(name, initial):
     assert torch.equal(model.body.fc1.weight.grad, saved)
     assert all(p.grad is None for n, p in model.named_parameters() if n != "body.fc1.weight")
     assert all(torch.equal(a, b) for a, b in zip(params, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "gnm"])
+def test_channels_last_fast_path_matches_plain_call_and_leaves_model_alone(name):
+    torch.manual_seed(3)
+    model = create_model("cnn", channels=8, hidden=16).train()
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
+    kwargs = {"fgsm": {}, "pgd": {"alpha": 0.01, "steps": 4, "seed": 1}, "gnm": {"steps": 3}}
+    cls = {"fgsm": FGSM, "pgd": PGD, "gnm": GNM}[name]
+    fast = cls(model, 0.05, channels_last=True, **kwargs[name]).run(x, y, early_stop=True)
+    plain = cls(model, 0.05, channels_last=False, **kwargs[name]).run(x, y, early_stop=True)
+    # the same attack up to float round-off: a sign may flip only where a gradient is ~0
+    assert (fast.x_adv != plain.x_adv).float().mean() < 1e-3
+    assert torch.equal(fast.fooled, plain.fooled)
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k][0]) and v.stride() == before[k][1]
+
+
+def test_channels_last_must_be_a_bool_or_none():
+    with pytest.raises(TypeError, match="channels_last"):
+        FGSM(create_model("fcnn"), 0.05, channels_last="yes")
 
 
 def test_mode_restored_when_the_attack_raises():

@@ -170,3 +170,24 @@ def test_metadata_must_be_json(tmp_path):
     with pytest.raises(ValueError, match="JSON-serialisable"):
         save_checkpoint(create_model("fcnn"), tmp_path / "x.safetensors", bad=object())
     assert not any(tmp_path.iterdir())
+
+
+def test_fast_layout_keeps_values_outputs_and_checkpoints(tmp_path):
+    from robustrank.models import use_fast_layout
+
+    torch.manual_seed(0)
+    model = create_model("cnn").eval()
+    x = torch.rand(8, 1, 28, 28)
+    ref_state = {k: v.clone() for k, v in model.state_dict().items()}
+    ref_out = model(x)
+    use_fast_layout(model, "cpu")
+    assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.conv2.weight.is_contiguous()
+    torch.testing.assert_close(model(x), ref_out, rtol=1e-5, atol=1e-5)
+    path = save_checkpoint(model, tmp_path / "cl.safetensors")
+    loaded, _ = load_checkpoint(path)
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, ref_state[k])
+    fcnn = create_model("fcnn")
+    strides = [p.stride() for p in fcnn.parameters()]
+    assert [p.stride() for p in use_fast_layout(fcnn).parameters()] == strides

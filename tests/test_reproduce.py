@@ -128,6 +128,27 @@ def test_foreign_directory_is_refused(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.slow
+def test_runs_trained_separately_are_adopted(tiny, tmp_path):
+    # `robustrank train --preset NAME --out OUT/runs/NAME` runs, then `reproduce --out OUT`
+    import shutil
+
+    out = tmp_path / "assembled"
+    shutil.copytree(tiny.out_dir / "runs" / "fcnn-natural", out / "runs" / "fcnn-natural")
+    final = out / "runs" / "fcnn-natural" / "final.safetensors"
+    before = final.stat().st_mtime_ns
+    result = reproduce("tiny", out, only="fcnn", progress=False)
+    assert final.stat().st_mtime_ns == before  # reused, not retrained
+    assert result.tables["table1"] == tiny.tables["table1"]  # deterministic runs
+
+
+def test_runs_dir_with_foreign_run_is_refused(tmp_path):
+    (tmp_path / "runs" / "my-experiment").mkdir(parents=True)
+    with pytest.raises(ReproduceError, match="not empty"):
+        reproduce("tiny", tmp_path, progress=False)
+    assert not (tmp_path / "profile.json").exists()
+
+
 def test_profiles_cover_every_table_row():
     presets = set(list_presets())
     for name in ("quick", "paper"):

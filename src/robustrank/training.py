@@ -53,7 +53,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from torch import Tensor, nn
 
-from .models import atomic_write_bytes, create_model, list_models, load_checkpoint, model_spec
+from .models import (
+    atomic_write_bytes,
+    create_model,
+    list_models,
+    load_checkpoint,
+    model_spec,
+    use_fast_layout,
+)
 from .regularizers import RegularizerConfig, regularization_terms
 
 __all__ = [
@@ -1184,7 +1191,7 @@ def _run_loop(
     jsonl, csv_path = out_dir / HISTORY_JSONL, out_dir / HISTORY_CSV
     evaluator = _Evaluator(config, x_te, y_te)
 
-    model.to(device)
+    use_fast_layout(model.to(device), device)
     model.train()
     opt = torch.optim.SGD(
         model.parameters(),
@@ -1206,7 +1213,6 @@ def _run_loop(
         model.load_state_dict(
             {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
         )
-        model.to(device)
         _restore_optimizer(opt, tensors, header)
         torch.set_rng_state(tensors["rng/torch_cpu"])
         cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]

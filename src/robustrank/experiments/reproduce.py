@@ -350,7 +350,7 @@ def _check_out_dir(out: Path, profile: Profile, configs: list[TrainConfig], over
                 f"{out} holds results of profile {saved.get('profile')!r}, not "
                 f"{profile.name!r}; choose another --out, or pass --overwrite to discard them"
             )
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(out.iterdir()) and not _only_preset_runs(out, configs):
         raise ReproduceError(
             f"{out} is not empty and was not written by `robustrank reproduce`; choose another "
             "--out (nothing was changed)"
@@ -360,6 +360,20 @@ def _check_out_dir(out: Path, profile: Profile, configs: list[TrainConfig], over
         marker,
         json.dumps({"profile": profile.name, "runs": [c.name for c in configs]}, indent=2),
     )
+
+
+def _only_preset_runs(out: Path, configs: list[TrainConfig]) -> bool:
+    """``out`` holds nothing but ``runs/<preset>`` directories of this profile's presets.
+
+    Such a directory is adopted: runs trained separately with ``robustrank train --preset
+    NAME --out OUT/runs/NAME`` (e.g. on several machines) are reused if their configs
+    equal the profile's, and refused by :func:`train` with the differing keys otherwise.
+    """
+    names = {c.name for c in configs}
+    entries = list(out.iterdir())
+    if [e.name for e in entries] != ["runs"] or not entries[0].is_dir():
+        return False
+    return all(run.is_dir() and run.name in names for run in entries[0].iterdir())
 
 
 def _run_all(
