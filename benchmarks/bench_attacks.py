@@ -281,6 +281,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=1, help="training epochs of the CNN")
+    ap.add_argument(
+        "--checkpoint",
+        default=None,
+        help="benchmark this robustrank checkpoint of the CNN instead (e.g. a paper-profile "
+        "run's runs/cnn-natural/final.safetensors)",
+    )
     ap.add_argument("--batch-size", type=int, default=0, help="0: fastest of 100/250/500")
     ap.add_argument("--skip", default="", help="comma list of sections: pgd,fgsm,gnm")
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="clock of verdicts")
@@ -288,11 +294,17 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeat {args.repeat}")
-    model = trained_cnn(args.seed, args.epochs)
+    if args.checkpoint:
+        model, _ = load_checkpoint(args.checkpoint)
+        model.eval()
+        origin = f"checkpoint {args.checkpoint}"
+    else:
+        model = trained_cnn(args.seed, args.epochs)
+        origin = f"{args.epochs} epoch(s) of plain SGD"
     xt, yt = load_dataset("fashion-mnist", "test", progress=False)
     x, y = eval_subset(xt, yt, args.n, seed=args.seed)
     acc = float((predictions(model, x, 500) == y).double().mean())
-    print(f"CNN ({args.epochs} epoch(s)), Fashion-MNIST, n={len(x)}, clean accuracy {acc:.4f}")
+    print(f"CNN ({origin}), Fashion-MNIST, n={len(x)}, clean accuracy {acc:.4f}")
 
     bs = args.batch_size
     if not bs:
