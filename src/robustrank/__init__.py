@@ -11,6 +11,38 @@ from .models import create_model, list_models, load_checkpoint, save_checkpoint,
 
 __version__ = "0.1.0"
 
+# Loaded on first use, so that ``import robustrank`` stays light.
+_LAZY = {
+    "FGSM": "attacks",
+    "PGD": "attacks",
+    "GNM": "attacks",
+    "fooling_ratio": "evaluation",
+    "robust_accuracy": "evaluation",
+    "eps_sweep": "evaluation",
+    "evaluate": "evaluation",
+    "l1_penalty": "regularizers",
+    "nuclear_penalty": "regularizers",
+    "joint_l1_penalty": "regularizers",
+    "train": "training",
+    "load_preset": "training",
+    "list_presets": "training",
+    "mi_per_layer": "information",
+    "run_theory_experiment": "linear_theory",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "reproduce":
+        from .experiments.reproduce import reproduce
+
+        return reproduce
+    raise AttributeError(f"module 'robustrank' has no attribute {name!r}")
+
+
 __all__ = [
     "create_model",
     "list_models",
@@ -20,4 +52,6 @@ __all__ = [
     "effective_rank",
     "effective_sparsity",
     "structure_report",
+    *_LAZY,
+    "reproduce",
 ]
