@@ -1,8 +1,9 @@
 """End to end: the tiny reproduce profile writes every artefact, and the report is valid.
 
-A headless-browser test does not fit CI's time budget here, so the HTML report is checked
-structurally instead: it parses, references nothing external, and every embedded image is
-a PNG that decodes.
+The HTML report is checked twice: structurally (it parses, references nothing external,
+every embedded image is a PNG that decodes) and in headless Chromium, when a ``chromium``
+binary is installed (``.ci/run`` installs the Debian package; elsewhere the browser test
+is skipped with a reason).
 """
 
 import base64
@@ -10,6 +11,8 @@ import csv
 import io
 import json
 import math
+import shutil
+import subprocess
 from html.parser import HTMLParser
 
 import pytest
@@ -106,6 +109,51 @@ def test_report_html_is_self_contained_and_images_decode(tiny):
     assert "Table 1" in md and "Claim 1" in md
 
 
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const imgs = Array.from(document.images);
+  document.body.setAttribute("data-probe", JSON.stringify(
+    imgs.map((i) => [i.complete, i.naturalWidth, i.naturalHeight])));
+});
+</script>"""
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="no chromium binary (apt-get install chromium)")
+def test_report_renders_in_headless_chromium_and_every_image_loads(tiny, tmp_path):
+    # The report unchanged, plus a probe script that records each image's load state.
+    text = tiny.report_html.read_text()
+    assert text.count("</body>") == 1
+    page = tmp_path / "report.html"
+    page.write_text(text.replace("</body>", _PROBE + "</body>"))
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    start = dom.index('data-probe="') + len('data-probe="')
+    probe = json.loads(dom[start : dom.index('"', start)].replace("&quot;", '"'))
+    assert len(probe) == len(tiny.figures) > 0
+    for complete, width, height in probe:
+        assert complete and width > 50 and height > 50
+    assert "<table" in dom and "Claim 1" in dom
+
+
 @pytest.mark.slow
 def test_second_call_reuses_finished_runs(tiny):
     before = {p: p.stat().st_mtime_ns for p in tiny.out_dir.glob("runs/*/final.safetensors")}
@@ -186,3 +234,17 @@ def test_claim_verdicts_follow_the_numbers():
     assert c2.verdict == "supported"
     nan = _summary("fcnn-pgd", "fcnn", {"pgd": math.nan}, {"W1": math.nan}, {"W1": math.nan})
     assert assess_claims({"fcnn-natural": nat, "fcnn-pgd": nan})[0].verdict == "not measured"
+
+
+def test_method_labels_use_the_paper_rows_or_its_notation():
+    from robustrank.experiments.reproduce import _method
+    from robustrank.training import load_preset
+
+    assert _method(load_preset("cnn-nuc2-0.1")) == (
+        "lambda_{1,1} = 0.01, lambda_{1,2} = 0.01, lambda_{*,2} = 0.1"
+    )
+    joint = load_preset("fcnn-joint-1e-4-l1-1e-2")
+    assert joint.paper is None
+    assert _method(joint) == "lambda_joint = 0.0001, lambda_{1,1} = 0.01"
+    pgd = load_preset("fcnn-pgd").model_copy(update={"paper": None})
+    assert _method(pgd) == "PGD adv. train."

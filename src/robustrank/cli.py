@@ -366,12 +366,21 @@ def reproduce_cmd(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     seed: int = typer.Option(None, help="override every run's seed"),
     overwrite: bool = typer.Option(False, help="discard earlier runs in the output directory"),
+    progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     """Train every model of Section 5 and write the tables, figures, claims and report."""
     from .experiments.reproduce import ReproduceError, reproduce
 
     try:
-        result = reproduce(profile, out, only=only, device=device, seed=seed, overwrite=overwrite)
+        result = reproduce(
+            profile,
+            out,
+            only=only,
+            device=device,
+            seed=seed,
+            overwrite=overwrite,
+            progress=progress,
+        )
     except (ReproduceError, ValueError) as err:
         _fail(str(err))
     for key, title in (("table1", "Table 1 (FCNN, MNIST)"), ("table2", "Table 2 (CNN, F-MNIST)")):

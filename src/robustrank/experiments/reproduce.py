@@ -164,9 +164,16 @@ def _family(config: TrainConfig) -> str:
 
 
 def _method(config: TrainConfig) -> str:
+    """The paper's row label, or one in the same notation built from the config."""
     if config.paper is not None:
         return config.paper.row
-    return config.description.split(":")[-1].strip() or config.name
+    reg = config.regularizers
+    parts = [f"lambda_joint = {reg.joint:g}"] if reg.joint else []
+    parts += [f"lambda_{{1,{i}}} = {lam:g}" for i, lam in sorted(reg.l1.items())]
+    parts += [f"lambda_{{*,{i}}} = {lam:g}" for i, lam in sorted(reg.nuclear.items())]
+    if config.adversarial.attack != "none":
+        parts.insert(0, f"{config.adversarial.attack.upper()} adv. train.")
+    return ", ".join(parts) or config.name
 
 
 def _summarise(config: TrainConfig, history: list[dict[str, Any]]) -> RunSummary:
