@@ -12,9 +12,10 @@ All attacks follow one convention (torchattacks-like)::
   parameters' ``.grad`` are never touched. Whole batches are processed at once, on the
   input's device.
 * Speed: on CPU, a model with ``Conv2d`` layers is evaluated with channels-last copies
-  of its 4-D tensors (``torch.func.functional_call``), which oneDNN runs about 1.8x
-  faster for the paper's CNN. The model itself is not modified, and the values are the
-  same up to float round-off; pass ``channels_last=False`` to disable it.
+  of its 4-D tensors (``torch.func.functional_call``), which oneDNN runs about 1.5x
+  faster for the paper's CNN (``benchmarks/bench_attacks.py``). The model itself is not
+  modified, and the values are the same up to float round-off; pass
+  ``channels_last=False`` to disable it.
 * ``attack.run(x, y, early_stop=True)`` is the evaluation entry point: it also returns
   which inputs are misclassified, and with ``early_stop`` an input stops being attacked as
   soon as an iterate fools the model (AutoAttack style). The logits of iterate ``x_t`` come

@@ -68,6 +68,8 @@ class _Normalize(nn.Module):
         self.mean, self.std = float(mean), float(std)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.mean == 0.0 and self.std == 1.0:  # the default: exactly the identity
+            return x
         return (x - self.mean) / self.std
 
 
@@ -244,9 +246,10 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
 def use_fast_layout(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
     """Store a conv model's 4-D tensors channels-last on CPU, where oneDNN is faster.
 
-    For the paper's CNN a training step is about 1.9x faster on CPU. Values, state-dict
-    keys and checkpoints are unchanged (checkpoints are written contiguous); only the
-    memory layout differs. Models without ``Conv2d`` layers, and CUDA devices, are left
+    For the paper's CNN a training step was 1.0-1.9x faster on a 2-core CPU, depending on
+    the machine's load (``benchmarks/bench_training.py``). Values, state-dict keys and
+    checkpoints are unchanged (checkpoints are written contiguous); only the memory
+    layout differs. Models without ``Conv2d`` layers, and CUDA devices, are left
     as they are. Returns ``model`` (converted in place).
     """
     if torch.device(device).type == "cpu" and any(
