@@ -67,7 +67,7 @@ def _profiles() -> dict[str, Any]:
 
 
 def load_profile(name: str | ProfileName) -> Profile:
-    """A bundled reproduce profile: ``tiny`` (tests), ``quick`` (~10 min) or ``paper``."""
+    """A bundled reproduce profile: ``tiny`` (tests), ``quick`` (about a minute), ``paper``."""
     name = name.value if isinstance(name, ProfileName) else str(name)
     table = _profiles()
     if name not in table:
@@ -469,7 +469,7 @@ def reproduce(
     """Train every model of Section 5 and render the paper's tables, figures and claims.
 
     Args:
-        profile: ``"quick"`` (about ten minutes on two cores), ``"paper"`` (the paper's
+        profile: ``"quick"`` (about a minute on two cores), ``"paper"`` (the paper's
             settings) or ``"tiny"`` (smoke test).
         out: output directory (default ``results/<profile>``). Finished runs there are
             reused, interrupted ones resumed.
