@@ -360,7 +360,7 @@ def analyze_cmd(
 def reproduce_cmd(
     profile: str = typer.Option(
         "quick",
-        help="quick (about 1 min on 2 cores), paper (the paper's settings, about 37 min), tiny",
+        help="quick (about 1 min on 2 cores), paper (the paper's settings, about 30 min), tiny",
     ),
     out: Path = typer.Option(None, help="output directory (default: results/<profile>)"),
     only: str = typer.Option(None, help="run one architecture: fcnn or cnn"),
