@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .models import prefers_channels_last
+
 __all__ = [
     "Attack",
     "AttackResult",
@@ -224,7 +226,7 @@ class Attack:
     def _use_channels_last(self, device: torch.device) -> bool:
         if self.channels_last is not None:
             return self.channels_last
-        return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+        return prefers_channels_last(self.model, device)
 
     def _fast_state(self, device: torch.device) -> dict[str, Tensor] | None:
         """Detached channels-last copies of the model's tensors, or None (plain call)."""

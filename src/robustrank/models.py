@@ -37,6 +37,7 @@ __all__ = [
     "model_spec",
     "atomic_write_bytes",
     "use_fast_layout",
+    "prefers_channels_last",
 ]
 
 CHECKPOINT_FORMAT = "robustrank-checkpoint/1"
@@ -243,6 +244,13 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     return spec
 
 
+def prefers_channels_last(model: nn.Module, device: str | torch.device = "cpu") -> bool:
+    """Whether ``model`` runs faster channels-last on ``device``: CPU with ``Conv2d`` layers."""
+    return torch.device(device).type == "cpu" and any(
+        isinstance(m, nn.Conv2d) for m in model.modules()
+    )
+
+
 def use_fast_layout(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
     """Store a conv model's 4-D tensors channels-last on CPU, where oneDNN is faster.
 
@@ -252,9 +260,7 @@ def use_fast_layout(model: nn.Module, device: str | torch.device = "cpu") -> nn.
     layout differs. Models without ``Conv2d`` layers, and CUDA devices, are left
     as they are. Returns ``model`` (converted in place).
     """
-    if torch.device(device).type == "cpu" and any(
-        isinstance(m, nn.Conv2d) for m in model.modules()
-    ):
+    if prefers_channels_last(model, device):
         model.to(memory_format=torch.channels_last)
     return model
 

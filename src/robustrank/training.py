@@ -1373,7 +1373,7 @@ def _run_loop(
                 else:
                     s["total"] += ce_value
                 acc.batches += 1
-                acc.correct += int(logits.detach().argmax(1).eq_(yb).sum())
+                acc.correct += int((logits.argmax(1) == yb).sum())
                 acc.seen += len(yb)
                 bar.update(1)
                 if progress and (global_step % 20 == 0 or step_in_epoch == n_batches):
