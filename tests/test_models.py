@@ -20,7 +20,7 @@ from robustrank.models import (
 
 def test_registry():
     assert {"fcnn", "cnn"} <= set(list_models())
-    with pytest.raises(ValueError, match="unknown model 'resnet'.*available: cnn, fcnn"):
+    with pytest.raises(ValueError, match="unknown model 'resnet'.*Registered models: cnn, fcnn"):
         create_model("resnet")
     with pytest.raises(ValueError, match="bad options for model 'fcnn'"):
         create_model("fcnn", nonsense=3)
@@ -56,7 +56,8 @@ def test_fcnn_forward_matches_manual_computation():
 def test_cnn_architecture(padding, fc_in):
     model = create_model("cnn", padding=padding)
     mats = weight_matrices(model)
-    assert list(mats) == ["W1", "W2", "W3", "W4"]
+    assert list(mats) == ["conv1", "conv2", "fc1", "out"]  # module paths, forward order
+    assert all(mats[f"W{i}"] is mats[p] for i, p in enumerate(mats, 1))  # paper aliases
     assert tuple(mats["W1"].shape) == (32, 9)
     assert tuple(mats["W2"].shape) == (32, 288)
     assert tuple(mats["W3"].shape) == (128, fc_in)
@@ -76,9 +77,13 @@ def test_weight_matrices_are_views_with_gradients():
     assert torch.equal(w2[5], model.conv2.weight[5].flatten())
 
 
-def test_as_matrix_rejects_other_shapes():
-    with pytest.raises(ValueError, match="conv kernel"):
-        as_matrix(torch.ones(2, 2, 2))
+def test_as_matrix_shapes():
+    # Conv1d (out, in, k) and Conv3d (out, in, kd, kh, kw) kernels reshape like Conv2d's.
+    assert tuple(as_matrix(torch.ones(4, 2, 3)).shape) == (4, 6)
+    assert tuple(as_matrix(torch.ones(4, 2, 3, 3, 3)).shape) == (4, 54)
+    for bad in (torch.ones(3), torch.ones(2, 2, 2, 2, 2, 2)):
+        with pytest.raises(ValueError, match="conv kernel"):
+            as_matrix(bad)
 
 
 def test_wrong_input_shape_is_explained():
@@ -161,9 +166,15 @@ def test_foreign_safetensors_file_is_refused(tmp_path):
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
-def test_model_not_from_registry_cannot_be_saved(tmp_path):
-    with pytest.raises(ValueError, match="create_model"):
-        save_checkpoint(nn.Linear(2, 2), tmp_path / "x.safetensors")
+def test_model_not_from_registry_round_trips_into_a_given_model(tmp_path):
+    path = save_checkpoint(nn.Linear(2, 2), tmp_path / "x.safetensors", note="plain module")
+    with pytest.raises(CheckpointError, match=r"torch\.nn\.modules\.linear:Linear.*model=\.\.\."):
+        load_checkpoint(path)
+    target = nn.Linear(2, 2)
+    loaded, meta = load_checkpoint(path, model=target)
+    assert loaded is target and meta == {"note": "plain module"}
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_checkpoint(path, model=nn.Linear(2, 3))
 
 
 def test_metadata_must_be_json(tmp_path):

@@ -239,8 +239,8 @@ def test_unknown_layer_index_names_existing_layers(fcnn, cnn):
         l1_penalty(fcnn, {7: 0.1})
     with pytest.raises(ValueError, match=r"layer index 0 does not exist; CNN has layers 1\.\.4"):
         nuclear_penalty(cnn, {0: 0.1})
-    with pytest.raises(TypeError, match="1-based"):
-        l1_penalty(fcnn, {"W1": 0.1})
+    with pytest.raises(ValueError, match=r"no weight layer matches 'W9'; FCNN has layers 1\.\.6"):
+        l1_penalty(fcnn, {"W9": 0.1})
     with pytest.raises(ValidationError, match="1-based"):
         RegularizerConfig(nuclear={0: 0.1})
     with pytest.raises(ValueError, match=r"layer index 5 does not exist; CNN has layers 1\.\.4"):

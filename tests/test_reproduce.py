@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from robustrank.experiments.figures import _mi_record
 from robustrank.experiments.reproduce import (
     ReproduceError,
     RunSummary,
@@ -25,7 +26,8 @@ from robustrank.experiments.reproduce import (
     profile_configs,
     reproduce,
 )
-from robustrank.training import list_presets
+from robustrank.experiments.summary import RunKind, run_kind, table_attacks
+from robustrank.training import HistoryConfig, list_presets, load_preset
 
 
 class _Collector(HTMLParser):
@@ -72,6 +74,8 @@ def test_tiny_profile_writes_every_artefact(tiny):
     configs = profile_configs(load_profile("tiny"))
     for c in configs:
         assert (out / "runs" / c.name / "final.safetensors").is_file()
+    # the fooling-ratio columns are the configs' history attacks
+    assert tiny.attacks == table_attacks(configs) == ["fgsm", "pgd", "gnm"]
     # tables hold numbers for every run, with the paper's value beside ours
     for key in ("table1", "table2"):
         rows = list(csv.DictReader(io.StringIO((out / "tables" / f"{key}.csv").read_text())))
@@ -80,8 +84,8 @@ def test_tiny_profile_writes_every_artefact(tiny):
             ours, paper, diff = float(row["ours"]), float(row["paper"]), float(row["difference"])
             assert 0.0 <= ours <= 1.0 and 0.0 < paper < 1.0
             assert diff == pytest.approx(ours - paper)
-            for a in ("fr_fgsm", "fr_pgd", "fr_gnm"):
-                assert 0.0 <= float(row[a]) <= 1.0
+            for a in tiny.attacks:
+                assert 0.0 <= float(row[f"fr_{a}"]) <= 1.0
     results = json.loads((out / "results.json").read_text())
     assert set(results["runs"]) == {c.name for c in configs}
     assert [c["verdict"] for c in results["claims"]]
@@ -107,6 +111,7 @@ def test_report_html_is_self_contained_and_images_decode(tiny):
         assert width > 50 and height > 50
     md = tiny.report_md.read_text()
     assert "Table 1" in md and "Claim 1" in md
+    assert all(f"FR {a.upper()}" in md for a in tiny.attacks)
 
 
 _PROBE = """<script>
@@ -214,16 +219,22 @@ def test_profiles_cover_every_table_row():
         load_profile("huge")
 
 
-def _summary(preset, fam, fooling, rank, sparsity):
-    return RunSummary(preset, fam, preset, None, None, 0.9, fooling, rank, sparsity, 1, None)
+def _summary(preset, fam, fooling, rank, sparsity, kind, parent=None, **lambdas):
+    s = RunSummary(preset, fam, preset, None, None, 0.9, fooling, rank, sparsity, 1, None)
+    s.kind, s.parent = RunKind(kind), parent
+    for key, value in lambdas.items():
+        setattr(s, key, value)
+    return s
 
 
 def test_claim_verdicts_follow_the_numbers():
-    nat = _summary("fcnn-natural", "fcnn", {"pgd": 0.9}, {"W1": 4.0}, {"W1": 100.0})
-    lower = _summary("fcnn-pgd", "fcnn", {"pgd": 0.2}, {"W1": 3.0}, {"W1": 80.0})
-    higher = _summary("fcnn-pgd", "fcnn", {"pgd": 0.2}, {"W1": 5.0}, {"W1": 120.0})
-    reg_bad = _summary("fcnn-l1-1e-2", "fcnn", {"pgd": 0.95}, {"W1": 4.5}, {"W1": 110.0})
-    reg_good = _summary("fcnn-l1-1e-2", "fcnn", {"pgd": 0.5}, {"W1": 3.5}, {"W1": 90.0})
+    nat = _summary("fcnn-natural", "fcnn", {"pgd": 0.9}, {"W1": 4.0}, {"W1": 100.0}, "natural")
+    adv = dict(kind="adversarial", parent="fcnn-natural")
+    reg = dict(kind="regularised", parent="fcnn-natural", l1={"1": 0.01})
+    lower = _summary("fcnn-pgd", "fcnn", {"pgd": 0.2}, {"W1": 3.0}, {"W1": 80.0}, **adv)
+    higher = _summary("fcnn-pgd", "fcnn", {"pgd": 0.2}, {"W1": 5.0}, {"W1": 120.0}, **adv)
+    reg_bad = _summary("fcnn-l1-1e-2", "fcnn", {"pgd": 0.95}, {"W1": 4.5}, {"W1": 110.0}, **reg)
+    reg_good = _summary("fcnn-l1-1e-2", "fcnn", {"pgd": 0.5}, {"W1": 3.5}, {"W1": 90.0}, **reg)
     c1 = assess_claims({"fcnn-natural": nat, "fcnn-pgd": lower})[0]
     assert c1.verdict == "supported"
     c1 = assess_claims({"fcnn-natural": nat, "fcnn-pgd": higher})[0]
@@ -232,8 +243,65 @@ def test_claim_verdicts_follow_the_numbers():
     assert c2.verdict == "not supported"
     c2 = assess_claims({"fcnn-natural": nat, "fcnn-l1-1e-2": reg_good})[1]
     assert c2.verdict == "supported"
-    nan = _summary("fcnn-pgd", "fcnn", {"pgd": math.nan}, {"W1": math.nan}, {"W1": math.nan})
+    nan = _summary("fcnn-pgd", "fcnn", {"pgd": math.nan}, {"W1": math.nan}, {"W1": math.nan}, **adv)
     assert assess_claims({"fcnn-natural": nat, "fcnn-pgd": nan})[0].verdict == "not measured"
+
+
+def test_claims_classify_runs_by_config_not_by_name():
+    # an adversarial run named like a regulariser, its natural parent under any name
+    nat = _summary("base", "fcnn", {"pgd": 0.9}, {"W1": 4.0}, {"W1": 100.0}, "natural")
+    odd = _summary(
+        "fcnn-l1-1e-2", "fcnn", {"pgd": 0.2}, {"W1": 3.0}, {"W1": 80.0}, "adversarial", "base"
+    )
+    c1, c2 = assess_claims({"base": nat, "fcnn-l1-1e-2": odd})
+    assert c1.verdict == "supported" and "vs base" in c1.evidence[1]
+    assert c2.verdict == "not measured"
+
+
+def test_nuclear_claim_pairs_each_run_with_its_l1_only_twin():
+    l1 = {"1": 0.01, "2": 0.01}
+    common = dict(kind="regularised", parent="cnn-natural", l1=l1)
+    runs = {
+        "plain-l1": _summary("plain-l1", "cnn", {}, {"W2": 5.0}, {}, **common),
+        "n-big": _summary("n-big", "cnn", {}, {"W2": 4.0}, {}, nuclear={"2": 0.5}, **common),
+        "n-small": _summary("n-small", "cnn", {}, {"W2": 6.0}, {}, nuclear={"2": 0.1}, **common),
+    }
+    claim = assess_claims(runs)[2]
+    assert claim.claim.startswith("Nuclear-norm regularisation")
+    assert claim.verdict == "partly supported"
+    assert [line.split()[0] for line in claim.evidence[1:]] == ["n-small", "n-big"]
+    del runs["plain-l1"]  # no l1-only twin: nothing to compare
+    assert len(assess_claims(runs)) == 2
+
+
+def test_run_kinds_from_configs_match_the_bundled_preset_names():
+    for name in list_presets():
+        kind = run_kind(load_preset(name))
+        if name.endswith("-natural"):
+            assert kind == RunKind.natural, name
+        elif name.endswith(("-fgsm", "-pgd")):
+            assert kind == RunKind.adversarial, name
+        else:
+            assert kind == RunKind.regularised, name
+
+
+def test_table_attacks_are_the_union_of_the_configs_in_first_seen_order():
+    configs = profile_configs(load_profile("quick"))
+    assert table_attacks(configs) == ["fgsm", "pgd", "gnm"]
+    first = configs[0].model_copy(update={"history": HistoryConfig(attacks=["pgd"])})
+    second = configs[1].model_copy(update={"history": HistoryConfig(attacks=["gnm", "fgsm"])})
+    assert table_attacks([first, second]) == ["pgd", "gnm", "fgsm"]
+
+
+def test_mi_record_keeps_layer_names_with_underscores_and_dots():
+    row = {"epoch": 2, "step": 7, "test_acc": 0.9, "mi_t1_ixt_upper": 1.0, "mi_t1_iyt_upper": 0.5}
+    row |= {"mi_block_a.conv1_ixt_lower": 2.0, "mi_block_a.conv1_iyt_lower": 0.25}
+    rec = _mi_record(row)
+    assert (rec["epoch"], rec["step"]) == (2, 7)
+    assert rec["mi"] == [
+        {"layer": "t1", "ixt_upper": 1.0, "iyt_upper": 0.5},
+        {"layer": "block_a.conv1", "ixt_lower": 2.0, "iyt_lower": 0.25},
+    ]
 
 
 def test_method_labels_use_the_paper_rows_or_its_notation():

@@ -92,7 +92,7 @@ def test_yaml_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("patch", "match"),
     [
-        ({"regularizers": {"l1": {1: -0.1}}}, r"regularizers\.l1: .*finite number >= 0"),
+        ({"regularizers": {"l1": {1: -0.1}}}, r"regularizers\.l1\.1: .*finite number >= 0"),
         (
             {"regularizers": {"nuclear": {9: 0.1}}},
             r"layer index 9 does not exist; FCNN has layers 1\.\.6",
@@ -173,7 +173,7 @@ def test_preset_settings_follow_section_5():
     for name in list_presets():
         cfg = load_preset(name)
         fcnn = cfg.model.name == "fcnn"
-        assert cfg.dataset == ("mnist" if fcnn else "fashion-mnist")
+        assert cfg.dataset.plain() == ("mnist" if fcnn else "fashion-mnist")
         assert cfg.batch_size == (128 if fcnn else 64)
         assert cfg.momentum == 0 and cfg.weight_decay == 0 and cfg.schedule == "constant"
         if name.endswith("-natural"):
@@ -223,7 +223,7 @@ def test_short_natural_run_learns_mnist(tmp_path):
     # the saved model reproduces the recorded accuracy (independent evaluation loop)
     model, meta = load_checkpoint(result.final_checkpoint)
     assert meta["dataset"] == "mnist" and meta["preset"] == "tiny" and meta["epoch"] == 2
-    x, y = training._load_dataset("mnist", "test")
+    x, y = training.setup._load_dataset("mnist", "test")
     from robustrank.data import eval_subset
 
     xs, ys = eval_subset(x, y, 2000, seed=0)
@@ -323,8 +323,8 @@ def test_run_directory_rules(tmp_path):
 
 def test_fine_tuning_from_preset_trains_the_parent_first(tmp_path, monkeypatch, capsys):
     parent = tiny(name="tiny-parent", epochs=1, history={"evaluate": False})
-    monkeypatch.setattr(training, "list_presets", lambda: ["tiny-parent", "tiny-child"])
-    monkeypatch.setattr(training, "load_preset", lambda name: {"tiny-parent": parent}[name])
+    monkeypatch.setattr(training.presets, "list_presets", lambda: ["tiny-parent", "tiny-child"])
+    monkeypatch.setattr(training.setup, "load_preset", lambda name: {"tiny-parent": parent}[name])
     child = tiny(
         name="tiny-child",
         epochs=1,
@@ -413,8 +413,8 @@ def test_cli_train_and_presets(tmp_path):
 def test_fine_tune_reuses_the_parents_final_evaluation_exactly(tmp_path, monkeypatch):
     history = {"eval_n": 60, "attacks": ["fgsm", "pgd"], "pgd_steps": 3}
     parent = tiny(name="tiny-parent", epochs=1, history=history)
-    monkeypatch.setattr(training, "list_presets", lambda: ["tiny-parent"])
-    monkeypatch.setattr(training, "load_preset", lambda name: {"tiny-parent": parent}[name])
+    monkeypatch.setattr(training.presets, "list_presets", lambda: ["tiny-parent"])
+    monkeypatch.setattr(training.setup, "load_preset", lambda name: {"tiny-parent": parent}[name])
     child = tiny(
         name="tiny-child",
         epochs=1,
@@ -437,7 +437,7 @@ def test_a_run_directory_in_use_is_refused(tmp_path):
     pytest.importorskip("fcntl")
     run = tmp_path / "run"
     cfg = tiny(epochs=1, history={"evaluate": False})
-    with training._run_lock(run):  # as if another process were training there
+    with training.rundir._run_lock(run):  # as if another process were training there
         with pytest.raises(RunError, match=r"another process \(pid \d+\) is training in"):
             train(cfg, run, progress=False)
     train(cfg, run, progress=False)  # free again; the lock file does not count as content

@@ -1,5 +1,9 @@
 """robustrank: low-rank and sparse weights vs. adversarial robustness.
 
+Open to any ``nn.Module``, dataset and attack through three registries
+(``register_model``, ``register_dataset``, ``register_attack``), with ``Regularizer`` and
+``StructureTracker`` for your own training loop.
+
 Implements Langenberg, Balda, Behboodi & Mathar, "On the Effect of Low-Rank Weights on
 Adversarial Robustness of Neural Networks": the paper's models, FGSM/PGD/GNM attacks,
 fooling ratios, l1/nuclear/joint regularisers (Eqs. 5-8), effective rank and sparsity
@@ -7,12 +11,27 @@ fooling ratios, l1/nuclear/joint regularisers (Eqs. 5-8), effective rank and spa
 """
 
 from .metrics import effective_rank, effective_sparsity, structure_report
-from .models import create_model, list_models, load_checkpoint, save_checkpoint, weight_matrices
+from .models import (
+    create_model,
+    list_models,
+    load_checkpoint,
+    register_model,
+    save_checkpoint,
+    weight_matrices,
+)
 
 __version__ = "0.1.0"
 
 # Loaded on first use, so that ``import robustrank`` stays light.
 _LAZY = {
+    "register_attack": "attacks",
+    "create_attack": "attacks",
+    "list_attacks": "attacks",
+    "register_dataset": "data",
+    "list_datasets": "data",
+    "load_dataset": "data",
+    "Regularizer": "regularizers",
+    "StructureTracker": "training",
     "FGSM": "attacks",
     "PGD": "attacks",
     "GNM": "attacks",
@@ -46,6 +65,7 @@ def __getattr__(name: str):
 __all__ = [
     "create_model",
     "list_models",
+    "register_model",
     "load_checkpoint",
     "save_checkpoint",
     "weight_matrices",

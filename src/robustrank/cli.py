@@ -1,4 +1,8 @@
-"""The ``robustrank`` command line: a thin Typer layer over the Python API."""
+"""The ``robustrank`` command line: a thin Typer layer over the Python API.
+
+Choices (models, datasets, attacks) come from the registries, so a name registered in
+Python, or a model named by import path (with ``--trust-code``), works here too.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,20 @@ from pathlib import Path
 
 import typer
 
+from .attacks import list_attacks
+from .data import list_datasets
+
 app = typer.Typer(
     help="robustrank: low-rank and sparse weights vs. adversarial robustness.",
     no_args_is_help=True,
     add_completion=False,
 )
-data_app = typer.Typer(help="Fetch and verify MNIST and Fashion-MNIST.", no_args_is_help=True)
+data_app = typer.Typer(help="Fetch, verify and list datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+_ATTACKS = " | ".join(list_attacks())
+_DATASETS = " | ".join(list_datasets())
+TRUST_HELP = "allow a model named by import path (package.module:factory): imports its code"
 
 
 def _fail(message: str) -> None:
@@ -20,32 +31,64 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _load_model_or_checkpoint(target: str):
-    """A registered model name (fresh weights) or a checkpoint path."""
-    from .models import CheckpointError, create_model, list_models, load_checkpoint
+def _load_model_or_checkpoint(target: str, trust_code: bool = False, device: str = "cpu"):
+    """A registered model name or import path (fresh weights), or a checkpoint path."""
+    from .models import CheckpointError, create_model, is_import_path, list_models, load_checkpoint
 
-    if target in list_models():
-        return create_model(target), {}
-    path = Path(target)
-    if not path.exists():
-        _fail(f"{target!r} is neither a model name ({', '.join(list_models())}) nor a file")
     try:
-        return load_checkpoint(path)
-    except CheckpointError as err:
+        if target in list_models() or (is_import_path(target) and not Path(target).exists()):
+            return create_model(target, trust_code=trust_code).to(device), {}
+        if not Path(target).exists():
+            _fail(
+                f"{target!r} does not exist and is neither a model name "
+                f"({', '.join(list_models())}) nor an import path (package.module:factory)"
+            )
+        return load_checkpoint(target, map_location=device, trust_code=trust_code)
+    except (CheckpointError, ValueError, TypeError) as err:
         _fail(str(err))
 
 
-def _checkpoint_dataset(model, meta: dict, dataset: str | None) -> str:
-    """The dataset to evaluate on: the argument, else the checkpoint's metadata, else the
-    paper's pairing (FCNN -> MNIST, CNN -> Fashion-MNIST)."""
-    from .data import DATASETS
+def _dataset_ref(model, meta: dict, dataset: str | None, data_path: Path | None):
+    """The dataset to evaluate on: ``--dataset``/``--data-path``, else the checkpoint's
+    metadata, else the model's registered default (the paper pairs FCNN/MNIST, CNN/F-MNIST)."""
+    from .data import DatasetRef
+    from .models import get_model_entry, is_import_path
 
-    if dataset is None:
+    chosen = dataset if dataset is not None else meta.get("dataset")
+    if chosen is None:
         arch = getattr(model, "robustrank_spec", {}).get("name")
-        dataset = meta.get("dataset") or ("fashion-mnist" if arch == "cnn" else "mnist")
-    if dataset not in DATASETS:
-        _fail(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    return dataset
+        if arch is not None and not is_import_path(arch):
+            chosen = get_model_entry(arch).dataset
+    if chosen is None:
+        _fail(
+            f"the checkpoint does not say which dataset it was trained on: pass --dataset "
+            f"({_DATASETS})"
+        )
+    raw = dict(chosen) if isinstance(chosen, dict) else {"name": chosen}
+    if data_path is not None:
+        raw["path"] = str(data_path)
+    try:
+        return DatasetRef.parse(raw)
+    except ValueError as err:
+        _fail(str(err))
+
+
+def _check_device(device: str | None) -> str:
+    import torch
+
+    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
+        _fail(f"--device {device}: CUDA is not available here; use --device cpu")
+    return device or "cpu"
+
+
+def _test_subset(ref, n: int, seed: int, data_dir: Path | None):
+    from .data import DataError, eval_subset, load_dataset
+
+    try:
+        x, y = load_dataset(ref, "test", data_dir)
+        return eval_subset(x, y, min(n, len(x)), seed=seed)
+    except (ValueError, DataError) as err:
+        _fail(str(err))
 
 
 # --------------------------------------------------------------------------- data
@@ -53,7 +96,7 @@ def _checkpoint_dataset(model, meta: dict, dataset: str | None) -> str:
 
 @data_app.command("fetch")
 def data_fetch(
-    names: list[str] = typer.Argument(None, help="mnist, fashion-mnist (default: both)"),
+    names: list[str] = typer.Argument(None, help="datasets to fetch (default: all fetchable)"),
     data_dir: Path = typer.Option(
         None, help="cache directory (default: $ROBUSTRANK_DATA or ~/.cache/robustrank)"
     ),
@@ -79,24 +122,54 @@ def data_verify(data_dir: Path = typer.Option(None, help="cache directory")) -> 
         raise typer.Exit(1)
 
 
+@data_app.command("list")
+def data_list() -> None:
+    """List the registered datasets."""
+    from .data import get_dataset
+
+    for name in list_datasets():
+        spec = get_dataset(name)
+        shape = "x".join(map(str, spec.input_shape)) if spec.input_shape else "from file"
+        path = ", needs a path" if spec.needs_path else ""
+        typer.echo(f"{name}  ({shape}, {spec.num_classes or '?'} classes{path})")
+        if spec.description:
+            typer.echo(f"    {spec.description}")
+
+
 # --------------------------------------------------------------------------- models
 
 
 @app.command("models")
 def models_cmd() -> None:
-    """List the registered models."""
-    from .models import list_models
+    """List the registered models (import paths package.module:factory also work)."""
+    from .models import get_model_entry, list_models
 
     for name in list_models():
-        typer.echo(name)
+        entry = get_model_entry(name)
+        shape = "x".join(map(str, entry.input_shape)) if entry.input_shape else "any"
+        typer.echo(f"{name}  (input {shape})  {entry.description}")
+
+
+@app.command("attacks")
+def attacks_cmd() -> None:
+    """List the registered attacks and their default settings."""
+    from .attacks import get_attack
+
+    for name in list_attacks():
+        spec = get_attack(name)
+        defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "-"
+        typer.echo(f"{name}  ({defaults})  {spec.description}")
 
 
 @app.command("info")
-def info(target: str = typer.Argument(..., help="model name or checkpoint path")) -> None:
+def info(
+    target: str = typer.Argument(..., help="model name, import path or checkpoint path"),
+    trust_code: bool = typer.Option(False, "--trust-code", help=TRUST_HELP),
+) -> None:
     """Print the architecture and the per-layer structure report (Eqs. 2-3)."""
     from .metrics import format_structure_report, structure_report
 
-    model, meta = _load_model_or_checkpoint(target)
+    model, meta = _load_model_or_checkpoint(target, trust_code)
     typer.echo(model)
     if meta:
         typer.echo(f"metadata: {meta}")
@@ -116,21 +189,30 @@ def _parse_eps_grid(text: str) -> list[float]:
     return grid
 
 
+def _result_paths(out, json_path, csv_path, attack: str, overwrite: bool):
+    if out is not None:
+        json_path = json_path or out / f"eval-{attack.lower()}.json"
+        csv_path = csv_path or out / f"eval-{attack.lower()}.csv"
+    for p in (json_path, csv_path):
+        if p is not None and p.exists() and not overwrite:
+            _fail(f"{p} exists; refusing to overwrite it (pass --overwrite or another path)")
+    return json_path, csv_path
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint written by robustrank"),
-    attack: str = typer.Option("pgd", help="fgsm | pgd | gnm (l_inf, Section 5)"),
+    attack: str = typer.Option("pgd", help=f"{_ATTACKS} (l_inf; `robustrank attacks`)"),
     eps: float = typer.Option(0.05, help="l_inf budget (paper: 0.05)"),
     eps_grid: str = typer.Option(None, help="comma-separated eps values (overrides --eps)"),
     n: int = typer.Option(1000, help="size of the fixed seeded test subset"),
     early_stop: bool = typer.Option(False, help="stop attacking inputs once fooled (faster)"),
-    dataset: str = typer.Option(
-        None, help="mnist | fashion-mnist (default: checkpoint metadata, else by model)"
-    ),
+    dataset: str = typer.Option(None, help=f"{_DATASETS} (default: checkpoint metadata)"),
+    data_path: Path = typer.Option(None, help="file or directory of a dataset that needs one"),
     batch_size: int = typer.Option(500, help="inputs per batch"),
-    seed: int = typer.Option(0, help="seed of the test subset and of PGD's random start"),
-    steps: int = typer.Option(None, help="iterations (default: PGD 20, GNM 5)"),
-    alpha: float = typer.Option(None, help="PGD step size (default 0.005)"),
+    seed: int = typer.Option(0, help="seed of the test subset and of seeded attacks"),
+    steps: int = typer.Option(None, help="iterations (default: the attack's, e.g. PGD 20)"),
+    alpha: float = typer.Option(None, help="step size, for attacks that take one"),
     device: str = typer.Option(None, help="cpu | cuda (default: cpu)"),
     out: Path = typer.Option(None, help="directory for eval-<attack>.json and .csv"),
     json_path: Path = typer.Option(None, "--json", help="write the results as JSON here"),
@@ -138,49 +220,47 @@ def evaluate_cmd(
     overwrite: bool = typer.Option(False, help="replace existing result files"),
     data_dir: Path = typer.Option(None, help="data cache directory"),
     progress: bool = typer.Option(True, help="show progress bars"),
+    trust_code: bool = typer.Option(False, "--trust-code", help=TRUST_HELP),
 ) -> None:
-    """Fooling ratio and robust accuracy of a checkpoint under FGSM, PGD or GNM (Section 5)."""
-    from .data import eval_subset, load_dataset
+    """Fooling ratio and robust accuracy of a checkpoint under any registered attack."""
+    from .attacks import get_attack, supported_options
     from .evaluation import eps_sweep, format_results, save_results
-    from .models import CheckpointError, load_checkpoint
 
     try:
-        model, meta = load_checkpoint(checkpoint)
-    except CheckpointError as err:
+        spec = get_attack(attack)
+    except ValueError as err:
         _fail(str(err))
-    dataset = _checkpoint_dataset(model, meta, dataset)
-    arch = getattr(model, "robustrank_spec", {}).get("name")
+    model, meta = _load_model_or_checkpoint(str(checkpoint), trust_code, _check_device(device))
+    ref = _dataset_ref(model, meta, dataset, data_path)
     grid = _parse_eps_grid(eps_grid) if eps_grid is not None else [eps]
-    if out is not None:
-        json_path = json_path or out / f"eval-{attack.lower()}.json"
-        csv_path = csv_path or out / f"eval-{attack.lower()}.csv"
-    for p in (json_path, csv_path):
-        if p is not None and p.exists() and not overwrite:
-            _fail(f"{p} exists; refusing to overwrite it (pass --overwrite or another path)")
-    kw = {"steps": steps, "alpha": alpha, "seed": seed if attack.lower() == "pgd" else None}
+    json_path, csv_path = _result_paths(out, json_path, csv_path, spec.name, overwrite)
+    asked = {"steps": steps, "alpha": alpha}
+    unsupported = [k for k, v in asked.items() if v is not None and not spec.accepts(k)]
+    if unsupported:
+        _fail(f"attack {spec.name!r} takes no {', '.join('--' + k for k in unsupported)}")
+    kw = supported_options(spec.name, {**asked, "seed": seed if spec.takes_seed else None})
+    x, y = _test_subset(ref, n, seed, data_dir)
     try:
-        x, y = load_dataset(dataset, "test", data_dir)
-        x, y = eval_subset(x, y, n, seed=seed)
         results = eps_sweep(
             model,
-            attack,
+            spec.name,
             grid,
             x,
             y,
             batch_size=batch_size,
             early_stop=early_stop,
-            device=device,
             progress=progress,
             **kw,
         )
     except (ValueError, TypeError, RuntimeError) as err:
         _fail(str(err))
-    typer.echo(f"{checkpoint} ({arch}) on {dataset} test, n={len(x)}, subset seed {seed}")
+    arch = getattr(model, "robustrank_spec", {}).get("name")
+    typer.echo(f"{checkpoint} ({arch}) on {ref.name} test, n={len(x)}, subset seed {seed}")
     typer.echo(format_results(results))
     metadata = {
         "checkpoint": str(checkpoint),
         "model": getattr(model, "robustrank_spec", None),
-        "dataset": dataset,
+        "dataset": ref.plain(),
         "split": "test",
         "subset_seed": seed,
         "checkpoint_metadata": meta,
@@ -209,22 +289,36 @@ def train_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="delete the run in --out first"),
     device: str = typer.Option(None, "--device", help="cpu or cuda (overrides the config)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    trust_code: bool = typer.Option(False, "--trust-code", help=TRUST_HELP),
 ) -> None:
     """Train a model from a YAML config or a preset (natural, adversarial, regularised)."""
     from .data import DataError
+    from .models import CheckpointError
     from .training import ConfigError, RunError, config_from_dict, load_config, load_preset, train
 
     if (config is None) == (preset is None):
         _fail("give exactly one of CONFIG (a YAML file) or --preset NAME")
     try:
-        cfg = load_config(config) if config is not None else load_preset(preset)
+        if config is not None:
+            cfg = load_config(config, trust_code=trust_code)
+        else:
+            cfg = load_preset(preset)
         overrides = {"epochs": epochs, "seed": seed, "device": device}
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if overrides:
-            cfg = config_from_dict({**cfg.plain(), **overrides}, source="command-line overrides")
+            cfg = config_from_dict(
+                {**cfg.plain(), **overrides}, "command-line overrides", trust_code=trust_code
+            )
         out_dir = out if out is not None else Path("runs") / cfg.name
-        result = train(cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress)
-    except (ConfigError, RunError, DataError) as err:
+        result = train(
+            cfg,
+            out_dir,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            trust_code=trust_code,
+        )
+    except (ConfigError, RunError, DataError, CheckpointError) as err:
         _fail(str(err))
     except KeyboardInterrupt:
         typer.secho("interrupted; continue the run with --resume", err=True)
@@ -234,7 +328,7 @@ def train_cmd(
     typer.echo(f"final model:   {result.final_checkpoint}")
     if last.get("test_acc") is not None:
         typer.echo(f"test accuracy: {last['test_acc']:.4f}")
-    for name in ("fgsm", "pgd", "gnm"):
+    for name in cfg.history.attacks:
         if last.get(f"fr_{name}") is not None:
             value = last[f"fr_{name}"]
             typer.echo(f"fooling ratio {name.upper():<4} (eps {cfg.history.eps}): {value:.4f}")
@@ -295,44 +389,41 @@ def analyze_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint written by robustrank"),
     n: int = typer.Option(10000, "--n", help="test images for the MI estimate (paper: 10,000)"),
     noise_var: float = typer.Option(0.1, "--noise-var", help="KDE noise variance (paper: 0.1)"),
-    dataset: str = typer.Option(
-        None, help="mnist | fashion-mnist (default: checkpoint metadata, else by model)"
+    dataset: str = typer.Option(None, help=f"{_DATASETS} (default: checkpoint metadata)"),
+    data_path: Path = typer.Option(None, help="file or directory of a dataset that needs one"),
+    layers: str = typer.Option(
+        None,
+        help="comma-separated module paths or globs whose outputs to analyse "
+        "(default: the paper's t^i, or every weight layer but the last)",
     ),
-    seed: int = typer.Option(0, "--seed", help="seed of the test subset (when n < 10,000)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the test subset (when n < test size)"),
     batch_size: int = typer.Option(1000, "--batch-size", help="inputs per forward pass"),
     device: str = typer.Option(None, "--device", help="cpu | cuda (default: cpu)"),
     out: Path = typer.Option(None, "--out", help="write the report as JSON here"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out"),
     data_dir: Path = typer.Option(None, help="data cache directory"),
+    trust_code: bool = typer.Option(False, "--trust-code", help=TRUST_HELP),
 ) -> None:
     """Per-layer effective rank and sparsity (Eqs. 2-3) and KDE I(T;X), I(T;Y) bounds."""
     import json
 
-    import torch
-
-    from .data import DataError, eval_subset, load_dataset
     from .information import format_mi_table, mi_per_layer
     from .metrics import format_structure_report, structure_report
-    from .models import CheckpointError, atomic_write_bytes, load_checkpoint
+    from .models import atomic_write_bytes
 
     if out is not None and out.exists() and not overwrite:
         _fail(f"{out} exists; refusing to overwrite it (pass --overwrite or another --out)")
-    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
-        _fail(f"--device {device}: CUDA is not available here; use --device cpu")
+    model, meta = _load_model_or_checkpoint(str(checkpoint), trust_code, _check_device(device))
+    ref = _dataset_ref(model, meta, dataset, data_path)
+    x, y = _test_subset(ref, n, seed, data_dir)
+    chosen = [t.strip() for t in layers.split(",") if t.strip()] if layers else None
     try:
-        model, meta = load_checkpoint(checkpoint, map_location=device or "cpu")
-    except (CheckpointError, RuntimeError) as err:
-        _fail(str(err))
-    dataset = _checkpoint_dataset(model, meta, dataset)
-    arch = getattr(model, "robustrank_spec", {}).get("name")
-    try:
-        x, y = load_dataset(dataset, "test", data_dir)
-        x, y = eval_subset(x, y, n, seed=seed)
         structure = structure_report(model)
-        mi = mi_per_layer(model, x, y, noise_var=noise_var, batch_size=batch_size)
-    except (ValueError, TypeError, DataError) as err:
+        mi = mi_per_layer(model, x, y, noise_var=noise_var, batch_size=batch_size, layers=chosen)
+    except (ValueError, TypeError) as err:
         _fail(str(err))
-    typer.echo(f"{checkpoint} ({arch}) on {dataset} test, n={len(x)}, noise_var={noise_var}")
+    arch = getattr(model, "robustrank_spec", {}).get("name")
+    typer.echo(f"{checkpoint} ({arch}) on {ref.name} test, n={len(x)}, noise_var={noise_var}")
     typer.echo(format_structure_report(structure))
     typer.echo("")
     typer.echo(format_mi_table(mi) + "\n(KDE bounds in bits; I(T;X) <= log2 n)")
@@ -340,7 +431,7 @@ def analyze_cmd(
         report = {
             "checkpoint": str(checkpoint),
             "model": getattr(model, "robustrank_spec", None),
-            "dataset": dataset,
+            "dataset": ref.plain(),
             "split": "test",
             "n": len(x),
             "subset_seed": seed,
@@ -389,12 +480,11 @@ def reproduce_cmd(
         if not rows:
             continue
         typer.echo(f"\n{title}")
-        typer.echo(
-            f"{'preset':<28} {'paper':>7} {'ours':>7} {'diff':>7} {'FR-FGSM':>8} "
-            f"{'FR-PGD':>7} {'FR-GNM':>7}"
-        )
+        attacks = [k for k in rows[0] if k.startswith("fr_")]
+        heads = "".join(f" {'FR-' + k[3:].upper():>8}" for k in attacks)
+        typer.echo(f"{'preset':<28} {'paper':>7} {'ours':>7} {'diff':>7}{heads}")
         for r in rows:
-            cells = [r["paper"], r["ours"], r["difference"], r["fr_fgsm"], r["fr_pgd"], r["fr_gnm"]]
+            cells = [r["paper"], r["ours"], r["difference"], *(r[k] for k in attacks)]
             typer.echo(
                 f"{r['preset']:<28} "
                 + " ".join(f"{v:>7.4f}" if isinstance(v, float) else f"{'-':>7}" for v in cells)

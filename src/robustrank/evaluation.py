@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .attacks import FGSM, GNM, PGD, Attack, check_model, eval_mode
+from .attacks import Attack, builtin_attacks, check_model, create_attack, eval_mode, get_attack
 from .models import atomic_write_bytes
 
 __all__ = [
@@ -53,61 +53,49 @@ __all__ = [
 ]
 
 
-class AttackName(StrEnum):
-    """Attacks known to :func:`make_attack` (all l_inf)."""
+def _builtin_enum() -> type[StrEnum]:
+    """``AttackName``: one member per built-in registry entry (``PGD = "pgd"``)."""
+    members = {name.upper().replace("-", "_").replace(".", "_"): name for name in builtin_attacks()}
+    enum = StrEnum("AttackName", members, module=__name__, qualname="AttackName")
+    enum.__doc__ = (
+        "The paper's attacks (all l_inf), derived from the registry's built-in entries. Kept "
+        "for compatibility: every function taking an attack name takes any registered name "
+        "(see :func:`robustrank.attacks.list_attacks`)."
+    )
+    return enum
 
-    FGSM = "fgsm"
-    PGD = "pgd"
-    GNM = "gnm"
 
+#: The built-in attack names as a ``StrEnum`` (``AttackName.PGD == "pgd"``), derived from
+#: :func:`robustrank.attacks.builtin_attacks`.
+AttackName = _builtin_enum()
 
-#: The paper's settings (Section 5): PGD T = 20, alpha = 0.005 (random start, Madry);
-#: GNM T = 5. The paper's eps is 0.05 for all attacks.
-PAPER_DEFAULTS: dict[AttackName, dict[str, Any]] = {
-    AttackName.FGSM: {},
-    AttackName.PGD: {"alpha": 0.005, "steps": 20, "random_start": True},
-    AttackName.GNM: {"steps": 5},
+#: The paper's settings (Section 5), i.e. the built-in registry defaults: PGD T = 20,
+#: alpha = 0.005 (random start, Madry); GNM T = 5. The paper's eps is 0.05 for all attacks.
+#: A copy: change an attack's defaults with ``register_attack(..., overwrite=True)``.
+PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    AttackName(name): dict(spec.defaults) for name, spec in builtin_attacks().items()
 }
 
-_CLASSES: dict[AttackName, type[Attack]] = {
-    AttackName.FGSM: FGSM,
-    AttackName.PGD: PGD,
-    AttackName.GNM: GNM,
-}
+
+def _attack_name(name: str) -> str:
+    """The registered (normalised) name; ``ValueError`` listing the names if unknown."""
+    return get_attack(name).name
 
 
-def _attack_name(name: str | AttackName) -> AttackName:
-    if isinstance(name, AttackName):
-        return name
-    if not isinstance(name, str):
-        raise TypeError(f"attack name must be a string, got {type(name).__name__}")
-    try:
-        return AttackName(name.strip().lower())
-    except ValueError:
-        choices = ", ".join(a.value for a in AttackName)
-        raise ValueError(f"unknown attack {name!r}; choose one of: {choices}") from None
+def make_attack(name: str, model: nn.Module, eps: float, **kw: Any) -> Attack:
+    """Build a registered attack by name: an alias of :func:`robustrank.attacks.create_attack`.
 
-
-def make_attack(name: str | AttackName, model: nn.Module, eps: float, **kw: Any) -> Attack:
-    """Build an attack by name with the paper's defaults (Section 5).
-
-    ``"fgsm"``; ``"pgd"`` (``steps=20, alpha=0.005, random_start=True``); ``"gnm"``
-    (``steps=5``). Keyword arguments override the defaults; ``None`` values are ignored
-    (so a CLI can pass unset options through).
+    Kept for compatibility. Registry defaults (for the built-ins the paper's, Section 5:
+    ``"fgsm"``; ``"pgd"`` with ``steps=20, alpha=0.005, random_start=True``; ``"gnm"`` with
+    ``steps=5``) are overridden by the keyword arguments; ``None`` values are ignored (so a
+    CLI can pass unset options through). Any name registered with
+    :func:`robustrank.attacks.register_attack` works.
 
     Example::
 
         >>> attack = make_attack("pgd", model, eps=0.05, seed=0)
     """
-    key = _attack_name(name)
-    options = {**PAPER_DEFAULTS[key], **{k: v for k, v in kw.items() if v is not None}}
-    cls = _CLASSES[key]
-    try:
-        return cls(model, eps, **options)
-    except TypeError as err:
-        if "unexpected keyword argument" in str(err):
-            raise ValueError(f"bad option for attack {key.value!r}: {err}") from err
-        raise
+    return create_attack(name, model, eps, **kw)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -417,7 +405,7 @@ def robust_accuracy(
 
 def eps_sweep(
     model: nn.Module,
-    attack: str | AttackName | Callable[[float], Attack],
+    attack: str | Callable[[float], Attack],
     eps_grid: Sequence[float],
     x: Tensor,
     y: Tensor,
@@ -431,9 +419,9 @@ def eps_sweep(
 ) -> list[EvalResult]:
     """Evaluate over a grid of budgets (a robustness curve), one :class:`EvalResult` each.
 
-    ``attack`` is a name (built with :func:`make_attack` and ``attack_kwargs`` for every
-    eps, so a seeded PGD restarts from the same seed at each eps) or a factory
-    ``eps -> Attack``. The clean predictions are computed once.
+    ``attack`` is any registered name (built with :func:`robustrank.attacks.create_attack`
+    and ``attack_kwargs`` for every eps, so a seeded attack restarts from the same seed at
+    each eps) or a factory ``eps -> Attack``. The clean predictions are computed once.
     """
     _check_data(x, y)
     batch_size = _check_batch_size(batch_size)
@@ -453,7 +441,7 @@ def eps_sweep(
         name = _attack_name(attack)
 
         def factory(eps: float) -> Attack:
-            return make_attack(name, model, eps, **attack_kwargs)
+            return create_attack(name, model, eps, **attack_kwargs)
 
     attacks = [factory(eps) for eps in grid]  # validates every eps before any work
     dev = _device(model, device)

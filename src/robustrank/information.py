@@ -32,17 +32,25 @@ float64, so N = 10,000 needs O(chunk_size * N) memory, never an N x N matrix.
 
 from __future__ import annotations
 
+import fnmatch
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from ._modes import eval_mode
+from .models import named_weight_layers
 
 __all__ = [
     "LayerMI",
     "mutual_information_x",
     "mutual_information_y",
     "layer_activations",
+    "named_layer_activations",
+    "default_mi_layers",
     "mi_per_layer",
     "label_entropy",
     "format_mi_table",
@@ -245,45 +253,112 @@ def label_entropy(labels: Tensor) -> float:
 # --------------------------------------------------------------------------- models
 
 
-@torch.no_grad()
-def layer_activations(model: nn.Module, x: Tensor, batch_size: int = 1000) -> list[Tensor]:
-    """Every hidden representation t^1..t^{m-1} (post-activation) and the logits, Eq. (1).
-
-    Runs ``model.activations`` in eval mode (the previous mode is restored), without
-    gradients, ``batch_size`` inputs at a time on the model's device. Each returned
-    tensor is N x d_i (flattened), on the model's device.
-    """
-    if not hasattr(model, "activations"):
-        raise TypeError(
-            f"{type(model).__name__} has no activations(x) method; use a robustrank model "
-            "(create_model) or add activations(x) -> list[Tensor]"
-        )
+def _check_activation_args(model: nn.Module, x: Tensor, batch_size: int) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if len(x) == 0:
         raise ValueError("x is empty; pass at least one input")
+
+
+def default_mi_layers(model: nn.Module) -> list[str]:
+    """Module paths whose outputs :func:`named_layer_activations` records by default for a
+    model without ``activations(x)``: every weight layer but the last (whose output is
+    normally the logits, recorded as ``"output"``)."""
+    return [layer.name for layer in named_weight_layers(model)][:-1]
+
+
+def _select_modules(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
+    modules = dict(model.named_modules())
+    chosen: dict[str, nn.Module] = {}
+    for key in layers:
+        found = [n for n in modules if n and (n == key or fnmatch.fnmatchcase(n, key))]
+        if not found:
+            raise ValueError(
+                f"no module of {type(model).__name__} matches {key!r}; modules: "
+                f"{', '.join(n for n in modules if n)}"
+            )
+        chosen.update({n: modules[n] for n in found})
+    return chosen
+
+
+@torch.no_grad()
+def _hooked_batch(model: nn.Module, x: Tensor, modules: dict[str, nn.Module]) -> dict[str, Tensor]:
+    """One forward pass recording each module's first output (flattened) and the logits."""
+    seen: dict[str, Tensor] = {}
+    handles = []
+    for name, module in modules.items():
+
+        def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+            if name not in seen and isinstance(out, Tensor):
+                seen[name] = out.detach().flatten(1)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [n for n in modules if n not in seen]
+    if missing:
+        raise ValueError(
+            f"modules {missing} were not called (or returned no tensor) in the forward pass; "
+            "choose modules the forward pass uses"
+        )
+    return {**{n: seen[n] for n in modules}, "output": logits.detach().flatten(1)}
+
+
+def named_layer_activations(
+    model: nn.Module,
+    x: Tensor,
+    batch_size: int = 1000,
+    layers: Sequence[str] | None = None,
+) -> dict[str, Tensor]:
+    """Hidden representations by name, and the logits as ``"output"`` (Eq. 1's t^i).
+
+    A model with ``activations(x)`` (the paper's FCNN and CNN) gives ``t1..t{m-1}``
+    (post-activation) itself. Any other model is read through forward hooks on ``layers``
+    (module paths or globs; default :func:`default_mi_layers`), each module's output
+    flattened to N x d. Runs in eval mode (every module's flag restored), without
+    gradients, ``batch_size`` inputs at a time on the model's device.
+    """
+    _check_activation_args(model, x, batch_size)
     param = next(model.parameters(), None)
     device = param.device if param is not None else x.device
-    was_training = model.training
-    model.eval()
-    try:
-        parts: list[list[Tensor]] = []
+    use_method = layers is None and hasattr(model, "activations")
+    if not use_method:
+        names = list(layers) if layers is not None else default_mi_layers(model)
+        modules = _select_modules(model, names)
+    parts: list[dict[str, Tensor]] = []
+    with eval_mode(model), torch.no_grad():
         for start in range(0, len(x), batch_size):
-            outs = model.activations(x[start : start + batch_size].to(device))
-            parts.append([t.flatten(1) for t in outs])
-    finally:
-        model.train(was_training)
-    return [torch.cat(layer, dim=0) for layer in zip(*parts, strict=True)]
+            xb = x[start : start + batch_size].to(device)
+            if use_method:
+                outs = model.activations(xb)
+                keys = [f"t{i}" for i in range(1, len(outs))] + ["output"]
+                parts.append({k: t.flatten(1) for k, t in zip(keys, outs, strict=True)})
+            else:
+                parts.append(_hooked_batch(model, xb, modules))
+    return {k: torch.cat([p[k] for p in parts], dim=0) for k in parts[0]}
+
+
+def layer_activations(
+    model: nn.Module, x: Tensor, batch_size: int = 1000, layers: Sequence[str] | None = None
+) -> list[Tensor]:
+    """The values of :func:`named_layer_activations`, in order (the logits last)."""
+    return list(named_layer_activations(model, x, batch_size, layers).values())
 
 
 @dataclass(frozen=True)
 class LayerMI:
     """KDE information bounds of one layer (bits).
 
-    ``layer`` is ``"t1".."t{m-1}"`` for hidden layers and ``"output"`` for the logits;
-    ``index`` is 1-based (the output has index m).
+    ``layer`` is ``"t1".."t{m-1}"`` for the paper's models' hidden layers (the module path
+    for other models) and ``"output"`` for the logits; ``index`` is 1-based (the output
+    has index m).
     """
 
     layer: str
@@ -306,12 +381,14 @@ def mi_per_layer(
     batch_size: int = 1000,
     *,
     chunk_size: int | None = None,
+    layers: Sequence[str] | None = None,
 ) -> list[LayerMI]:
     """I(T;X) and I(T;Y) bounds for every hidden layer and the output (Section 5, Fig. 2).
 
     The paper's information plane uses the hidden layers t^1..t^{m-1}; the output layer
     (logits, before softmax) is included last as ``"output"`` so callers can drop it.
-    The computation runs on the model's device.
+    Any ``nn.Module`` works: ``layers`` (module paths or globs) chooses the representations
+    (see :func:`named_layer_activations`). The computation runs on the model's device.
     """
     noise_var = _check_noise_var(noise_var)
     _check_chunk(chunk_size, 1)
@@ -320,14 +397,13 @@ def mi_per_layer(
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
     labels = _check_labels(y, len(x))
-    acts = layer_activations(model, x, batch_size=batch_size)
+    acts = named_layer_activations(model, x, batch_size=batch_size, layers=layers)
     rows = []
-    for i, a in enumerate(acts, 1):
+    for i, (name, a) in enumerate(acts.items(), 1):
         h = _prepare(a, torch.float64)
         chunk = _check_chunk(chunk_size, h.shape[0])
         full = _ixt(h, noise_var, chunk)
         iy = _iyt(h, labels, noise_var, chunk, full)
-        name = "output" if i == len(acts) else f"t{i}"
         rows.append(
             LayerMI(
                 layer=name,

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from .models import as_matrix, weight_matrices
+from .models import as_matrix, named_weight_layers
 
 __all__ = [
     "effective_sparsity",
@@ -58,8 +58,9 @@ def effective_rank(w: Tensor) -> float:
 class LayerStructure:
     """One row of :func:`structure_report`.
 
-    ``sparsity_bound = sqrt(#entries)`` and ``rank_bound = sqrt(rank)`` are the upper
-    bounds of the effective sparsity and effective rank.
+    ``layer`` is the paper's alias (``"W1"``) when the model has one, else the module
+    path; ``module`` is always the module path. ``sparsity_bound = sqrt(#entries)`` and
+    ``rank_bound = sqrt(rank)`` are the upper bounds of the effective sparsity and rank.
     """
 
     layer: str
@@ -69,28 +70,31 @@ class LayerStructure:
     rank_bound: float
     effective_sparsity: float
     sparsity_bound: float
+    module: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def structure_report(model: nn.Module) -> list[LayerStructure]:
-    """Per-layer shape, rank, effective rank and sparsity with their upper bounds."""
+    """Per-layer shape, rank, effective rank and sparsity with their upper bounds, for every
+    weight layer of any model, in forward order (:func:`robustrank.models.named_weight_layers`)."""
     rows = []
-    for name, w in weight_matrices(model).items():
-        m = _prepared(w)
+    for layer in named_weight_layers(model):
+        m = _prepared(layer.weight)
         s = torch.linalg.svdvals(m)
         tol = s.max() * max(m.shape) * torch.finfo(m.dtype).eps
         rank = int((s > tol).sum())
         rows.append(
             LayerStructure(
-                layer=name,
+                layer=layer.key,
                 shape=(int(m.shape[0]), int(m.shape[1])),
                 rank=rank,
                 effective_rank=float(s.sum() / torch.linalg.vector_norm(s)),
                 rank_bound=math.sqrt(rank),
                 effective_sparsity=float(m.abs().sum() / torch.linalg.vector_norm(m)),
                 sparsity_bound=math.sqrt(m.numel()),
+                module=layer.name,
             )
         )
     return rows
@@ -98,13 +102,14 @@ def structure_report(model: nn.Module) -> list[LayerStructure]:
 
 def format_structure_report(rows: list[LayerStructure]) -> str:
     """Render :func:`structure_report` as a plain-text table."""
-    head = f"{'layer':<6} {'shape':>10} {'rank':>5} {'eff.rank':>9} {'<=':>7} "
+    width = max([6, *(len(r.layer) for r in rows)])
+    head = f"{'layer':<{width}} {'shape':>10} {'rank':>5} {'eff.rank':>9} {'<=':>7} "
     head += f"{'eff.sparsity':>13} {'<=':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
         shape = f"{r.shape[0]}x{r.shape[1]}"
         lines.append(
-            f"{r.layer:<6} {shape:>10} {r.rank:>5} {r.effective_rank:>9.3f} "
+            f"{r.layer:<{width}} {shape:>10} {r.rank:>5} {r.effective_rank:>9.3f} "
             f"{r.rank_bound:>7.3f} {r.effective_sparsity:>13.3f} {r.sparsity_bound:>8.2f}"
         )
     return "\n".join(lines)

@@ -282,12 +282,14 @@ def _legend_below(fig, axes) -> None:
 
 
 def plot_fooling_curves(series: dict[str, list[dict]], path: str | Path) -> Path:
-    """Fooling ratios at eps over training, one panel per attack (Figures 3 and 4)."""
-    attacks = [
-        a
-        for a in ("fgsm", "pgd", "gnm")
-        if any(f"fr_{a}" in r for rows in series.values() for r in rows)
-    ]
+    """Fooling ratios at eps over training, one panel per attack (Figures 3 and 4).
+
+    The attacks are the ``fr_<attack>`` columns of the histories, in first-seen order.
+    """
+    attacks: list[str] = []
+    for rows in series.values():
+        for r in rows:
+            attacks += [k[3:] for k in r if k.startswith("fr_") and k[3:] not in attacks]
     fig, axes = _subplots(
         1, max(1, len(attacks)), figsize=(4.2 * max(1, len(attacks)), 3.6), squeeze=False
     )

@@ -11,7 +11,13 @@ returns the three penalties separately so that training can log the split.
   activations removed. For the FCNN that is all six layers (a 10 x 784 product); for the
   CNN the chain ``fc1, out`` (10 x 1568).
 
-Layers are numbered from 1 as in the paper (``lambdas = {1: 0.01}`` is lambda_{1,1}).
+Layers are keyed by the paper's 1-based index (``lambdas = {1: 0.01}`` is lambda_{1,1}, the
+first weight layer in forward order), by module path (``{"block.conv1": 0.01}``), by the
+paper's alias (``"W1"``) or by a glob over module paths (``{"layer*.conv*": 0.01}``); see
+:func:`robustrank.models.match_layers`. A layer selected by two keys is an error.
+
+:class:`Regularizer` is the callable form for your own training loop:
+``loss = ce + reg(model)`` is Eq. (8).
 
 Nuclear-norm gradient: :class:`NuclearNorm` is a small autograd function whose backward
 returns ``U V^T`` from the reduced SVD ``W = U diag(s) V^T``. That is an element of the
@@ -24,14 +30,22 @@ is exactly the gradient.
 
 from __future__ import annotations
 
-import math
+import weakref
 from collections.abc import Mapping
+from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from .models import as_matrix, weight_layers
+from ._types import NonNegative, check_non_negative
+from .models import (
+    LayerOrderUnknown,
+    WeightLayer,
+    as_matrix,
+    match_layers,
+    named_weight_layers,
+)
 
 __all__ = [
     "NuclearNorm",
@@ -41,8 +55,14 @@ __all__ = [
     "joint_l1_penalty",
     "joint_chain",
     "RegularizerConfig",
+    "Regularizer",
+    "LayerKey",
+    "resolve_lambdas",
     "regularization_terms",
 ]
+
+#: A regulariser key: a 1-based paper index, a module path, an alias or a glob.
+LayerKey = int | str
 
 
 class NuclearNorm(torch.autograd.Function):
@@ -65,43 +85,41 @@ def nuclear_norm(w: Tensor) -> Tensor:
     return NuclearNorm.apply(as_matrix(w))
 
 
-def _layer_count_message(model: nn.Module, n: int) -> str:
-    return f"{type(model).__name__} has layers 1..{n} (W1..W{n})"
+def _needs_order(lambdas: Mapping[Any, float]) -> bool:
+    return any(isinstance(k, int) and not isinstance(k, bool) for k in lambdas)
 
 
-def _checked_lambdas(
-    model: nn.Module, lambdas: Mapping[int, float], what: str
-) -> tuple[list[nn.Module], dict[int, float]]:
-    """Validate a ``{layer index (1-based): lambda}`` map; drop the zero entries."""
+def resolve_lambdas(
+    model: nn.Module, lambdas: Mapping[LayerKey, float], what: str
+) -> list[tuple[WeightLayer, float]]:
+    """Validate a ``{layer key: lambda}`` map against ``model``: ``[(layer, lambda)]`` for the
+    non-zero lambdas, in forward order. Every key must select a layer (zero lambdas too),
+    and no layer may be selected twice."""
     if not isinstance(lambdas, Mapping):
         raise TypeError(
-            f"{what} lambdas must be a mapping {{layer index (1-based): lambda}}, "
-            f"got {type(lambdas).__name__}"
+            f"{what} lambdas must be a mapping {{layer: lambda}} (1-based index, module "
+            f"path or glob), got {type(lambdas).__name__}"
         )
-    layers = weight_layers(model)
-    active: dict[int, float] = {}
+    layers = named_weight_layers(model, require_order=_needs_order(lambdas))
+    chosen: dict[str, tuple[LayerKey, float]] = {}
     for key, lam in lambdas.items():
-        if isinstance(key, bool) or not isinstance(key, int):
-            raise TypeError(
-                f"{what} layer index must be an int (1-based, as in the paper), got {key!r}"
-            )
-        if not 1 <= key <= len(layers):
-            raise ValueError(
-                f"{what} regulariser: layer index {key} does not exist; "
-                f"{_layer_count_message(model, len(layers))}"
-            )
-        _check_lambda(lam, f"{what} lambda for layer {key}")
-        if lam != 0:
-            active[key] = float(lam)
-    return layers, active
-
-
-def _check_lambda(lam: object, what: str) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, int | float):
-        raise TypeError(f"{what} must be a number >= 0, got {lam!r}")
-    if not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"{what} must be a finite number >= 0 (use 0 to disable), got {lam!r}")
-    return float(lam)
+        lam = check_non_negative(lam, f"{what} lambda for layer {key!r}")
+        try:
+            found = match_layers(layers, key, owner=type(model).__name__)
+        except ValueError as err:
+            raise ValueError(f"{what} regulariser: {err}") from None
+        for layer in found:
+            if layer.name in chosen:
+                raise ValueError(
+                    f"{what} regulariser: layer {layer.name!r} is selected by both "
+                    f"{chosen[layer.name][0]!r} and {key!r}; give each layer one lambda"
+                )
+            chosen[layer.name] = (key, lam)
+    return [
+        (layer, chosen[layer.name][1])
+        for layer in layers
+        if layer.name in chosen and chosen[layer.name][1] != 0
+    ]
 
 
 def _zero(model: nn.Module) -> Tensor:
@@ -111,47 +129,76 @@ def _zero(model: nn.Module) -> Tensor:
     return torch.zeros((), dtype=p.dtype, device=p.device)
 
 
-def l1_penalty(model: nn.Module, lambdas: Mapping[int, float]) -> Tensor:
-    """``sum_i lambda_{1,i} ||W^i||_1``, Eq. (5); ``lambdas`` maps 1-based layer -> lambda."""
-    layers, active = _checked_lambdas(model, lambdas, "l1")
+def _l1(pairs: list[tuple[WeightLayer, float]], model: nn.Module) -> Tensor:
     total = _zero(model)
-    for i, lam in active.items():
-        total = total + lam * layers[i - 1].weight.abs().sum()
+    for layer, lam in pairs:
+        total = total + lam * layer.weight.abs().sum()
     return total
 
 
-def nuclear_penalty(model: nn.Module, lambdas: Mapping[int, float]) -> Tensor:
+def _nuclear(pairs: list[tuple[WeightLayer, float]], model: nn.Module) -> Tensor:
+    total = _zero(model)
+    for layer, lam in pairs:
+        total = total + lam * nuclear_norm(layer.weight)
+    return total
+
+
+def l1_penalty(model: nn.Module, lambdas: Mapping[LayerKey, float]) -> Tensor:
+    """``sum_i lambda_{1,i} ||W^i||_1``, Eq. (5); ``lambdas`` maps layer keys to lambda."""
+    return _l1(resolve_lambdas(model, lambdas, "l1"), model)
+
+
+def nuclear_penalty(model: nn.Module, lambdas: Mapping[LayerKey, float]) -> Tensor:
     """``sum_i lambda_{*,i} ||W~^i||_*``, Eq. (6), conv kernels reshaped (Appendix B).
 
     The backward pass uses the ``U V^T`` subgradient (see :class:`NuclearNorm`). Zero
     lambdas cost nothing (no SVD).
     """
-    layers, active = _checked_lambdas(model, lambdas, "nuclear")
-    total = _zero(model)
-    for i, lam in active.items():
-        total = total + lam * nuclear_norm(layers[i - 1].weight)
-    return total
+    return _nuclear(resolve_lambdas(model, lambdas, "nuclear"), model)
+
+
+def _chain_layers(model: nn.Module) -> list[WeightLayer]:
+    """The fully connected chain of Eq. (7): the trailing run of ``nn.Linear`` layers."""
+    try:
+        layers = named_weight_layers(model, require_order=True)
+    except LayerOrderUnknown as err:
+        raise ValueError(f"the joint regulariser (Eq. 7) needs the layers' order: {err}") from None
+    chain: list[WeightLayer] = []
+    for layer in reversed(layers):
+        if not isinstance(layer.module, nn.Linear):
+            break
+        chain.append(layer)
+    if not chain:
+        last = type(layers[-1].module).__name__ if layers else "missing"
+        raise ValueError(
+            f"the joint regulariser (Eq. 7) needs fully connected (nn.Linear) layers at the "
+            f"end of the network, but {type(model).__name__}'s last weight layer is {last}; "
+            "set joint: 0 for this model"
+        )
+    return chain[::-1]
 
 
 def joint_chain(model: nn.Module) -> list[int]:
-    """1-based indices of the fully connected chain used by Eq. (7).
+    """1-based forward indices of the fully connected chain used by Eq. (7).
 
     It is the trailing run of consecutive ``nn.Linear`` layers ending at the output layer
     (FCNN: all layers; CNN: ``fc1, out``).
     """
-    layers = weight_layers(model)
-    chain: list[int] = []
-    for i in range(len(layers), 0, -1):
-        if not isinstance(layers[i - 1], nn.Linear):
-            break
-        chain.append(i)
-    if not chain:
-        raise ValueError(
-            f"the joint regulariser (Eq. 7) needs fully connected (nn.Linear) layers at the "
-            f"end of the network, but {type(model).__name__}'s output layer is "
-            f"{type(layers[-1]).__name__ if layers else 'missing'}; set joint: 0 for this model"
-        )
-    return chain[::-1]
+    return [layer.index for layer in _chain_layers(model)]
+
+
+def _joint(chain: list[WeightLayer], lam: float) -> Tensor:
+    product = chain[-1].weight
+    for layer, above in zip(reversed(chain[:-1]), reversed(chain[1:])):
+        w = layer.weight
+        if product.shape[1] != w.shape[0]:
+            raise ValueError(
+                f"joint regulariser: {above.key} ({tuple(product.shape)} so far) and "
+                f"{layer.key} {tuple(w.shape)} do not chain; the fully connected layers must "
+                "feed each other directly"
+            )
+        product = product @ w
+    return lam * product.abs().sum()
 
 
 def joint_l1_penalty(model: nn.Module, lam: float) -> Tensor:
@@ -161,55 +208,42 @@ def joint_l1_penalty(model: nn.Module, lam: float) -> Tensor:
     intermediate products as small as the number of classes. l1 is transpose invariant, so
     the paper's ``W^1 ... W^m`` (row-vector convention) is the same number.
     """
-    lam = _check_lambda(lam, "joint lambda")
-    chain = joint_chain(model)  # validates even when lam == 0
+    lam = check_non_negative(lam, "joint lambda")
+    chain = _chain_layers(model)  # validates even when lam == 0
     if lam == 0:
         return _zero(model)
-    layers = weight_layers(model)
-    product = layers[chain[-1] - 1].weight
-    for i in reversed(chain[:-1]):
-        w = layers[i - 1].weight
-        if product.shape[1] != w.shape[0]:
+    return _joint(chain, lam)
+
+
+def _check_keys(value: dict[LayerKey, float]) -> dict[LayerKey, float]:
+    for key in value:
+        if isinstance(key, int) and key < 1:
             raise ValueError(
-                f"joint regulariser: W{i + 1} ({tuple(product.shape)} so far) and W{i} "
-                f"{tuple(w.shape)} do not chain; the fully connected layers must feed each "
-                "other directly"
+                f"layer indices are 1-based as in the paper (W1 is the input layer), got {key}"
             )
-        product = product @ w
-    return lam * product.abs().sum()
+        if isinstance(key, str) and not key.strip():
+            raise ValueError("a layer key is empty; use a module path, a glob or an index")
+    return value
+
+
+Lambdas = Annotated[dict[LayerKey, NonNegative], Field(default_factory=dict)]
 
 
 class RegularizerConfig(BaseModel):
-    """The lambdas of Eq. (8): ``l1`` (Eq. 5) and ``nuclear`` (Eq. 6) map 1-based layer
-    indices to lambda; ``joint`` is lambda_joint (Eq. 7). All default to off."""
+    """The lambdas of Eq. (8): ``l1`` (Eq. 5) and ``nuclear`` (Eq. 6) map layer keys (1-based
+    index, module path, alias or glob) to lambda; ``joint`` is lambda_joint (Eq. 7). All
+    default to off."""
 
     model_config = ConfigDict(extra="forbid")
 
-    l1: dict[int, float] = {}
-    nuclear: dict[int, float] = {}
-    joint: float = 0.0
+    l1: Lambdas
+    nuclear: Lambdas
+    joint: NonNegative = 0.0
 
     @field_validator("l1", "nuclear")
     @classmethod
-    def _per_layer(cls, value: dict[int, float], info) -> dict[int, float]:
-        for key, lam in value.items():
-            if key < 1:
-                raise ValueError(
-                    f"layer indices are 1-based as in the paper (W1 is the input layer), got {key}"
-                )
-            if not math.isfinite(lam) or lam < 0:
-                raise ValueError(
-                    f"lambda for layer {key} must be a finite number >= 0 "
-                    f"(use 0 or remove the entry to disable), got {lam}"
-                )
-        return value
-
-    @field_validator("joint")
-    @classmethod
-    def _joint(cls, value: float) -> float:
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"must be a finite number >= 0 (0 disables it), got {value}")
-        return value
+    def _keys(cls, value: dict[LayerKey, float]) -> dict[LayerKey, float]:
+        return _check_keys(value)
 
     @property
     def active(self) -> bool:
@@ -217,23 +251,72 @@ class RegularizerConfig(BaseModel):
         return any(self.l1.values()) or any(self.nuclear.values()) or self.joint > 0
 
     def check_model(self, model: nn.Module) -> None:
-        """Raise a clear ValueError if a layer index does not exist in ``model``."""
-        n = len(weight_layers(model))
+        """Raise a clear ValueError if a key selects no layer of ``model`` (or one twice)."""
         for what, lambdas in (("l1", self.l1), ("nuclear", self.nuclear)):
-            bad = sorted(k for k in lambdas if k > n)
-            if bad:
-                raise ValueError(
-                    f"regularizers.{what}: layer index {bad[0]} does not exist; "
-                    f"{_layer_count_message(model, n)}"
-                )
+            try:
+                resolve_lambdas(model, lambdas, what)
+            except ValueError as err:
+                raise ValueError(f"regularizers.{err}") from None
         if self.joint > 0:
-            joint_chain(model)
+            _chain_layers(model)
+
+    def plain(self) -> dict[str, Any]:
+        """Plain data with the keys' types kept (an int index stays an int in YAML)."""
+        return {"l1": dict(self.l1), "nuclear": dict(self.nuclear), "joint": self.joint}
+
+
+class Regularizer:
+    """The penalty of Eq. (8) as a callable, for your own training loop.
+
+    Example::
+
+        >>> reg = Regularizer(l1={"layer1.*": 1e-3}, nuclear={"fc": 1e-2})
+        >>> loss = F.cross_entropy(model(x), y) + reg(model)
+
+    Keys are resolved against a model once and cached (per model object), so a call costs
+    only the penalties themselves. ``reg.terms(model)`` gives the three terms apart.
+    """
+
+    def __init__(
+        self,
+        l1: Mapping[LayerKey, float] | None = None,
+        nuclear: Mapping[LayerKey, float] | None = None,
+        joint: float = 0.0,
+    ) -> None:
+        self.config = RegularizerConfig(l1=dict(l1 or {}), nuclear=dict(nuclear or {}), joint=joint)
+        self._resolved: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_config(cls, config: RegularizerConfig) -> Regularizer:
+        """The callable of a validated :class:`RegularizerConfig`."""
+        return cls(config.l1, config.nuclear, config.joint)
+
+    def _resolve(self, model: nn.Module) -> tuple:
+        if model not in self._resolved:
+            cfg = self.config
+            self._resolved[model] = (
+                resolve_lambdas(model, cfg.l1, "l1"),
+                resolve_lambdas(model, cfg.nuclear, "nuclear"),
+                _chain_layers(model) if cfg.joint > 0 else [],
+            )
+        return self._resolved[model]
+
+    def terms(self, model: nn.Module) -> dict[str, Tensor]:
+        """``{"l1", "nuclear", "joint"}`` scalar tensors (Eqs. 5-7)."""
+        l1, nuclear, chain = self._resolve(model)
+        joint = _joint(chain, self.config.joint) if chain else _zero(model)
+        return {"l1": _l1(l1, model), "nuclear": _nuclear(nuclear, model), "joint": joint}
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        """The sum of the three terms, to add to the loss (Eq. 8)."""
+        t = self.terms(model)
+        return t["l1"] + t["nuclear"] + t["joint"]
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"Regularizer(l1={c.l1!r}, nuclear={c.nuclear!r}, joint={c.joint!r})"
 
 
 def regularization_terms(model: nn.Module, cfg: RegularizerConfig) -> dict[str, Tensor]:
     """The penalties of Eq. (8) as ``{"l1", "nuclear", "joint"}`` scalar tensors (Eqs. 5-7)."""
-    return {
-        "l1": l1_penalty(model, cfg.l1),
-        "nuclear": nuclear_penalty(model, cfg.nuclear),
-        "joint": joint_l1_penalty(model, cfg.joint) if cfg.joint > 0 else _zero(model),
-    }
+    return Regularizer.from_config(cfg).terms(model)

@@ -1,0 +1,210 @@
+"""The equivalents of the paper's Figures 1-10 (Section 5) from the runs' histories and
+final weights. Which runs a weight figure shows (natural vs adversarial training, natural
+vs the regularisers) is read from their configs (:func:`run_kind`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..training import TrainConfig
+from .summary import RunKind, _family, run_kind
+
+Captioned = tuple[str, Path]  # (caption, png path)
+Models = dict[str, nn.Module]  # run name -> final model
+
+# The paper's figure numbers per model family (Section 5) and the dataset it names.
+_PAPER_FIGURES: dict[str, dict[str, Any]] = {
+    "fcnn": {"fooling": 3, "structure": 2, "adv": 1, "reg": 8, "dataset": "MNIST", "mi": True},
+    "cnn": {
+        "fooling": 4,
+        "structure": 5,
+        "adv": (6, 7),
+        "reg": (9, 10),
+        "dataset": "F-MNIST",
+        "mi": False,
+    },
+}
+
+# History keys ``mi_<layer>_<quantity>``; layer names may hold "_" and "." (module paths).
+_MI_QUANTITIES = ("ixt_lower", "ixt_upper", "iyt_lower", "iyt_upper")
+
+
+def _mi_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A flat history row as an information-plane record (Figure 2):
+    ``{"epoch", "step", "mi": [{"layer": name, "ixt_lower": ..., ...}, ...]}``."""
+    layers: dict[str, dict[str, Any]] = {}
+    for key, value in row.items():
+        if not key.startswith("mi_"):
+            continue
+        q = next((q for q in _MI_QUANTITIES if key.endswith(f"_{q}")), None)
+        layer = key[len("mi_") : -len(f"_{q}")] if q is not None else ""
+        if layer:
+            layers.setdefault(layer, {"layer": layer})[q] = value
+    return {"epoch": row.get("epoch"), "step": row.get("step"), "mi": list(layers.values())}
+
+
+def _series(
+    configs: list[TrainConfig], histories: dict[str, list[dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Per-run histories on a common epoch axis: fine-tuning runs start where their
+    natural parent ended."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for c in configs:
+        offset = 0.0
+        parent = c.init.from_preset
+        if parent and histories.get(parent):
+            offset = float(histories[parent][-1].get("epoch", 0))
+        rows = []
+        for r in histories.get(c.name, []):
+            row = dict(r)
+            row["x"] = offset + float(r.get("epoch_progress", r.get("epoch", 0)))
+            rows.append(row)
+        out[c.name] = rows
+    return out
+
+
+def _paper_figures(family: str) -> dict[str, Any]:
+    if family not in _PAPER_FIGURES:
+        raise ValueError(
+            f"the paper has no figures for model family {family!r}; reproduce draws them for "
+            f"{', '.join(_PAPER_FIGURES)}"
+        )
+    return _PAPER_FIGURES[family]
+
+
+def _curve_figures(
+    fam: str, ref: dict[str, Any], series: dict[str, list[dict[str, Any]]], fig_dir: Path
+) -> list[Captioned]:
+    """Fooling ratios (Figures 3/4) and weight structure (Figures 2/5) over training."""
+    from .. import plots
+
+    fooling = plots.plot_fooling_curves(series, fig_dir / f"{fam}_fooling.png")
+    structure = plots.plot_structure_curves(series, fig_dir / f"{fam}_structure.png")
+    return [
+        (
+            f"Figure {ref['fooling']} equivalent: fooling ratios of the {fam.upper()} at "
+            f"eps = 0.05 over training, one panel per attack ({ref['dataset']}). Fine-tuning "
+            "runs branch off the natural run at its last epoch.",
+            fooling,
+        ),
+        (
+            f"Figure {ref['structure']} equivalent: effective rank (Eq. 3) and effective "
+            f"sparsity (Eq. 2) of every layer of the {fam.upper()} over training.",
+            structure,
+        ),
+    ]
+
+
+def _mi_figures(
+    fam: str,
+    configs: list[TrainConfig],
+    series: dict[str, list[dict[str, Any]]],
+    histories: dict[str, list[dict[str, Any]]],
+    fig_dir: Path,
+) -> list[Captioned]:
+    """Figure 2's MI panels, and the information plane of the natural run."""
+    from .. import plots
+
+    path = plots.plot_mi_curves(series, fig_dir / f"{fam}_mi.png")
+    figures = [
+        (
+            "Figure 2 equivalent (MI panels): KDE bounds on I(T;X) per hidden layer "
+            f"of the {fam.upper()} over training (sigma^2 = 0.1), upper bound solid, lower "
+            "bound dashed.",
+            path,
+        )
+    ]
+    natural = [c.name for c in configs if run_kind(c) == RunKind.natural]
+    nat = next((histories[n] for n in natural if histories.get(n)), [])
+    if nat:
+        path = plots.plot_information_plane(
+            [_mi_record(r) for r in nat], fig_dir / f"{fam}_information_plane.png"
+        )
+        figures.append(
+            (
+                f"Information plane of natural {fam.upper()} training: I(T;X) vs I(T;Y) per "
+                "layer (upper bounds), coloured by epoch.",
+                path,
+            )
+        )
+    return figures
+
+
+def _final_models(configs: list[TrainConfig], runs_dir: Path) -> Models:
+    """The finished runs' final models, in config order."""
+    from ..models import load_checkpoint
+
+    models = {}
+    for c in configs:
+        final = runs_dir / c.name / "final.safetensors"
+        if final.exists():
+            models[c.name], _ = load_checkpoint(final)
+    return models
+
+
+def _weight_groups(configs: list[TrainConfig], models: Models) -> tuple[Models, Models]:
+    """The models of the two weight figures: natural and adversarial training, and
+    natural training and the regularisers."""
+    kinds = {c.name: run_kind(c) for c in configs}
+    adv = {n: m for n, m in models.items() if kinds[n] in (RunKind.natural, RunKind.adversarial)}
+    reg = {n: m for n, m in models.items() if kinds[n] in (RunKind.natural, RunKind.regularised)}
+    return adv, reg
+
+
+def _weight_figures(
+    fam: str, ref: dict[str, Any], groups: tuple[Models, Models], fig_dir: Path
+) -> list[Captioned]:
+    """The weights themselves: the FCNN's W1 (Figures 1 and 8), the CNN's W1 and W2
+    kernels (Figures 6, 7, 9 and 10)."""
+    from .. import plots
+
+    figures: list[Captioned] = []
+    adv, reg = groups
+    for models, nos, what in (
+        (adv, ref["adv"], "natural vs adversarial training"),
+        (reg, ref["reg"], "the regularisers"),
+    ):
+        if fam == "fcnn":
+            path = plots.plot_fcnn_w1(models, fig_dir / f"fcnn_w1_{nos}.png")
+            caption = (
+                f"Figure {nos} equivalent: the FCNN's W1 (20 x 784), each row as a 28 x 28 "
+                f"tile, after {what}."
+            )
+            figures.append((caption, path))
+            continue
+        for layer, no in zip(("W1", "W2"), nos):
+            path = plots.plot_cnn_kernels(models, layer, fig_dir / f"cnn_{layer}_{no}.png")
+            shape = "32 x 1 x 3 x 3" if layer == "W1" else "32 x 32 x 3 x 3"
+            caption = (
+                f"Figure {no} equivalent: the CNN's {layer} kernels ({shape}) after "
+                f"{what}; rows are output filters, columns input channels."
+            )
+            figures.append((caption, path))
+    return figures
+
+
+def _figures(
+    out: Path,
+    configs: list[TrainConfig],
+    histories: dict[str, list[dict[str, Any]]],
+    runs_dir: Path,
+) -> list[Captioned]:
+    """Every figure of the report, ``(caption, png path)``, family by family."""
+    fig_dir = out / "figures"
+    has_mi = any(k.startswith("mi_") for h in histories.values() for k in (h[-1] if h else {}))
+    by_family: dict[str, list[TrainConfig]] = {}
+    for c in configs:
+        by_family.setdefault(_family(c), []).append(c)
+    figures: list[Captioned] = []
+    for fam, fam_configs in by_family.items():
+        ref = _paper_figures(fam)
+        series = _series(fam_configs, histories)
+        figures += _curve_figures(fam, ref, series, fig_dir)
+        if has_mi and ref["mi"]:
+            figures += _mi_figures(fam, fam_configs, series, histories, fig_dir)
+        groups = _weight_groups(fam_configs, _final_models(fam_configs, runs_dir))
+        figures += _weight_figures(fam, ref, groups, fig_dir)
+    return figures

@@ -1,0 +1,308 @@
+"""The run directory: its files, the lock, append-only history, and the resume state.
+
+::
+
+    config.yaml            the config (resume refuses a different one)
+    history.jsonl/.csv     one row per history point, appended as training goes
+    last.safetensors       rolling model checkpoint (removed when the run finishes)
+    resume.safetensors     exact resume state (removed when the run finishes)
+    final.safetensors      the trained model
+    checkpoint-epoch-E.safetensors   only with ``checkpoint_every_epoch: true``
+    done.json              written last: the run is finished
+
+History lines are appended with one write and fsync; the resume state records the
+files' sizes, so a resumed run first truncates anything written after it (a torn line).
+The resume state is safetensors + JSON (no pickle).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from .._io import atomic_write_bytes
+from .config import ConfigError, TrainConfig, config_from_dict
+
+__all__ = [
+    "RunError",
+    "CONFIG_FILE",
+    "HISTORY_JSONL",
+    "HISTORY_CSV",
+    "LAST_FILE",
+    "RESUME_FILE",
+    "FINAL_FILE",
+    "DONE_FILE",
+    "read_history",
+]
+
+RESUME_FORMAT = "robustrank-resume/1"
+
+
+class RunError(ValueError):
+    """A run directory cannot be used as asked (not empty, different config, ...)."""
+
+
+CONFIG_FILE = "config.yaml"
+HISTORY_JSONL = "history.jsonl"
+HISTORY_CSV = "history.csv"
+LAST_FILE = "last.safetensors"
+RESUME_FILE = "resume.safetensors"
+FINAL_FILE = "final.safetensors"
+DONE_FILE = "done.json"
+LOCK_FILE = ".robustrank.lock"
+
+
+@contextmanager
+def _run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory so two processes never train into it.
+
+    POSIX ``flock`` (released by the OS if the process dies); not available on Windows,
+    where runs are not locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK_FILE, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read().strip() or "unknown"
+            raise RunError(
+                f"another process (pid {pid}) is training in {out_dir}; wait for it to finish "
+                "or stop it before starting, resuming or overwriting this run"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _append_line(path: Path, line: str) -> int:
+    """Append one complete line with a single write, flush and fsync; return the new size."""
+    data = line.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def _truncate(path: Path, size: int) -> None:
+    """Drop what was appended after the last committed resume state (e.g. a torn line)."""
+    current = path.stat().st_size if path.exists() else 0
+    if current < size:
+        raise RunError(
+            f"{path} is shorter ({current} bytes) than when the resume state was saved "
+            f"({size} bytes); the run directory was modified. Start over with --overwrite"
+        )
+    if current != size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``history.jsonl`` in a run directory (complete lines only)."""
+    path = Path(run_dir) / HISTORY_JSONL
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line after a crash
+    return rows
+
+
+def _csv_line(values: list[Any]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(
+        ["" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in values]
+    )
+    return buf.getvalue()
+
+
+def _save_resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict) -> None:
+    """Model, optimiser state (e.g. momentum buffers) and RNG states: safetensors + JSON."""
+    from safetensors.torch import save
+
+    tensors: dict[str, Tensor] = {}
+    for k, v in model.state_dict().items():
+        tensors[f"model/{k}"] = v.detach().to("cpu").contiguous()
+    sd = opt.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim/{idx}/{key}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    tensors["rng/torch_cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = s
+    header = dict(meta)
+    header["format"] = RESUME_FORMAT
+    header["optim"] = {"param_groups": sd["param_groups"], "scalars": scalars}
+    data = save(tensors, metadata={"robustrank_resume": json.dumps(header)})
+    atomic_write_bytes(path, data)
+
+
+def _load_resume(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    from safetensors.torch import load
+
+    raw = path.read_bytes()
+    try:
+        tensors = load(raw)
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(json.loads(raw[8 : 8 + n])["__metadata__"]["robustrank_resume"])
+    except Exception as err:  # noqa: BLE001 - any corruption is reported the same way
+        raise RunError(
+            f"{path} is not a valid resume state ({err}); delete the run directory or start "
+            "over with --overwrite"
+        ) from err
+    if header.get("format") != RESUME_FORMAT:
+        raise RunError(f"{path}: unsupported resume format {header.get('format')!r}")
+    return tensors, header
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], header: dict):
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            _, idx, name = key.split("/", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, scal in header["optim"]["scalars"].items():
+        state.setdefault(int(idx), {}).update(scal)
+    opt.load_state_dict({"state": state, "param_groups": header["optim"]["param_groups"]})
+
+
+def _contents(out_dir: Path) -> list[str]:
+    if not out_dir.is_dir():
+        return []
+    return sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_FILE)
+
+
+def _prepare_dir(config: TrainConfig, out_dir: Path, resume: bool, overwrite: bool) -> str:
+    """Returns "fresh", "resume" or "done"."""
+    if resume and overwrite:
+        raise RunError("choose either resume or overwrite, not both")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"{out_dir} exists and is not a directory; choose another output path")
+    contents = _contents(out_dir)
+    if not contents:
+        return "fresh"
+    if overwrite:
+        if CONFIG_FILE not in contents:
+            raise RunError(
+                f"{out_dir} is not empty and is not a robustrank run directory (no "
+                f"{CONFIG_FILE}); refusing to delete it. Choose another output directory"
+            )
+        for name in contents:  # keep the lock file we hold
+            path = out_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        return "fresh"
+    if not resume:
+        shown = ", ".join(contents[:5]) + (", ..." if len(contents) > 5 else "")
+        raise RunError(
+            f"run directory {out_dir} is not empty ({shown}); pass --resume (resume=True) to "
+            "continue that run, --overwrite (overwrite=True) to delete it and start over, or "
+            "choose another output directory"
+        )
+    if CONFIG_FILE not in contents:
+        raise RunError(
+            f"cannot resume in {out_dir}: it has no {CONFIG_FILE}, so it is not a robustrank run "
+            "directory; choose another output directory"
+        )
+    try:
+        saved = yaml.safe_load((out_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        saved = config_from_dict(saved, source=str(out_dir / CONFIG_FILE)).plain()
+    except (yaml.YAMLError, ConfigError) as err:
+        raise RunError(
+            f"cannot resume in {out_dir}: its {CONFIG_FILE} is unreadable: {err}"
+        ) from err
+    _check_same_data(out_dir, saved, config.plain())
+    diff = _config_diff(saved, config.plain())
+    if diff:
+        raise RunError(
+            f"cannot resume {out_dir} with a different config; differing keys:\n"
+            + "\n".join(diff)
+            + "\nUse the run's own config.yaml, --overwrite to start over, or another --out"
+        )
+    if (out_dir / DONE_FILE).exists():
+        return "done"
+    return "resume"
+
+
+def _check_same_data(out_dir: Path, saved: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse to resume when the data a run was trained on has changed (its fingerprint)."""
+    old_ds, new_ds = saved.get("dataset"), new.get("dataset")
+    if not (isinstance(old_ds, dict) and isinstance(new_ds, dict)):
+        return
+    same_source = {k: v for k, v in old_ds.items() if k != "sha256"} == {
+        k: v for k, v in new_ds.items() if k != "sha256"
+    }
+    if same_source and old_ds.get("sha256") != new_ds.get("sha256"):
+        raise RunError(
+            f"cannot resume {out_dir}: its data changed since the run started. "
+            f"{old_ds.get('path')} had SHA-256 {old_ds.get('sha256')}, now "
+            f"{new_ds.get('sha256')}. Restore the original data, or start over on the new "
+            "data with --overwrite or another --out"
+        )
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        if not data and prefix:
+            out[prefix[:-1]] = {}
+        return out
+    return {prefix[:-1]: data}
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            lines.append(
+                f"  {key}: run has {a.get(key, '<unset>')!r}, new config has "
+                f"{b.get(key, '<unset>')!r}"
+            )
+    return lines
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v

@@ -1,0 +1,266 @@
+"""Setting a run up: the starting model (fresh, fine-tuned, resumed), the data on the
+device, the dataset fingerprint, and a clean history."""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._io import atomic_write_bytes
+from ..models import (
+    create_model,
+    input_shape_of,
+    load_checkpoint,
+    model_spec,
+    set_input_shape,
+)
+from .config import ConfigError, TrainConfig
+from .presets import load_preset
+from .rundir import (
+    CONFIG_FILE,
+    DONE_FILE,
+    FINAL_FILE,
+    HISTORY_CSV,
+    HISTORY_JSONL,
+    LAST_FILE,
+    RESUME_FILE,
+    RunError,
+    _load_resume,
+    read_history,
+)
+from .seeds import INIT, derive_seed
+
+
+def _device(name: str) -> torch.device:
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {name!r} requested but CUDA is not available in this torch build/machine; "
+            "use device: cpu (--device cpu)"
+        )
+    return dev
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dataset(ref: Any, split: str) -> tuple[Tensor, Tensor]:
+    """``data.load_dataset`` cached per process (verification costs seconds per call).
+
+    The cached tensors are never modified in place (batching and subsets copy).
+    """
+    from ..data import load_dataset
+
+    return load_dataset(ref, split)
+
+
+def _log(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+@contextmanager
+def _private_rng(device: torch.device) -> Iterator[None]:
+    """Run with a forked global RNG so training neither reads nor disturbs the caller's."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def _pin_data(config: TrainConfig) -> TrainConfig:
+    """The config with its dataset's SHA-256 fingerprint recorded (custom datasets only).
+
+    A config that already pins a fingerprint must match the data it names.
+    """
+    from ..data import dataset_fingerprint
+
+    ref = config.dataset
+    found = dataset_fingerprint(ref)
+    if found is None:
+        return config
+    if ref.sha256 is not None and ref.sha256 != found:
+        raise RunError(
+            f"dataset {ref.path} has SHA-256 {found}, but the config pins {ref.sha256}: the "
+            "data changed. Restore the original data, or remove dataset.sha256 to train on "
+            "the new data in a new run directory"
+        )
+    return config.model_copy(update={"dataset": ref.model_copy(update={"sha256": found})})
+
+
+@dataclass
+class _Setup:
+    """Everything a run needs before its first step."""
+
+    device: torch.device
+    model: nn.Module
+    origin: str
+    init_measures: dict[str, Any] | None
+    resume_state: tuple[dict[str, Tensor], dict[str, Any]] | None
+    x_tr: Tensor
+    y_tr: Tensor
+    x_te: Tensor
+    y_te: Tensor
+
+    def batches_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(len(self.x_tr) / batch_size)
+
+
+def _setup(
+    config: TrainConfig,
+    out_dir: Path,
+    mode: str,
+    progress: bool,
+    stack: tuple[str, ...],
+    trust_code: bool,
+) -> _Setup:
+    """Model (fresh, fine-tuned or resumed), data on the device, and a clean history."""
+    device = _device(config.device)
+    state_path = out_dir / RESUME_FILE
+    resume_state = _load_resume(state_path) if mode == "resume" and state_path.exists() else None
+    if mode == "resume" and resume_state is None:
+        _log(f"[{config.name}] {out_dir} has no resume state yet; starting the run from scratch")
+    if resume_state is None:
+        model, origin, init_measures = _initial_model(config, out_dir, progress, stack, trust_code)
+    else:
+        opts = config.model.options
+        model = create_model(config.model.name, trust_code=trust_code, **opts)
+        origin, init_measures = f"resumed from {state_path}", None
+    x_tr, y_tr, x_te, y_te = _training_data(config)
+    if input_shape_of(model) is None:
+        set_input_shape(model, tuple(x_tr.shape[1:]))
+    config.regularizers.check_model(model)
+    if config.adversarial.attack != "none" and config.adversarial.eps == 0:
+        _log(f"[{config.name}] warning: adversarial.eps is 0, adversarial examples are clean")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume_state is None:
+        for p in (out_dir / HISTORY_JSONL, out_dir / HISTORY_CSV, out_dir / LAST_FILE):
+            p.unlink(missing_ok=True)
+        atomic_write_bytes(out_dir / CONFIG_FILE, config.to_yaml().encode("utf-8"))
+    tensors = (t.to(device) for t in (x_tr, y_tr, x_te, y_te))
+    return _Setup(device, model, origin, init_measures, resume_state, *tensors)
+
+
+def _training_data(config: TrainConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The (optionally subsampled) training split and the test split."""
+    x_tr, y_tr = _load_dataset(config.dataset, "train")
+    if config.train_subset is not None:
+        if config.train_subset > len(x_tr):
+            raise ConfigError(
+                f"train_subset {config.train_subset} exceeds the {len(x_tr)} training examples "
+                f"of {config.dataset.name}; lower it or set null"
+            )
+        from ..data import eval_subset
+
+        x_tr, y_tr = eval_subset(x_tr, y_tr, config.train_subset, seed=config.seed)
+    x_te, y_te = _load_dataset(config.dataset, "test")
+    return x_tr, y_tr, x_te, y_te
+
+
+def _check_init_model(model: nn.Module, config: TrainConfig, source: str) -> None:
+    spec = model_spec(model)
+    want = {"name": config.model.name, "options": dict(config.model.options)}
+    if spec["name"] != want["name"] or dict(spec.get("options", {})) != want["options"]:
+        raise ConfigError(
+            f"{source} holds a {spec['name']} with options {spec.get('options', {})}, but the "
+            f"config asks for model {want['name']} with options {want['options']}; make "
+            "model: match the checkpoint"
+        )
+
+
+_ROW_BOOKKEEPING = ("kind", "epoch", "step", "epoch_progress", "lr", "train_", "time_")
+
+
+def _reusable_measures(config: TrainConfig, parent_dir: Path) -> dict[str, Any] | None:
+    """The measurements of a finished parent run's last row, if they are exactly what this
+    run's epoch-0 row would compute (same final weights, dataset and history settings)."""
+    import yaml
+
+    from .config import config_from_dict
+
+    try:
+        raw = yaml.safe_load((parent_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        parent = config_from_dict(raw, source=str(parent_dir / CONFIG_FILE)).plain()
+    except (OSError, yaml.YAMLError, ConfigError):
+        return None
+    when = ("every_epochs", "every_steps")  # when to measure, not what: irrelevant here
+    mine = {k: v for k, v in config.plain()["history"].items() if k not in when}
+    theirs = {k: v for k, v in parent["history"].items() if k not in when}
+    if parent["dataset"] != config.dataset.plain() or theirs != mine:
+        return None
+    rows = read_history(parent_dir)
+    if not rows or rows[-1].get("kind") != "epoch" or rows[-1].get("epoch") != parent["epochs"]:
+        return None
+    return {k: v for k, v in rows[-1].items() if not k.startswith(_ROW_BOOKKEEPING)}
+
+
+def _from_preset_run(
+    config: TrainConfig, out_dir: Path, progress: bool, stack: tuple[str, ...], trust_code: bool
+) -> Path:
+    """The finished run directory of ``init.from_preset`` (trained first if needed)."""
+    name = config.init.from_preset
+    assert name is not None
+    if name in stack:
+        raise ConfigError(f"init.from_preset cycle: {' -> '.join((*stack, name))}")
+    parent_dir = out_dir.parent / name
+    if (parent_dir / DONE_FILE).exists():
+        return parent_dir
+    _log(
+        f"[{config.name}] init.from_preset {name!r}: no finished run in {parent_dir}; "
+        f"training it first (seed {config.seed}, device {config.device})"
+    )
+    parent = load_preset(name).model_copy(update={"seed": config.seed, "device": config.device})
+    from .loop import _train
+
+    try:
+        _train(
+            parent,
+            parent_dir,
+            resume=True,
+            overwrite=False,
+            progress=progress,
+            callback=None,
+            stack=(*stack, config.name),
+            trust_code=trust_code,
+        )
+    except RunError as err:
+        raise RunError(f"while preparing init.from_preset {name!r}: {err}") from err
+    _log(f"[{config.name}] {name} finished; fine-tuning from {parent_dir / FINAL_FILE}")
+    return parent_dir
+
+
+def _initial_model(
+    config: TrainConfig, out_dir: Path, progress: bool, stack: tuple[str, ...], trust_code: bool
+) -> tuple[nn.Module, str, dict[str, Any] | None]:
+    """The starting weights, where they came from, and reusable epoch-0 measurements.
+
+    A fine-tune of a preset run reuses the evaluation of that run's final row for its own
+    epoch-0 row when the history settings agree (the numbers are identical: same weights,
+    same seeded evaluation), which saves one full evaluation per fine-tuning run.
+    """
+    if config.init.checkpoint is not None:
+        path = Path(config.init.checkpoint)
+        model, meta = load_checkpoint(path, trust_code=trust_code)
+        _check_init_model(model, config, f"init.checkpoint {path}")
+        ds = meta.get("dataset")
+        if ds is not None and ds != config.dataset.plain():
+            _log(f"warning: {path} was trained on {ds}; fine-tuning it on {config.dataset.name}")
+        return model, f"checkpoint {path}", None
+    if config.init.from_preset is not None:
+        parent_dir = _from_preset_run(config, out_dir, progress, stack, trust_code)
+        model, meta = load_checkpoint(parent_dir / FINAL_FILE, trust_code=trust_code)
+        _check_init_model(model, config, f"preset run {parent_dir}")
+        parent_seed = (meta.get("config") or {}).get("seed")
+        origin = f"fine-tuning {parent_dir / FINAL_FILE} (seed {parent_seed})"
+        return model, origin, _reusable_measures(config, parent_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, INIT))
+        model = create_model(config.model.name, trust_code=trust_code, **config.model.options)
+    return model, f"fresh init (seed {config.seed})", None
