@@ -117,7 +117,7 @@ def main() -> None:
         mi_layers=["stem", "layers.0", "layers.1"],
     )
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    tracker.log(epoch=0, step=0)
+    tracker.log(epoch=0, step=0, loss=float("nan"))
     step = 0
     for epoch in range(1, args.epochs + 1):
         model.train()
