@@ -442,3 +442,40 @@ def test_a_run_directory_in_use_is_refused(tmp_path):
             train(cfg, run, progress=False)
     train(cfg, run, progress=False)  # free again; the lock file does not count as content
     assert (run / "done.json").exists()
+
+
+def test_training_and_history_take_any_registered_attack(tmp_path, monkeypatch):
+    """A user attack registered by name drives adversarial training and the history."""
+    from robustrank.attacks import Attack, register_attack
+    from robustrank.attacks import registry as attack_registry
+
+    calls = []
+
+    class SignNoise(Attack):
+        """x + eps * s with seeded random signs s (a registered user attack)."""
+
+        def __init__(self, model, eps, seed: int | None = None) -> None:
+            super().__init__(model, eps)
+            self.seed = seed
+
+        def perturb(self, x, y, early_stop=False):
+            calls.append(self.seed)
+            g = torch.Generator().manual_seed(self.seed or 0)
+            s = torch.randint(0, 2, x.shape, generator=g).to(x.dtype) * 2 - 1
+            return (x + self.eps * s).clamp(0.0, 1.0), None
+
+    monkeypatch.setattr(attack_registry, "_REGISTRY", dict(attack_registry._REGISTRY))
+    register_attack("sign-noise", SignNoise)
+    cfg = tiny(
+        epochs=1,
+        adversarial={"attack": "sign-noise", "eps": 0.1},
+        history={"eval_n": 60, "test_accuracy_n": 300, "attacks": ["fgsm", "sign-noise"]},
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    last = result.history[-1]
+    assert 0.0 <= last["fr_sign-noise"] <= 1.0 and "fr_fgsm" in last
+    # one seeded attack per training batch (12), each seed derived from the run's seed
+    train_seeds = [s for s in calls if s != cfg.history.eval_seed]
+    assert len(train_seeds) == 12 and len(set(train_seeds)) == 12
+    with pytest.raises(ConfigError, match=r"unknown attack 'sign-nois'; .*did you mean"):
+        tiny(adversarial={"attack": "sign-nois"})
