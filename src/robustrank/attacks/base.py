@@ -11,35 +11,18 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from .._modes import eval_mode
 from ..models import prefers_channels_last
 
 __all__ = ["Attack", "AttackResult", "eval_mode", "RANGE_TOLERANCE"]
 
 #: Inputs may leave [0, 1] by this much (float round-off, e.g. ``-1e-8``) without an error.
 RANGE_TOLERANCE = 1e-6
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode; restore every module's own ``training`` flag on exit.
-
-    Restoring per module (not ``model.train(flag)``) keeps mixed states intact, e.g. a
-    frozen submodule in eval mode inside a model in training mode.
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _check_eps(eps: Any) -> float:
