@@ -199,6 +199,41 @@ def _result_paths(out, json_path, csv_path, attack: str, overwrite: bool):
     return json_path, csv_path
 
 
+def _parse_options(items: list[str] | None, spec) -> dict:
+    """``--option KEY=VALUE`` pairs, values parsed as YAML (``5``, ``dlr``, ``[a, b]``)."""
+    import yaml
+
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--option {item!r}: write KEY=VALUE, e.g. --option n_restarts=5")
+        options[key.strip()] = yaml.safe_load(value)
+    try:
+        spec.check_options(options)
+    except ValueError as err:
+        _fail(str(err))
+    return options
+
+
+def _echo_breakdown(results) -> None:
+    """Per-component table of ensemble attacks (AutoAttack): who broke what, at what cost."""
+    for r in results:
+        parts = r.details.get("components")
+        if not parts:
+            continue
+        typer.echo(f"\n{r.attack} eps={r.eps:g}: {r.n_correct} attacked, {r.n_fooled} broken")
+        head = (
+            f"  {'component':<10} {'attacked':>8} {'broken':>7} {'time':>8} {'fwd':>9} {'bwd':>9}"
+        )
+        typer.echo(head)
+        for c in parts:
+            typer.echo(
+                f"  {c['name']:<10} {c['n_attacked']:>8} {c['n_broken']:>7} "
+                f"{c['seconds']:>7.1f}s {c['forward']:>9} {c['backward']:>9}"
+            )
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint written by robustrank"),
@@ -213,6 +248,9 @@ def evaluate_cmd(
     seed: int = typer.Option(0, help="seed of the test subset and of seeded attacks"),
     steps: int = typer.Option(None, help="iterations (default: the attack's, e.g. PGD 20)"),
     alpha: float = typer.Option(None, help="step size, for attacks that take one"),
+    option: list[str] = typer.Option(
+        None, "--option", "-o", help="attack option KEY=VALUE (YAML value), repeatable"
+    ),
     device: str = typer.Option(None, help="cpu | cuda (default: cpu)"),
     out: Path = typer.Option(None, help="directory for eval-<attack>.json and .csv"),
     json_path: Path = typer.Option(None, "--json", help="write the results as JSON here"),
@@ -239,6 +277,7 @@ def evaluate_cmd(
     if unsupported:
         _fail(f"attack {spec.name!r} takes no {', '.join('--' + k for k in unsupported)}")
     kw = supported_options(spec.name, {**asked, "seed": seed if spec.takes_seed else None})
+    kw.update(_parse_options(option, spec))
     x, y = _test_subset(ref, n, seed, data_dir)
     try:
         results = eps_sweep(
@@ -257,6 +296,7 @@ def evaluate_cmd(
     arch = getattr(model, "robustrank_spec", {}).get("name")
     typer.echo(f"{checkpoint} ({arch}) on {ref.name} test, n={len(x)}, subset seed {seed}")
     typer.echo(format_results(results))
+    _echo_breakdown(results)
     metadata = {
         "checkpoint": str(checkpoint),
         "model": getattr(model, "robustrank_spec", None),
@@ -272,6 +312,134 @@ def evaluate_cmd(
     except (FileExistsError, OSError, ValueError) as err:
         _fail(str(err))
     for p in written:
+        typer.echo(f"wrote {p}")
+
+
+@app.command("diagnose")
+def diagnose_cmd(
+    checkpoint: Path = typer.Argument(..., help="checkpoint written by robustrank"),
+    n: int = typer.Option(500, help="size of the fixed seeded test subset"),
+    eps: float = typer.Option(0.05, help="the l_inf budget under scrutiny (paper: 0.05)"),
+    surrogate: Path = typer.Option(None, help="another checkpoint for the transfer check"),
+    out: Path = typer.Option(None, help="directory for diagnostics.json"),
+    steps: int = typer.Option(100, help="APGD iterations (the convergence check doubles them)"),
+    n_queries: int = typer.Option(1000, help="Square's query budget"),
+    large_eps: float = typer.Option(0.5, help="budget at which almost every input must break"),
+    dataset: str = typer.Option(None, help=f"{_DATASETS} (default: checkpoint metadata)"),
+    data_path: Path = typer.Option(None, help="file or directory of a dataset that needs one"),
+    batch_size: int = typer.Option(500, help="inputs per batch"),
+    seed: int = typer.Option(0, help="seed of the test subset and of the attacks"),
+    device: str = typer.Option(None, help="cpu | cuda (default: cpu)"),
+    overwrite: bool = typer.Option(False, help="replace an existing diagnostics.json"),
+    data_dir: Path = typer.Option(None, help="data cache directory"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+    trust_code: bool = typer.Option(False, "--trust-code", help=TRUST_HELP),
+) -> None:
+    """Gradient-masking checks (Carlini et al. 2019; AutoAttack): can its robustness be trusted?
+
+    Exits with 0 when every check passes and 1 when any warns.
+    """
+    from .diagnostics import diagnose
+
+    dev = _check_device(device)
+    model, meta = _load_model_or_checkpoint(str(checkpoint), trust_code, dev)
+    other = None
+    if surrogate is not None:
+        other, _ = _load_model_or_checkpoint(str(surrogate), trust_code, dev)
+    target = None if out is None else out / "diagnostics.json"
+    if target is not None and target.exists() and not overwrite:
+        _fail(f"{target} exists; refusing to overwrite it (pass --overwrite or another --out)")
+    ref = _dataset_ref(model, meta, dataset, data_path)
+    x, y = _test_subset(ref, n, seed, data_dir)
+    try:
+        report = diagnose(
+            model,
+            x,
+            y,
+            eps,
+            other,
+            steps=steps,
+            n_queries=n_queries,
+            large_eps=large_eps,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+        )
+    except (ValueError, TypeError, RuntimeError) as err:
+        _fail(str(err))
+    typer.echo(f"{checkpoint} on {ref.name} test, n={len(x)}, eps={eps:g}\n")
+    typer.echo(report.format())
+    if target is not None:
+        typer.echo(f"wrote {report.save_json(target)}")
+    raise typer.Exit(1 if report.warnings else 0)
+
+
+@app.command("curve")
+def curve_cmd(
+    checkpoint: Path = typer.Argument(..., help="checkpoint written by robustrank"),
+    out: Path = typer.Option(..., help="directory for curve.json and curve.png"),
+    eps_grid: str = typer.Option(
+        "0,0.01,0.02,0.03,0.05,0.075,0.1,0.15,0.2,0.3", help="comma-separated eps values"
+    ),
+    attack: str = typer.Option("fab", help=f"{_ATTACKS}; fab: one minimal-perturbation run"),
+    confirm: str = typer.Option(None, help="fixed-eps attack confirming points, e.g. autoattack"),
+    confirm_eps: str = typer.Option(None, help="comma-separated eps to confirm (default: grid)"),
+    n: int = typer.Option(1000, help="size of the fixed seeded test subset"),
+    dataset: str = typer.Option(None, help=f"{_DATASETS} (default: checkpoint metadata)"),
+    data_path: Path = typer.Option(None, help="file or directory of a dataset that needs one"),
+    batch_size: int = typer.Option(500, help="inputs per batch"),
+    seed: int = typer.Option(0, help="seed of the test subset and of seeded attacks"),
+    device: str = typer.Option(None, help="cpu | cuda (default: cpu)"),
+    overwrite: bool = typer.Option(False, help="replace existing curve files"),
+    data_dir: Path = typer.Option(None, help="data cache directory"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+    trust_code: bool = typer.Option(False, "--trust-code", help=TRUST_HELP),
+) -> None:
+    """Robust accuracy and fooling ratio against eps (a robustness curve) with its figure."""
+    import json
+
+    from ._io import atomic_write_text
+    from .attacks import supported_options
+    from .curves import robustness_curve
+    from .plots import plot_robustness_curves
+
+    targets = [out / "curve.json", out / "curve.png"]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not overwrite:
+        _fail(f"{', '.join(existing)} exist; refusing to overwrite (pass --overwrite)")
+    model, meta = _load_model_or_checkpoint(str(checkpoint), trust_code, _check_device(device))
+    ref = _dataset_ref(model, meta, dataset, data_path)
+    x, y = _test_subset(ref, n, seed, data_dir)
+    grid = _parse_eps_grid(eps_grid)
+    conf = None if confirm_eps is None else _parse_eps_grid(confirm_eps)
+    try:
+        curve = robustness_curve(
+            model,
+            x,
+            y,
+            grid,
+            attack,
+            confirm=confirm,
+            confirm_eps=conf,
+            batch_size=batch_size,
+            progress=progress,
+            **supported_options(attack, {"seed": seed}),
+        )
+    except (ValueError, TypeError, RuntimeError) as err:
+        _fail(str(err))
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"checkpoint": str(checkpoint), "dataset": ref.plain(), **curve.to_dict()}
+    atomic_write_text(targets[0], json.dumps(record, indent=2) + "\n")
+    plot_robustness_curves({checkpoint.stem: curve}, targets[1])
+    typer.echo(f"{'eps':>7} {'robust acc':>10} {'fooling':>8}")
+    for e, ra, fr in zip(curve.eps, curve.robust_accuracy, curve.fooling_ratio):
+        typer.echo(f"{e:>7g} {ra:>10.4f} {fr:>8.4f}")
+    for c in curve.confirmations:
+        typer.echo(
+            f"confirmed at eps {c['eps']:g} by {c['attack']}: {c['broken']} more broken, "
+            f"robust accuracy {c['robust_accuracy_before']:.4f} -> {c['robust_accuracy']:.4f}"
+        )
+    for p in targets:
         typer.echo(f"wrote {p}")
 
 

@@ -26,7 +26,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -137,7 +137,7 @@ def _predictions(model: nn.Module, x: Tensor, batch_size: int, device: torch.dev
     return torch.cat(out)
 
 
-def _count_fooled(
+def _fooled_mask(
     model: nn.Module,
     attack: Attack,
     x: Tensor,
@@ -149,8 +149,9 @@ def _count_fooled(
     device: torch.device,
     progress: bool,
     desc: str,
-) -> int:
-    """Attack the correctly classified inputs (``correct`` mask) in full batches."""
+) -> Tensor:
+    """Which inputs the attack fools (bool ``(N,)`` on the CPU): only the correctly
+    classified ones (``correct`` mask) are attacked, in full batches."""
     if early_stop and attack.model is not model:
         raise ValueError(
             "early_stop needs the attack to target the evaluated model (the fooled flags "
@@ -158,13 +159,13 @@ def _count_fooled(
             "attacks built on another model"
         )
     idx = torch.nonzero(correct.cpu(), as_tuple=True)[0]
-    n_fooled = 0
+    fooled_all = torch.zeros(len(x), dtype=torch.bool)
     starts = range(0, len(idx), batch_size)
     bar = tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False)
     with eval_mode(model):
         for s in bar:
-            rows = idx[s : s + batch_size].to(x.device)
-            xb = x.index_select(0, rows).to(device)
+            rows = idx[s : s + batch_size]
+            xb = x.index_select(0, rows.to(x.device)).to(device)
             yb = y.index_select(0, rows.to(y.device)).to(device)
             res = attack.run(xb, yb, early_stop=early_stop)
             if attack.model is model:
@@ -172,8 +173,8 @@ def _count_fooled(
             else:  # transfer attack: judge the adversarial examples on the evaluated model
                 with torch.inference_mode():
                     fooled = model(res.x_adv).argmax(1) != yb
-            n_fooled += int(fooled.sum())
-    return n_fooled
+            fooled_all[rows] = fooled.cpu()
+    return fooled_all
 
 
 def _ratio(num: int, den: int, what: str) -> float:
@@ -212,7 +213,11 @@ class EvalResult:
 
     ``fooling_ratio = n_fooled / n_correct`` (nan when ``n_correct == 0``),
     ``robust_accuracy = n_robust / n`` with ``n_robust = n_correct - n_fooled``,
-    ``clean_accuracy = n_correct / n``. ``seconds`` is the wall time of the attack.
+    ``clean_accuracy = n_correct / n``. ``seconds`` is the wall time of the attack,
+    ``forward`` / ``backward`` its model evaluations in rows (see
+    :meth:`robustrank.attacks.Attack.counts`), ``details`` attack-specific statistics (e.g.
+    AutoAttack's per-component breakdown, :meth:`robustrank.attacks.Attack.details`).
+    ``fooled`` is the per-input bool mask on the CPU (not serialised by :meth:`to_dict`).
     """
 
     attack: str
@@ -225,6 +230,10 @@ class EvalResult:
     params: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     transfer: bool = False
+    forward: int = 0
+    backward: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    fooled: Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_robust(self) -> int:
@@ -243,8 +252,9 @@ class EvalResult:
         return self.n_fooled / self.n_correct if self.n_correct else math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        """Flat JSON-friendly dict: settings, counts and ratios."""
-        d = asdict(self)
+        """Flat JSON-friendly dict: settings, counts and ratios (without the mask)."""
+        d = asdict(replace(self, fooled=None))
+        del d["fooled"]
         d.update(
             n_robust=self.n_robust,
             clean_accuracy=self.clean_accuracy,
@@ -266,8 +276,9 @@ def _evaluate_on(
     device: torch.device,
     progress: bool,
 ) -> EvalResult:
+    attack.reset_counts()
     t0 = time.perf_counter()
-    n_fooled = _count_fooled(
+    fooled = _fooled_mask(
         model,
         attack,
         x,
@@ -279,18 +290,24 @@ def _evaluate_on(
         progress=progress,
         desc=f"{attack.name} eps={attack.eps:g}",
     )
+    seconds = time.perf_counter() - t0
     params = attack.params()
+    counts = attack.counts()
     return EvalResult(
         attack=attack.name,
         eps=attack.eps,
         early_stop=bool(early_stop),
         n=len(x),
         n_correct=int(correct.sum()),
-        n_fooled=n_fooled,
-        seconds=time.perf_counter() - t0,
+        n_fooled=int(fooled.sum()),
+        seconds=seconds,
         params=params,
         seed=params.get("seed"),
         transfer=attack.model is not model,
+        forward=counts["forward"],
+        backward=counts["backward"],
+        details=attack.details(),
+        fooled=fooled,
     )
 
 

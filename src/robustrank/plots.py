@@ -34,6 +34,7 @@ __all__ = [
     "plot_mi_curves",
     "plot_fcnn_w1",
     "plot_cnn_kernels",
+    "plot_robustness_curves",
 ]
 
 
@@ -437,4 +438,40 @@ def plot_cnn_kernels(models: dict[str, torch.nn.Module], layer: str, path: str |
         ax.imshow(canvas, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
+    return save_figure(fig, path, dpi=110)
+
+
+# --------------------------------------------------------------------------- robustness curves
+
+
+def _curve_record(curve: Any) -> dict[str, Any]:
+    return curve.to_dict() if hasattr(curve, "to_dict") else _as_dict(curve)
+
+
+def plot_robustness_curves(curves: Mapping[str, Any], path: str | Path) -> Path:
+    """Robust accuracy and fooling ratio against eps, one line per model (Carlini et al.,
+    2019, Sec. 5). ``curves`` maps a label to a :class:`robustrank.curves.RobustnessCurve`
+    (or its ``to_dict()``); confirmed budgets are marked with the confirming attack's
+    robust accuracy."""
+    fig, axes = _subplots(1, 2, figsize=(9.0, 3.8))
+    ax_ra, ax_fr = axes.flat
+    names = list(curves)
+    for name in names:
+        rec = _curve_record(curves[name])
+        style = _line_style(name, names)
+        eps = rec["eps"]
+        ax_ra.plot(eps, rec["robust_accuracy"], label=name, **style)
+        fr = [np.nan if v is None else v for v in rec["fooling_ratio"]]
+        ax_fr.plot(eps, fr, label=name, **style)
+        for c in rec.get("confirmations", []):
+            ax_ra.plot([c["eps"]], [c["robust_accuracy"]], marker="D", color=style["color"], ms=5)
+    methods = sorted({_curve_record(c)["attack"] for c in curves.values()})
+    ax_ra.set_title(f"robust accuracy ({', '.join(methods)}; \u25c6 ensemble-confirmed)")
+    ax_fr.set_title("fooling ratio")
+    for ax in (ax_ra, ax_fr):
+        ax.set_xlabel("eps (l_inf)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    fig.subplots_adjust(bottom=0.3)
+    _legend_below(fig, axes)
     return save_figure(fig, path, dpi=110)

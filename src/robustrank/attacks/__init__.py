@@ -1,4 +1,10 @@
-"""l_inf adversarial attacks used in the paper (Section 5): FGSM, PGD and GNM, and a registry.
+"""l_inf adversarial attacks: the paper's (Section 5: FGSM, PGD, GNM), AutoAttack's, a registry.
+
+The paper's attacks are :class:`FGSM`, :class:`PGD` and :class:`GNM`. For evaluations a
+reviewer accepts there are AutoAttack's parameter-free attacks (Croce & Hein, ICML 2020):
+:class:`APGD` (CE or DLR loss), :class:`APGDT` (targeted DLR), :class:`FAB` (minimal
+norm, targeted or not), :class:`Square` (gradient-free) and the ensemble
+:class:`AutoAttack`, which attack only the inputs still robust.
 
 All attacks follow one convention (torchattacks-like)::
 
@@ -28,14 +34,21 @@ All attacks follow one convention (torchattacks-like)::
 
 Modules: :mod:`~robustrank.attacks.base` (:class:`Attack`, :class:`AttackResult`,
 :func:`eval_mode`), :mod:`~robustrank.attacks.fgsm`, :mod:`~robustrank.attacks.pgd`,
-:mod:`~robustrank.attacks.gnm`, :mod:`~robustrank.attacks.checks` (:func:`check_model`)
-and :mod:`~robustrank.attacks.registry`.
+:mod:`~robustrank.attacks.gnm`, :mod:`~robustrank.attacks.losses` (CE, margin, DLR),
+:mod:`~robustrank.attacks.apgd`, :mod:`~robustrank.attacks.fab`,
+:mod:`~robustrank.attacks.square`, :mod:`~robustrank.attacks.autoattack`,
+:mod:`~robustrank.attacks.checks` (:func:`check_model`) and
+:mod:`~robustrank.attacks.registry`.
 """
 
-from .base import RANGE_TOLERANCE, Attack, AttackResult, eval_mode
+from .apgd import APGD, APGDT
+from .autoattack import AUTOATTACK_VERSIONS, AutoAttack, ComponentStats
+from .base import RANGE_TOLERANCE, Attack, AttackResult, eval_mode, seeded_generator
 from .checks import check_model
+from .fab import FAB
 from .fgsm import FGSM
 from .gnm import GNM
+from .losses import dlr_loss, dlr_targeted_loss, margin
 from .pgd import PGD
 from .registry import (
     AttackSpec,
@@ -46,6 +59,7 @@ from .registry import (
     register_attack,
     supported_options,
 )
+from .square import Square
 
 __all__ = [
     "Attack",
@@ -53,6 +67,17 @@ __all__ = [
     "FGSM",
     "PGD",
     "GNM",
+    "APGD",
+    "APGDT",
+    "FAB",
+    "Square",
+    "AutoAttack",
+    "AUTOATTACK_VERSIONS",
+    "ComponentStats",
+    "dlr_loss",
+    "dlr_targeted_loss",
+    "margin",
+    "seeded_generator",
     "eval_mode",
     "check_model",
     "RANGE_TOLERANCE",

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .._modes import eval_mode
 from ..models import prefers_channels_last
 
-__all__ = ["Attack", "AttackResult", "eval_mode", "RANGE_TOLERANCE"]
+__all__ = ["Attack", "AttackResult", "eval_mode", "RANGE_TOLERANCE", "seeded_generator"]
 
 #: Inputs may leave [0, 1] by this much (float round-off, e.g. ``-1e-8``) without an error.
 RANGE_TOLERANCE = 1e-6
@@ -49,6 +49,43 @@ def _check_alpha(alpha: Any) -> float:
     if not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha (step size) must be a finite number > 0, got {alpha}")
     return alpha
+
+
+def _check_seed(seed: Any) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an integer or None, got {seed!r}")
+    return None if seed is None else int(seed)
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_unit(value: Any, name: str, *, open_low: bool = True) -> float:
+    """A real number in (0, 1] (``open_low``) or [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in (0, 1], got {value!r}")
+    value = float(value)
+    low_ok = value > 0 if open_low else value >= 0
+    if not (math.isfinite(value) and low_ok and value <= 1):
+        interval = "(0, 1]" if open_low else "[0, 1]"
+        raise ValueError(f"{name} must lie in {interval}, got {value}")
+    return value
+
+
+def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """A fresh ``torch.Generator`` on ``device`` seeded with ``seed`` (None: global RNG).
+
+    The AutoAttack-style attacks re-seed at every call, as the reference does, so the same
+    batch gives the same adversarial examples whatever ran before.
+    """
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 class AttackResult(NamedTuple):
@@ -136,6 +173,11 @@ class Attack:
         self.channels_last = channels_last
         self._label_max: int | None = None
         self._state: dict[str, Tensor] | None = None
+        #: rows passed forward / backward through the model since construction (see
+        #: :meth:`counts`); every forward goes through ``_forward``, every input gradient
+        #: through ``_input_grad``.
+        self.n_forward = 0
+        self.n_backward = 0
 
     # ------------------------------------------------------------------ public API
 
@@ -160,6 +202,24 @@ class Attack:
     def params(self) -> dict[str, Any]:
         """The attack's settings (for reports)."""
         return {"eps": self.eps}
+
+    def counts(self) -> dict[str, int]:
+        """Model evaluations so far, in rows: ``{"forward": ..., "backward": ...}``.
+
+        One input through the model is one forward; one input gradient is one backward (it
+        reuses the forward pass it differentiates). Compare attacks by these, not by calls.
+        """
+        return {"forward": self.n_forward, "backward": self.n_backward}
+
+    def reset_counts(self) -> None:
+        """Zero the counters of :meth:`counts` (and any per-run statistics of the attack)."""
+        self.n_forward = 0
+        self.n_backward = 0
+
+    def details(self) -> dict[str, Any]:
+        """Attack-specific statistics of the runs since :meth:`reset_counts`, for reports
+        (e.g. AutoAttack's per-component breakdown); empty by default."""
+        return {}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
@@ -197,6 +257,7 @@ class Attack:
 
     def _forward(self, x: Tensor) -> Tensor:
         """Logits of ``x``; checks the labels against the logits' width on first use."""
+        self.n_forward += x.shape[0]
         if self._state is None:
             logits = self.model(x)
         else:
@@ -216,6 +277,7 @@ class Attack:
         return logits
 
     def _input_grad(self, loss: Tensor, x: Tensor, retain_graph: bool = False) -> Tensor:
+        self.n_backward += x.shape[0]
         (grad,) = torch.autograd.grad(loss, x, retain_graph=retain_graph)
         return grad
 

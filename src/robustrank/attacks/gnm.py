@@ -87,6 +87,7 @@ class GNM(Attack):
             go = torch.zeros_like(logits)
             go[rows, y] = 1.0
             go[rows, j] = -1.0
+            self.n_backward += n
             (g,) = torch.autograd.grad(logits, xa, grad_outputs=go, retain_graph=r < c - 1)
             m = fk - f[rows, j] - step * g.abs().flatten(1).sum(1)
             better = (m < best_m) | ((m == best_m) & (j < best_j))

@@ -21,7 +21,9 @@ Python works everywhere::
 
 The built-in attacks are the paper's three with its settings (Section 5, eps = 0.05 for
 all): ``fgsm``; ``pgd`` with ``alpha=0.005, steps=20, random_start=True`` (Madry et al.,
-2018); ``gnm`` with ``steps=5`` (Balda et al., 2018).
+2018); ``gnm`` with ``steps=5`` (Balda et al., 2018). Then come the evaluation attacks of
+AutoAttack with the reference's settings: ``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``fab``,
+``fab-t``, ``square`` and the ensemble ``autoattack``.
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ from typing import Any, NamedTuple, TypeVar, overload
 
 from torch import nn
 
+from .apgd import APGD, APGDT
+from .autoattack import AutoAttack
 from .base import Attack
+from .fab import FAB
 from .fgsm import FGSM
 from .gnm import GNM
 from .pgd import PGD
+from .square import Square
 
 __all__ = [
     "AttackSpec",
@@ -298,7 +304,10 @@ def create_attack(name: str, model: nn.Module, eps: float, **options: Any) -> At
             f"default); pass them, e.g. create_attack({spec.name!r}, model, eps, "
             f"{missing[0]}=...)"
         )
-    return spec.cls(model, eps, **merged)
+    attack = spec.cls(model, eps, **merged)
+    if type(attack).name != spec.name:  # a class registered under several names
+        attack.name = spec.name
+    return attack
 
 
 def supported_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -337,4 +346,50 @@ def _register_builtins() -> None:
     _BUILTIN.update(_REGISTRY)
 
 
+def _register_evaluation_attacks() -> None:
+    """AutoAttack and its components (Croce & Hein, ICML 2020), with the reference's
+    settings: 100 iterations, 9 target classes, 5000 Square queries."""
+    register_attack(
+        "apgd-ce",
+        APGD,
+        {"loss": "ce"},
+        description="APGD with the cross-entropy (Croce & Hein, 2020): step-size free PGD",
+    )
+    register_attack(
+        "apgd-dlr",
+        APGD,
+        {"loss": "dlr"},
+        description="APGD with the DLR loss, invariant to logit scaling (Croce & Hein, 2020)",
+    )
+    register_attack(
+        "apgd-t",
+        APGDT,
+        description="targeted APGD with the targeted DLR loss, 9 target classes",
+    )
+    register_attack(
+        "fab",
+        FAB,
+        {"targeted": False},
+        description="FAB (Croce & Hein, 2020b): minimal-norm boundary attack, untargeted",
+    )
+    register_attack(
+        "fab-t",
+        FAB,
+        {"targeted": True},
+        description="FAB, targeted at the 9 most likely other classes",
+    )
+    register_attack(
+        "square",
+        Square,
+        description="Square (Andriushchenko et al., 2020): gradient-free random search",
+    )
+    register_attack(
+        "autoattack",
+        AutoAttack,
+        {"version": "standard"},
+        description="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square; per-example worst case",
+    )
+
+
 _register_builtins()
+_register_evaluation_attacks()

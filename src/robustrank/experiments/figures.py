@@ -186,11 +186,36 @@ def _weight_figures(
     return figures
 
 
+def _robustness_figure(
+    fam: str, ref: dict[str, Any], configs: list[TrainConfig], evaluations: dict, fig_dir: Path
+) -> list[Captioned]:
+    """Robust accuracy and fooling ratio against eps of every final model of a family."""
+    from .. import plots
+
+    curves = {c.name: evaluations[c.name]["curve"] for c in configs if c.name in evaluations}
+    curves = {name: curve for name, curve in curves.items() if curve is not None}
+    if not curves:
+        return []
+    first = next(iter(curves.values()))
+    path = plots.plot_robustness_curves(curves, fig_dir / f"{fam}_robustness_curves.png")
+    return [
+        (
+            f"Robustness curves of the final {fam.upper()} models ({ref['dataset']}, "
+            f"{first['n']} test inputs): each input's smallest breaking l_inf budget from one "
+            f"{first['attack'].upper()} minimal-perturbation run, with PGD-20's and "
+            "AutoAttack's successes at eps = 0.05 folded in per example (diamonds: the "
+            "resulting robust accuracy there).",
+            path,
+        )
+    ]
+
+
 def _figures(
     out: Path,
     configs: list[TrainConfig],
     histories: dict[str, list[dict[str, Any]]],
     runs_dir: Path,
+    evaluations: dict[str, dict[str, Any]] | None = None,
 ) -> list[Captioned]:
     """Every figure of the report, ``(caption, png path)``, family by family."""
     fig_dir = out / "figures"
@@ -203,6 +228,7 @@ def _figures(
         ref = _paper_figures(fam)
         series = _series(fam_configs, histories)
         figures += _curve_figures(fam, ref, series, fig_dir)
+        figures += _robustness_figure(fam, ref, fam_configs, evaluations or {}, fig_dir)
         if has_mi and ref["mi"]:
             figures += _mi_figures(fam, fam_configs, series, histories, fig_dir)
         groups = _weight_groups(fam_configs, _final_models(fam_configs, runs_dir))

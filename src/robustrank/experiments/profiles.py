@@ -10,8 +10,10 @@ from importlib import resources
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from ..training import TrainConfig, config_from_dict, load_preset
+from .robust_eval import EvaluationSpec
 
 __all__ = ["ProfileName", "Profile", "load_profile", "profile_configs"]
 
@@ -27,13 +29,14 @@ class ProfileName(StrEnum):
 @dataclass
 class Profile:
     """One entry of ``profiles.yaml``: the presets per model family and their overrides,
-    the Section 3 experiment's settings and the gradient-masking check's settings."""
+    the Section 3 experiment's settings and the strong evaluation's settings
+    (AutoAttack, curves, diagnostics; None skips it)."""
 
     name: str
     description: str
     families: dict[str, dict[str, Any]]
     theory: dict[str, Any]
-    sanity: dict[str, Any]
+    evaluation: EvaluationSpec | None
 
 
 def _profiles() -> dict[str, Any]:
@@ -53,8 +56,17 @@ def load_profile(name: str | ProfileName) -> Profile:
         description=" ".join(p.get("description", "").split()),
         families=p["families"],
         theory=p.get("theory", {}),
-        sanity=p.get("sanity", {}),
+        evaluation=_evaluation_spec(name, p.get("evaluation")),
     )
+
+
+def _evaluation_spec(profile: str, raw: dict[str, Any] | None) -> EvaluationSpec | None:
+    if raw is None:
+        return None
+    try:
+        return EvaluationSpec.model_validate(raw)
+    except ValidationError as err:
+        raise ValueError(f"profile {profile!r}, evaluation: {err}") from err
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

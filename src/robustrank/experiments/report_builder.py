@@ -28,7 +28,8 @@ _TABLES = (("table1", "Table 1: FCNN", "MNIST"), ("table2", "Table 2: CNN", "F-M
 class ReproduceResult:
     """Everything one :func:`~robustrank.experiments.reproduce.reproduce` call produced.
 
-    ``attacks`` are the attacks of the tables' fooling-ratio columns ``fr_<attack>``.
+    ``attacks`` are the attacks of the tables' fooling-ratio columns ``fr_<attack>``;
+    ``evaluations`` the strong evaluation of every run (:mod:`.robust_eval`).
     """
 
     profile: str
@@ -43,6 +44,7 @@ class ReproduceResult:
     report_md: Path
     wall_time: float
     attacks: list[str] = field(default_factory=list)
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _write_outputs(
@@ -50,7 +52,6 @@ def _write_outputs(
     prof: Profile,
     configs: list[TrainConfig],
     figures: list[tuple[str, Path]],
-    sanity: dict[str, Any],
 ) -> None:
     """Write the tables, history, ``results.json`` and both renderings of the report."""
     out = result.out_dir
@@ -68,9 +69,10 @@ def _write_outputs(
         "theory": result.theory,
         "configs": {c.name: c.plain() for c in configs},
         "figures": [str(p.relative_to(out)) for p in result.figures],
+        "evaluations": result.evaluations,
     }
     write_text_atomic(out / "results.json", json.dumps(payload, indent=2, default=str))
-    report = _build_report(result, prof, figures, sanity)
+    report = _build_report(result, prof, figures)
     write_text_atomic(result.report_html, render_html(report))
     write_text_atomic(result.report_md, render_markdown(report, relative_to=out))
 
@@ -101,60 +103,81 @@ def _claims_section(claims: list[Claim]) -> Section:
     return Section("Claims", blocks)
 
 
+# Columns of the strong evaluation (robust_eval), shown when present: key, label.
+_STRONG_COLUMNS = (
+    ("ra_pgd", "RA PGD-20"),
+    ("ra_autoattack", "RA AutoAttack"),
+    ("fr_autoattack", "FR AutoAttack"),
+)
+
+
 def _table_sections(tables: dict[str, list[dict[str, Any]]], attacks: list[str]) -> list[Section]:
-    """Tables 1 and 2: accuracy, paper vs ours, and one fooling-ratio column per attack."""
-    columns = ["method", "preset", "paper acc.", "our acc.", "difference"]
-    columns += [f"FR {a.upper()}" for a in attacks]
-    keys = ["method", "preset", "paper", "ours", "difference"] + [f"fr_{a}" for a in attacks]
+    """Tables 1 and 2: accuracy, paper vs ours, one fooling-ratio column per attack, and
+    the strong evaluation's robust accuracies (RA) when it ran."""
     sections = []
     for key, title, ds in _TABLES:
         rows = tables[key]
         if not rows:
             continue
-        table = Table(
-            columns,
-            [[r[k] for k in keys] for r in rows],
-            caption=f"Clean test accuracy, paper vs ours; fooling ratios (FR) at eps 0.05 ({ds}).",
-        )
+        strong = [(k, label) for k, label in _STRONG_COLUMNS if any(k in r for r in rows)]
+        columns = ["method", "preset", "paper acc.", "our acc.", "difference"]
+        columns += [f"FR {a.upper()}" for a in attacks] + [label for _, label in strong]
+        keys = ["method", "preset", "paper", "ours", "difference"] + [f"fr_{a}" for a in attacks]
+        keys += [k for k, _ in strong]
+        caption = f"Clean test accuracy, paper vs ours; fooling ratios (FR) at eps 0.05 ({ds})."
+        if strong:
+            caption += (
+                " RA: robust accuracy at eps 0.05 of PGD-20 and AutoAttack (standard) on the "
+                "same test inputs (all inputs; misclassified ones count as broken)."
+            )
+        table = Table(columns, [[r.get(k) for k in keys] for r in rows], caption=caption)
         sections.append(Section(f"{title} (dataset: {ds})", [table]))
     return sections
 
 
-def _sanity_section(runs: dict[str, RunSummary], sanity: dict[str, Any]) -> Section:
-    """The gradient-masking check: PGD at a large eps should fool nearly every model."""
-    rows = [[s.preset, s.sanity_fooling] for s in runs.values() if s.sanity_fooling is not None]
-    weak = [r[0] for r in rows if r[1] < 0.9]
-    blocks: list[Block] = [
-        Paragraph(
-            f"Gradient-masking check: PGD-{sanity['steps']} at eps = {sanity['eps']} on "
-            f"{sanity['n']} test images should fool nearly every model. A model that "
-            "resists it may hide its gradients, and its low fooling ratios at eps 0.05 "
-            "would then overstate its robustness.",
-            "note",
-        ),
-        Table(["preset", "fooling ratio at large eps"], rows),
-    ]
-    blocks.append(
-        Paragraph("Models below 0.9, to be read with care: " + ", ".join(weak), "bad")
-        if weak
-        else Paragraph("Every model is fooled at least 90% of the time at large eps.", "good")
+def _diagnostics_sections(evaluations: dict[str, dict[str, Any]]) -> list[Section]:
+    """One section per model: every gradient-masking check, its numbers and verdict."""
+    sections = []
+    for name, ev in evaluations.items():
+        diag = ev.get("diagnostics")
+        if not diag:
+            continue
+        rows = [
+            [c["status"].upper(), c["name"], _values_text(c["values"]), c["criterion"]]
+            for c in diag["checks"]
+        ]
+        blocks: list[Block] = [
+            Table(
+                ["status", "check", "measured", "criterion"],
+                rows,
+                caption=f"{diag['n']} test inputs ({diag['n_correct']} correct), "
+                f"eps = {diag['eps']:g}.",
+            )
+        ]
+        warned = [c for c in diag["checks"] if c["status"] == "warn"]
+        for c in warned:
+            blocks.append(Paragraph(f"{c['name']}: {c['title']}. Remedy: {c['remedy']}", "bad"))
+        if not warned:
+            blocks.append(Paragraph("No sign of gradient masking: every check passed.", "good"))
+        sections.append(Section(f"Diagnostics: {name}", blocks))
+    return sections
+
+
+def _values_text(values: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
     )
-    return Section("Sanity check: gradient masking", blocks)
 
 
 def _build_report(
-    result: ReproduceResult,
-    prof: Profile,
-    figures: list[tuple[str, Path]],
-    sanity: dict[str, Any],
+    result: ReproduceResult, prof: Profile, figures: list[tuple[str, Path]]
 ) -> Report:
-    """The report: overview, claims, Tables 1-2, the sanity check, the figures and
-    Section 3's experiment, in that order."""
+    """The report: overview, claims, Tables 1-2, the figures, the diagnostics of every
+    model and Section 3's experiment, in that order."""
     sections = [_overview_section(result, prof), _claims_section(result.claims)]
     sections += _table_sections(result.tables, result.attacks)
-    if sanity:
-        sections.append(_sanity_section(result.runs, sanity))
     sections.append(Section("Figures", [Figure(path, caption) for caption, path in figures]))
+    sections += _diagnostics_sections(result.evaluations)
     if result.theory is not None:
         text = result.theory.get("_summary_text", "")
         sections.append(Section("Section 3: Theorem 1 on synthetic data", [Paragraph(text, "pre")]))

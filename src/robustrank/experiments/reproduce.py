@@ -7,7 +7,8 @@ a finished run is reused and an interrupted one resumed, so calling :func:`repro
 continues where it stopped. Everything derived (figures, tables, report) is rebuilt from
 the runs each time.
 
-The steps live in sibling modules: :mod:`.profiles` (what runs), :mod:`.summary` (run
+The steps live in sibling modules: :mod:`.profiles` (what runs), :mod:`.robust_eval`
+(AutoAttack, robustness curves and diagnostics of every final model), :mod:`.summary` (run
 summaries and Tables 1-2), :mod:`.claims` (the verdicts), :mod:`.figures` and
 :mod:`.report_builder` (the written outputs). Their public names are re-exported here.
 """
@@ -26,6 +27,7 @@ from .claims import Claim, assess_claims
 from .figures import _figures
 from .profiles import Profile, ProfileName, load_profile, profile_configs
 from .report_builder import ReproduceResult, _write_outputs
+from .robust_eval import EvaluationSpec, evaluate_runs
 from .summary import RunSummary, _summarise, _tables, table_attacks
 from .summary import _method as _method  # re-exported: tests and callers import it from here
 
@@ -40,6 +42,7 @@ __all__ = [
     "RunSummary",
     "Claim",
     "assess_claims",
+    "EvaluationSpec",
 ]
 
 PROFILE_FILE = "profile.json"
@@ -119,37 +122,6 @@ def _run_all(
     return histories
 
 
-def _sanity(
-    configs: list[TrainConfig], runs_dir: Path, spec: dict[str, Any], progress: bool
-) -> dict[str, float]:
-    """Gradient-masking check (peers' advice): PGD at a large eps should fool nearly all."""
-    if not spec:
-        return {}
-    from ..attacks import PGD
-    from ..data import eval_subset, load_dataset
-    from ..evaluation import fooling_ratio
-    from ..models import load_checkpoint
-
-    cache = runs_dir.parent / "sanity.json"
-    key = json.dumps(spec, sort_keys=True)
-    saved = json.loads(cache.read_text("utf-8")) if cache.exists() else {}
-    if saved.get("spec") != key:
-        saved = {"spec": key, "fooling": {}}
-    eps, n, steps = float(spec["eps"]), int(spec["n"]), int(spec["steps"])
-    for config in configs:
-        if config.name in saved["fooling"]:
-            continue
-        model, _ = load_checkpoint(runs_dir / config.name / "final.safetensors", config.device)
-        x, y = load_dataset(config.dataset, "test")
-        x, y = eval_subset(x, y, n, seed=1)
-        attack = PGD(model, eps, alpha=eps / 4, steps=steps, random_start=True, seed=0)
-        saved["fooling"][config.name] = fooling_ratio(
-            model, attack, x.to(config.device), y.to(config.device), early_stop=True
-        )
-        write_text_atomic(cache, json.dumps(saved, indent=2))
-    return saved["fooling"]
-
-
 def _theory(out: Path, spec: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """Section 3's linear-classifier experiment (Theorem 1), cached by its settings."""
     from ..linear_theory import format_theory_summary, run_theory_experiment
@@ -200,12 +172,10 @@ def reproduce(
     _check_out_dir(out, prof, configs, overwrite)
     runs_dir = out / "runs"
     histories = _run_all(configs, runs_dir, progress)
-    runs = {c.name: _summarise(c, histories[c.name]) for c in configs}
-    for name, fr in _sanity(configs, runs_dir, prof.sanity, progress).items():
-        if name in runs:
-            runs[name].sanity_fooling = fr
+    evaluations = evaluate_runs(configs, runs_dir, prof.evaluation, progress)
+    runs = {c.name: _summarise(c, histories[c.name], evaluations.get(c.name)) for c in configs}
     theory, theory_png = _theory(out, prof.theory) if prof.theory else (None, None)
-    figures = _figures(out, configs, histories, runs_dir)
+    figures = _figures(out, configs, histories, runs_dir, evaluations)
     if theory_png is not None:
         figures.append(("Section 3: linear classifiers with and without projection", theory_png))
     claims = assess_claims(runs)
@@ -223,6 +193,7 @@ def reproduce(
         report_md=out / "report.md",
         wall_time=time.perf_counter() - t0,
         attacks=attacks,
+        evaluations=evaluations,
     )
-    _write_outputs(result, prof, configs, figures, sanity=prof.sanity)
+    _write_outputs(result, prof, configs, figures)
     return result

@@ -46,6 +46,9 @@ class RunSummary:
     ``kind`` and ``parent`` (the preset it was fine-tuned from) and the non-zero lambdas
     ``l1``, ``nuclear`` and ``joint`` come from the config; the claims use them to pick
     the natural reference of each run and the regulariser ablations (Section 5).
+    ``strong`` holds the strong evaluation at eps (:mod:`.robust_eval`): ``ra_pgd``,
+    ``ra_autoattack`` and ``fr_autoattack`` on the same inputs; ``diagnostic_warnings``
+    the names of the failed gradient-masking checks (None when not diagnosed).
     """
 
     preset: str
@@ -59,12 +62,13 @@ class RunSummary:
     eff_sparsity: dict[str, float]
     epochs: int
     wall_time: float | None
-    sanity_fooling: float | None = None
     kind: RunKind = RunKind.other
     parent: str | None = None
     l1: dict[str, float] = field(default_factory=dict)
     nuclear: dict[str, float] = field(default_factory=dict)
     joint: float = 0.0
+    strong: dict[str, float] = field(default_factory=dict)
+    diagnostic_warnings: list[str] | None = None
 
 
 def _family(config: TrainConfig) -> str:
@@ -93,9 +97,25 @@ def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
 
 
-def _summarise(config: TrainConfig, history: list[dict[str, Any]]) -> RunSummary:
-    """The summary of one run from its config and history (Section 5's final numbers)."""
+def _strong(evaluation: dict[str, Any] | None) -> dict[str, float]:
+    """``ra_pgd``, ``ra_autoattack``, ``fr_autoattack`` from a :mod:`.robust_eval` result."""
+    if not evaluation:
+        return {}
+    pgd, aa = evaluation["pgd"], evaluation["autoattack"]
+    return {
+        "ra_pgd": pgd["robust_accuracy"],
+        "ra_autoattack": aa["robust_accuracy"],
+        "fr_autoattack": aa["fooling_ratio"],
+    }
+
+
+def _summarise(
+    config: TrainConfig, history: list[dict[str, Any]], evaluation: dict[str, Any] | None = None
+) -> RunSummary:
+    """The summary of one run from its config, history (Section 5's final numbers) and
+    strong evaluation (:mod:`.robust_eval`, optional)."""
     last = history[-1] if history else {}
+    diag = (evaluation or {}).get("diagnostics")
     return RunSummary(
         preset=config.name,
         family=_family(config),
@@ -113,6 +133,8 @@ def _summarise(config: TrainConfig, history: list[dict[str, Any]]) -> RunSummary
         l1=_nonzero(config.regularizers.l1),
         nuclear=_nonzero(config.regularizers.nuclear),
         joint=float(config.regularizers.joint),
+        strong=_strong(evaluation),
+        diagnostic_warnings=None if diag is None else list(diag["warnings"]),
     )
 
 
@@ -147,6 +169,7 @@ def _table_row(s: RunSummary, attacks: list[str]) -> dict[str, Any]:
         "difference": difference,
     }
     row.update({f"fr_{a}": s.fooling.get(a) for a in attacks})
+    row.update(s.strong)
     return row
 
 

@@ -1,0 +1,358 @@
+"""FAB (Croce & Hein, ICML 2020b): the box-constrained l_inf projection against independent
+solvers, exactness on the closed-form linear model, invariants, hygiene, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from linear_reference import linear_problem
+from robustrank.attacks.fab import FAB, project_linf_box
+
+# --------------------------------------------------------------------------- projection
+
+
+def _reach(t: np.ndarray, w: np.ndarray, lam: float) -> tuple[float, float]:
+    """The range of <w, d> over |d_i| <= lam, 0 <= t + d <= 1 (coordinate-wise)."""
+    lo_d, hi_d = np.maximum(-lam, -t), np.minimum(lam, 1 - t)
+    return float(np.minimum(w * lo_d, w * hi_d).sum()), float(np.maximum(w * lo_d, w * hi_d).sum())
+
+
+def _reference_norm(t: np.ndarray, w: np.ndarray, b: float) -> float:
+    """Smallest lam with b - <w, t> reachable, by bisection on lam (inf if infeasible)."""
+    need = b - float(w @ t)
+    lo_r, hi_r = _reach(t, w, 1.0)
+    if not lo_r - 1e-12 <= need <= hi_r + 1e-12:
+        return math.inf
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        r_lo, r_hi = _reach(t, w, mid)
+        if r_lo <= need <= r_hi:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _instances(n: int = 300, seed: int = 0):
+    """Small random projection problems (float64): sparse weights, some infeasible."""
+    g = torch.Generator().manual_seed(seed)
+    d = 7
+    t = torch.rand(n, d, generator=g, dtype=torch.float64)
+    t[::5, 0] = 0.0  # points on the box faces
+    t[1::5, 1] = 1.0
+    w = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w[torch.rand(n, d, generator=g) < 0.2] = 0.0  # coordinates that cannot help
+    # target value <w, z> for a random z in the box, sometimes pushed outside its reach
+    z = torch.rand(n, d, generator=g, dtype=torch.float64)
+    b = (w * z).sum(1) * torch.where(torch.arange(n) % 7 == 0, 3.0, 1.0)
+    return t, w, b
+
+
+def test_projection_matches_an_independent_bisection_solver():
+    t, w, b = _instances()
+    d = project_linf_box(t, w, b)
+    z = t + d
+    assert bool((z >= -1e-12).all() and (z <= 1 + 1e-12).all())
+    assert bool((d[w == 0] == 0).all())
+    n_feasible = n_infeasible = 0
+    for i in range(len(t)):
+        ti, wi, bi = t[i].numpy(), w[i].numpy(), float(b[i])
+        ref = _reference_norm(ti, wi, bi)
+        if math.isfinite(ref):
+            n_feasible += 1
+            assert float(d[i].abs().max()) == pytest.approx(ref, abs=1e-9)
+            assert float(w[i] @ z[i]) == pytest.approx(bi, abs=1e-9)
+        else:  # infeasible: the box corner closest to the hyperplane
+            n_infeasible += 1
+            lo_r, hi_r = _reach(ti, wi, 1.0)
+            best = lo_r if bi - wi @ ti < lo_r else hi_r
+            assert float(w[i] @ d[i]) == pytest.approx(best, abs=1e-9)
+    assert n_feasible > 150 and n_infeasible > 10  # both branches exercised
+
+
+def test_projection_matches_linprog():
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    t, w, b = _instances(60, seed=1)
+    d = project_linf_box(t, w, b)
+    dim = t.shape[1]
+    for i in range(len(t)):
+        # variables (d, tau): min tau s.t. -tau <= d <= tau, 0 <= t + d <= 1, <w, t + d> = b
+        c = np.r_[np.zeros(dim), 1.0]
+        eye = np.eye(dim)
+        a_ub = np.block([[eye, -np.ones((dim, 1))], [-eye, -np.ones((dim, 1))]])
+        bounds = [(-ti, 1 - ti) for ti in t[i].tolist()] + [(0, None)]
+        res = scipy_optimize.linprog(
+            c,
+            A_ub=a_ub,
+            b_ub=np.zeros(2 * dim),
+            A_eq=np.r_[w[i].numpy(), 0.0][None],
+            b_eq=[float(b[i] - w[i] @ t[i])],
+            bounds=bounds,
+        )
+        if res.status == 0:
+            assert float(d[i].abs().max()) == pytest.approx(res.fun, abs=1e-7)
+
+
+def test_projection_without_box_contact_is_the_dual_norm_step():
+    """Far from the faces: d = gap / ||w||_1 * sign(w) (Hoelder), the classical formula."""
+    g = torch.Generator().manual_seed(3)
+    t = 0.4 + 0.2 * torch.rand(50, 30, generator=g, dtype=torch.float64)
+    w = torch.randn(50, 30, generator=g, dtype=torch.float64)
+    b = (w * t).sum(1) + 0.05 * torch.randn(50, generator=g, dtype=torch.float64)
+    gap = b - (w * t).sum(1)
+    expected = (gap / w.abs().sum(1))[:, None] * w.sign()
+    torch.testing.assert_close(project_linf_box(t, w, b), expected, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- linear model
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return linear_problem(200, 0.05, 0)
+
+
+def _check_adversarial(model, x, y, x_adv, eps=None):
+    with torch.no_grad():
+        assert bool((model(x_adv).argmax(1) != y).all())
+    assert bool((x_adv >= 0).all() and (x_adv <= 1).all())
+    if eps is not None:
+        assert float((x_adv - x).abs().max()) <= eps + 1e-6
+
+
+def test_minimal_perturbation_is_the_closed_form_minimal_norm(problem):
+    p = problem
+    exact = p.min_norm()
+    assert float(exact.max()) < 0.25  # the box [0.25, 0.75] +- norm is never active
+    x_adv, norms = FAB(p.model, 0.05, targeted=False).minimal_perturbation(p.x, p.y)
+    assert norms.shape == (len(p.x),) and norms.dtype == p.x.dtype
+    # bisection resolution 2^-20 relative, plus the round-off margin of the misclassified
+    # test (8 ulps of the logits, about 1e-5, over a margin slope ||w_y - w_j||_1 ~ 40)
+    assert bool(((norms.double() - exact).abs() <= 1e-4 * exact + 1e-6).all())
+    assert torch.equal(norms, (x_adv - p.x).flatten(1).abs().amax(1))
+    _check_adversarial(p.model, p.x, p.y, x_adv)
+
+
+def test_targeted_minimal_perturbation_takes_the_minimum_over_the_targets(problem):
+    p = problem
+    x_adv, norms = FAB(p.model, 0.05, targeted=True, steps=10).minimal_perturbation(p.x, p.y)
+    exact = p.min_norm()
+    assert bool(((norms.double() - exact).abs() <= 1e-4 * exact + 1e-6).all())
+    _check_adversarial(p.model, p.x, p.y, x_adv)
+    # with a single target the norm is the distance to that class's hyperplane, not less
+    one = FAB(p.model, 0.05, targeted=True, n_target_classes=1, steps=10)
+    assert bool((one.minimal_perturbation(p.x, p.y)[1] >= norms).all())
+
+
+def test_one_step_reaches_the_boundary_direction_of_a_linear_model(problem):
+    """Step 1 from x: alpha = min(1/2, alpha_max), so x_1 = x + eta * d* with the exact l_inf
+    projection d* = m / ||w_j - w_y||_1 * sign(w_j - w_y) onto the closest hyperplane."""
+    p = problem
+    w, bias = p.weights()
+    f = p.x.flatten(1).double() @ w.T + bias
+    j = (f.gather(1, p.y[:, None]) - f) / (w[p.y][:, None] - w[None]).abs().sum(2)
+    j = j.scatter(1, p.y[:, None], math.inf).argmin(1)
+    dw = w[j] - w[p.y]
+    gap = f.gather(1, p.y[:, None]).squeeze(1) - f.gather(1, j[:, None]).squeeze(1)
+    d_star = (gap / dw.abs().sum(1))[:, None] * dw.sign()
+    fab = FAB(p.model, 0.05, targeted=False, steps=1, search_steps=0)
+    x_adv, norms = fab.minimal_perturbation(p.x, p.y)
+    expected = (p.x.flatten(1).double() + 1.05 * d_star).view_as(p.x)
+    torch.testing.assert_close(x_adv.double(), expected, rtol=0, atol=2e-6)
+    # ... and the line search makes that one step exact
+    _, norms = FAB(p.model, 0.05, targeted=False, steps=1).minimal_perturbation(p.x, p.y)
+    exact = p.min_norm()
+    assert bool(((norms.double() - exact).abs() <= 1e-4 * exact + 1e-6).all())
+
+
+def test_reference_update_without_line_search_overshoots_by_half_a_percent(problem):
+    """The reference's eta = 1.05 / beta = 0.9 dynamics on a linear model: the best iterate is
+    the second one, (1 + 0.1 u / (1 + u)) times the minimal norm with u = 1 - 0.9 * 1.05."""
+    p = problem
+    _, norms = FAB(p.model, 0.05, targeted=False, search_steps=0).minimal_perturbation(p.x, p.y)
+    u = 1 - 0.9 * 1.05
+    ratio = norms.double() / p.min_norm()
+    assert torch.allclose(ratio, torch.full_like(ratio, 1 + 0.1 * u / (1 + u)), atol=2e-4)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.parametrize("eps", [0.03, 0.05])
+def test_fixed_eps_breaks_exactly_the_breakable_inputs(problem, targeted, eps):
+    p = problem
+    fab = FAB(p.model, eps, targeted=targeted, n_target_classes=9)
+    x_adv, fooled = fab.run(p.x, p.y)
+    breakable = p.breakable(eps)
+    assert 0 < int(breakable.sum()) < len(p.x)
+    assert torch.equal(fooled, breakable)
+    assert float((~fooled).double().mean()) == p.exact_robust_accuracy(eps)
+    _check_adversarial(p.model, p.x[fooled], p.y[fooled], x_adv[fooled], eps)
+    assert torch.equal(x_adv[~fooled], p.x[~fooled])
+
+
+def test_line_search_breaks_inputs_the_overshoot_misses(problem):
+    """An input with eps / 1.0052 < min norm < eps: the reference's iterates never come
+    within eps (their best is 1.0052 times the minimal norm); the final check at norm eps on
+    the ray of the best iterate does."""
+    p = problem
+    exact = p.min_norm()
+    k = int(exact.argsort()[len(exact) // 2])
+    eps = float(exact[k]) * 1.002
+    _, fooled_ref = FAB(p.model, eps, targeted=False, search_steps=0).run(p.x, p.y)
+    assert not bool(fooled_ref[k]) and bool((fooled_ref <= p.breakable(eps)).all())
+    x_adv, fooled = FAB(p.model, eps, targeted=False).run(p.x, p.y)
+    assert bool(fooled[k]) and torch.equal(fooled, p.breakable(eps))
+    _check_adversarial(p.model, p.x[fooled], p.y[fooled], x_adv[fooled], eps)
+
+
+def test_fixed_eps_drops_broken_rows(problem):
+    """One step, untargeted: every row costs K - 1 backward rows; only the unbroken rows
+    get the (single) eps-scaled line-search check."""
+    p = problem
+    fab = FAB(p.model, 0.05, targeted=False, steps=1)
+    _, fooled = fab.run(p.x, p.y)
+    n, broken_first = len(p.x), int((p.min_norm() * 1.05 <= 0.05).sum())
+    assert fab.counts() == {"forward": 3 * n + (n - broken_first), "backward": 9 * n}
+    # a second target only runs on the rows the first left robust
+    fab_t = FAB(p.model, 0.05, targeted=True, n_target_classes=2, steps=1, search_steps=0)
+    fooled_t = fab_t.run(p.x, p.y).fooled
+    assert fab_t.counts()["backward"] < 2 * n and bool(fooled_t.any())
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+class TanhMLP(nn.Module):
+    def __init__(self, seed: int = 0, classes: int = 5) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.fc1, self.fc2 = nn.Linear(16, 12).double(), nn.Linear(12, classes).double()
+        self.drop = nn.Dropout(0.5)
+        with torch.no_grad():
+            for q in self.parameters():
+                q.copy_(torch.randn(q.shape, generator=g, dtype=q.dtype) * 1.5)
+
+    def forward(self, x):
+        return self.fc2(self.drop(torch.tanh(self.fc1(x.flatten(1)))))
+
+
+def _mlp_data(n: int = 24):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 1, 4, 4, generator=g, dtype=torch.float64)
+    return x, torch.randint(0, 5, (n,), generator=g)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_ball_box_modes_grads_and_determinism(targeted):
+    model = TanhMLP()
+    model.train()
+    model.drop.eval()  # a mixed state must come back as it was
+    x, y = _mlp_data()
+    eps = 0.08
+    fab = FAB(model, eps, steps=15, targeted=targeted, n_target_classes=3, n_restarts=2, seed=3)
+    x_adv, fooled = fab.run(x, y)
+    assert model.training and not model.drop.training
+    assert all(q.grad is None for q in model.parameters())
+    assert x_adv.dtype == x.dtype and x_adv.shape == x.shape and not x_adv.requires_grad
+    assert float((x_adv - x).abs().max()) <= eps + 1e-6
+    assert bool((x_adv >= 0).all() and (x_adv <= 1).all())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x_adv).argmax(1) != y, fooled)
+    model.train()
+    assert 0 < int(fooled.sum()) < len(x)
+    assert torch.equal(x_adv[~fooled], x[~fooled])
+    again = fab.run(x, y)
+    fresh = FAB(model, eps, steps=15, targeted=targeted, n_target_classes=3, n_restarts=2, seed=3)
+    for other in (again, fresh.run(x, y)):
+        assert torch.equal(other.x_adv, x_adv) and torch.equal(other.fooled, fooled)
+    x_min, norms = fab.minimal_perturbation(x, y)
+    assert torch.equal(fab.minimal_perturbation(x, y)[1], norms)
+    assert model.training and all(q.grad is None for q in model.parameters())
+    assert torch.equal(norms, (x_min - x).flatten(1).abs().amax(1))
+
+
+def test_minimal_mode_misclassified_inputs_and_unbroken_inputs():
+    model = TanhMLP().eval()
+    x, y = _mlp_data()
+    with torch.no_grad():
+        wrong = model(x).argmax(1) != y
+    assert bool(wrong.any()) and not bool(wrong.all())
+    x_adv, norms = FAB(model, 0.1, steps=20, targeted=False).minimal_perturbation(x, y)
+    assert bool((norms[wrong] == 0).all()) and torch.equal(x_adv[wrong], x[wrong])
+    found = torch.isfinite(norms) & ~wrong
+    assert bool(found.any())
+    _check_adversarial(model, x[found], y[found], x_adv[found])
+    assert torch.equal(norms, (x_adv - x).flatten(1).abs().amax(1))
+    assert torch.equal(x_adv[~torch.isfinite(norms)], x[~torch.isfinite(norms)])
+    # a fixed-budget run reports the clean mistakes as fooled, with x itself
+    x_fix, fooled = FAB(model, 0.0, steps=5, targeted=False).run(x, y)
+    assert torch.equal(fooled, wrong) and torch.equal(x_fix, x)
+
+
+def test_tiny_conv_net_channels_last_path():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10)
+    ).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    weight = model[0].weight.detach().clone()
+    results = {}
+    for cl in (True, False):
+        fab = FAB(model, 0.02, steps=10, targeted=False, channels_last=cl)
+        x_adv, norms = fab.minimal_perturbation(x, y)
+        assert bool(torch.isfinite(norms).all())
+        _check_adversarial(model, x, y, x_adv)
+        results[cl] = norms
+        x_fix, fooled = fab.run(x, y)
+        _check_adversarial(model, x[fooled], y[fooled], x_fix[fooled], 0.02)
+    # same algorithm, different float layout: the norms agree closely
+    torch.testing.assert_close(results[True], results[False], rtol=1e-2, atol=1e-4)
+    assert model[0].weight.is_contiguous() and torch.equal(model[0].weight, weight)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"steps": 0}, ValueError, "steps"),
+        ({"targeted": "yes"}, TypeError, "targeted"),
+        ({"n_target_classes": 0}, ValueError, "n_target_classes"),
+        ({"n_restarts": 1.5}, TypeError, "n_restarts"),
+        ({"alpha_max": 1.5}, ValueError, "alpha_max"),
+        ({"eta": 0.9}, ValueError, "eta"),
+        ({"eta": "1"}, TypeError, "eta"),
+        ({"beta": 0.0}, ValueError, "beta"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"search_steps": -1}, ValueError, "search_steps"),
+        ({"eps": -0.1}, ValueError, "eps"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, exc, match):
+    args = {"eps": 0.05, **kwargs}
+    with pytest.raises(exc, match=match):
+        FAB(TanhMLP(), **args)
+
+
+def test_minimal_perturbation_validates_inputs_and_handles_empty_batches():
+    fab = FAB(TanhMLP(), 0.05, steps=2)
+    x, y = _mlp_data(4)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fab.minimal_perturbation(x + 2, y)
+    with pytest.raises(ValueError, match="shape"):
+        fab.minimal_perturbation(x, y[:2])
+    with pytest.raises(ValueError, match="labels"):
+        fab.minimal_perturbation(x, y + 10)
+    x_adv, norms = fab.minimal_perturbation(x[:0], y[:0])
+    assert x_adv.shape == (0, 1, 4, 4) and norms.shape == (0,)
+    assert fab.params()["targeted"] is True and "FAB(" in repr(fab)
