@@ -46,7 +46,7 @@ EPS, ALPHA, STEPS, GNM_STEPS = 0.05, 0.005, 20, 5
 
 def _import_torchattacks():
     # torchattacks declares torchvision (datasets only); never let pip pull it in.
-    if importlib.util.find_spec("torchvision") is None:
+    if "torchvision" not in sys.modules and importlib.util.find_spec("torchvision") is None:
         tv = types.ModuleType("torchvision")
         for sub in ("datasets", "transforms", "models", "utils"):
             mod = types.ModuleType(f"torchvision.{sub}")

@@ -139,58 +139,6 @@ def test_square_acceptance_never_raises_the_margin():
 # --------------------------------------------------------------------------- step size
 
 
-def _reference_halving(hist, i, k, rho, loss_best, best_last, reduced_last):
-    """The reference's rule, loop by loop: count increases over the last k steps (row -1
-    wraps to the last, still-zero row), then the no-improvement condition."""
-    out = []
-    for r in range(hist.shape[1]):
-        t = sum(float(hist[i - c, r]) > float(hist[i - c - 1, r]) for c in range(k))
-        oscillation = t <= k * rho
-        stall = (1 - float(reduced_last[r])) * float(best_last[r] >= loss_best[r])
-        out.append(oscillation or stall > 0)
-    return out
-
-
-def test_checkpoint_conditions_match_the_reference_rule():
-    from types import SimpleNamespace
-
-    g = torch.Generator().manual_seed(0)
-    n, k, i, steps = 8, 22, 21, 100
-    hist = torch.zeros(steps, n)
-    hist[: i + 1, 0] = torch.arange(1, i + 2).float()  # rises every step: no halving by (1)
-    hist[: i + 1, 1] = 1.0  # flat: halve
-    for r, ups in ((2, 16), (3, 17)):  # rho * k = 16.5: 16 increases halve, 17 do not
-        steps_up = torch.zeros(i + 1)
-        steps_up[torch.randperm(i + 1, generator=g)[:ups]] = 1
-        hist[: i + 1, r] = torch.cumsum(steps_up * 2 - 1, 0) + 100
-    hist[: i + 1, 4:] = torch.randn(i + 1, n - 4, generator=g).cumsum(0) + 100
-    loss_best = hist.amax(0)
-    best_last = loss_best.clone()
-    best_last[5] -= 1  # improved since the last check: condition (2) off
-    reduced_last = torch.tensor([1, 1, 1, 1, 0, 0, 1, 0], dtype=torch.float)
-    st = SimpleNamespace(
-        step=torch.ones(n, 1, 1, 1),
-        x=torch.zeros(n, 1, 1, 1),
-        x_adv=torch.zeros(n, 1, 1, 1),
-        x_best=torch.ones(n, 1, 1, 1),
-        grad=torch.zeros(n, 1, 1, 1),
-        grad_best=torch.ones(n, 1, 1, 1),
-        loss_best=loss_best,
-        best_last_check=best_last.clone(),
-        reduced_last_check=reduced_last.clone(),
-    )
-    APGD(nn.Identity(), 0.1, steps=steps)._checkpoint(st, hist, i, k)
-    want = _reference_halving(hist, i, k, 0.75, loss_best, best_last, reduced_last)
-    halved = (st.step.flatten() == 0.5).tolist()
-    assert halved == want
-    assert want[:4] == [False, True, True, False]
-    # halved rows restart from the best point and its gradient, the others stay
-    assert st.x_adv.flatten().tolist() == [float(h) for h in want]
-    assert st.grad.flatten().tolist() == [float(h) for h in want]
-    assert st.reduced_last_check.tolist() == [float(h) for h in want]
-    assert torch.equal(st.best_last_check, loss_best)
-
-
 # --------------------------------------------------------------------------- framework
 
 

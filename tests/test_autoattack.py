@@ -19,7 +19,7 @@ from robustrank.attacks import (
     list_attacks,
 )
 from robustrank.curves import confirm_curve, is_minimal_perturbation, robustness_curve
-from robustrank.evaluation import eps_sweep, evaluate
+from robustrank.evaluation import evaluate
 
 EVAL_ATTACKS = ["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "autoattack"]
 

@@ -93,6 +93,37 @@ def test_tiny_profile_writes_every_artefact(tiny):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_tiny_profile_evaluates_every_model_with_autoattack_curves_and_diagnostics(tiny):
+    out = tiny.out_dir
+    results = json.loads((out / "results.json").read_text())
+    for name, ev in results["evaluations"].items():
+        assert (out / "evaluation" / f"{name}.json").is_file()
+        pgd, aa = ev["pgd"], ev["autoattack"]
+        assert pgd["n"] == aa["n"] == 60 and pgd["n_correct"] == aa["n_correct"]
+        # the ensemble contains APGD-CE, so it is never weaker than PGD-20 by more than
+        # the inputs APGD-CE misses and PGD finds; on these models it is at least as strong
+        assert aa["robust_accuracy"] <= pgd["robust_accuracy"] + 2 / 60
+        parts = aa["details"]["components"]
+        assert sum(p["n_broken"] for p in parts) == aa["n_fooled"]
+        curve = ev["curve"]
+        ra = curve["robust_accuracy"]
+        assert all(b <= a for a, b in zip(ra, ra[1:])) and curve["eps"][0] == 0.0
+        # the worst case at eps folds AutoAttack in: never above its robust accuracy
+        folded = [c for c in curve["confirmations"] if c["attack"] == "autoattack"]
+        assert folded[0]["robust_accuracy"] <= aa["robust_accuracy"] + 1e-12
+        assert {c["name"] for c in ev["diagnostics"]["checks"]} >= {"black-box", "large-eps"}
+    for key in ("table1", "table2"):
+        for row in tiny.tables[key]:
+            assert (
+                row["ra_autoattack"]
+                == results["evaluations"][row["preset"]]["autoattack"]["robust_accuracy"]
+            )
+    md = tiny.report_md.read_text()
+    assert "RA AutoAttack" in md and "Diagnostics: fcnn-natural" in md
+    assert "Robustness curves of the final FCNN models" in md
+    assert any(c.claim.startswith("Claim 2 under AutoAttack") for c in tiny.claims)
+
+
 @pytest.mark.slow
 def test_report_html_is_self_contained_and_images_decode(tiny):
     text = tiny.report_html.read_text()
@@ -245,6 +276,25 @@ def test_claim_verdicts_follow_the_numbers():
     assert c2.verdict == "supported"
     nan = _summary("fcnn-pgd", "fcnn", {"pgd": math.nan}, {"W1": math.nan}, {"W1": math.nan}, **adv)
     assert assess_claims({"fcnn-natural": nat, "fcnn-pgd": nan})[0].verdict == "not measured"
+
+
+def test_claim_2_under_autoattack_compares_autoattack_fooling_ratios():
+    nat = _summary("fcnn-natural", "fcnn", {"pgd": 0.9}, {"W1": 4.0}, {"W1": 100.0}, "natural")
+    reg = dict(kind="regularised", parent="fcnn-natural", l1={"1": 0.01})
+    good = _summary("fcnn-l1", "fcnn", {"pgd": 0.5}, {"W1": 3.5}, {"W1": 90.0}, **reg)
+    bad = _summary("fcnn-l1b", "fcnn", {"pgd": 0.5}, {"W1": 3.5}, {"W1": 90.0}, **reg)
+    nat.strong = {"fr_autoattack": 0.9, "ra_autoattack": 0.09, "ra_pgd": 0.2}
+    good.strong = {"fr_autoattack": 0.6, "ra_autoattack": 0.35, "ra_pgd": 0.4}
+    bad.strong = {"fr_autoattack": 0.95, "ra_autoattack": 0.04, "ra_pgd": 0.4}
+    claims = assess_claims({"fcnn-natural": nat, "fcnn-l1": good, "fcnn-l1b": bad})
+    aa = next(c for c in claims if c.claim.startswith("Claim 2 under AutoAttack"))
+    assert aa.verdict == "partly supported" and aa.evidence[0].startswith("1 of 2")
+    assert "[lower]" in aa.evidence[1] and "[not lower]" in aa.evidence[2]
+    nat.strong = {}
+    assert not any(
+        c.claim.startswith("Claim 2 under")
+        for c in assess_claims({"fcnn-natural": nat, "fcnn-l1": good})
+    )
 
 
 def test_claims_classify_runs_by_config_not_by_name():

@@ -23,14 +23,18 @@ The checks, at the evaluation budget ``eps`` unless said otherwise:
 ``logits``                outputs are logits, not probabilities
 ========================  ===========================================================
 
-How the tolerances were chosen (:class:`Tolerances`; they are fractions of the attacked
-inputs): on normally trained paper models (FCNN on MNIST, CNN on Fashion-MNIST, 500 test
-inputs, eps 0.05) every per-example difference measured was at most 0.4% (two inputs),
-and the zero-gradient fraction 0; on the same models quantising their input to
-``round(4 x) / 4`` the gradient is zero for 100% of the inputs and Square breaks
-around 40% of the inputs that gradient attacks leave robust. A tolerance of 1% sits
-above the first by more than two inputs and far below the second; the large-eps floor
-of 0.99 is what Carlini et al. ask for ("reaches 100%"), less one percent.
+How the tolerances were chosen (:class:`Tolerances`; fractions of the attacked inputs).
+Measured on a normally trained MLP (MNIST, 200 test inputs, eps 0.05; the test suite's
+model): every per-example difference was 0 (no input broken only by FGSM, Square or the
+transfer attack; doubling APGD's effort changed nothing), robust accuracy fell
+monotonically with eps, the large-eps success rate was 1 and no gradient was zero. The
+same MLP behind ``round(4 x) / 4`` has zero gradients for 100% of the inputs, breaks only
+12% at eps 0.5, and Square (resp. the transfer attack) breaks 4.4% (2.8%) of the inputs
+the white-box attacks leave robust. A tolerance of 1% keeps a margin of two inputs in
+200 above the first model's noise and sits below every signal of the second; the
+large-eps floor of 0.99 is Carlini et al.'s "reaches 100%" less one percent. The quick
+profile's diagnostics of the paper's FCNN and CNN (in the reproduce report) stay quiet
+under the same tolerances.
 """
 
 from __future__ import annotations

@@ -97,4 +97,3 @@ def target_classes(logits: Tensor, n_target_classes: int) -> Tensor:
     """
     n = min(int(n_target_classes), logits.shape[1] - 1)
     return logits.argsort(dim=1, descending=True)[:, 1 : n + 1]
-
