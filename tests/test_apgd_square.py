@@ -11,7 +11,6 @@ from torch import nn
 
 from linear_reference import linear_problem
 from robustrank.attacks import APGD, APGDT, PGD, Square
-from robustrank.attacks.apgd import apgd_checkpoints
 from robustrank.attacks.losses import dlr_loss, dlr_targeted_loss, margin, target_classes
 from robustrank.attacks.square import square_p, square_side
 
@@ -22,25 +21,6 @@ def problem():
 
 
 # --------------------------------------------------------------------------- formulas
-
-
-def _checkpoints_reference(n: int) -> list[int]:
-    """The reference's loop: a counter reset at each check, the interval shrinking."""
-    k, k_min, decr = max(int(0.22 * n), 1), max(int(0.06 * n), 1), max(int(0.03 * n), 1)
-    out, counter = [], 0
-    for i in range(n):
-        counter += 1
-        if counter == k:
-            out.append(i + 1)
-            k = max(k - decr, k_min)
-            counter = 0
-    return out
-
-
-def test_apgd_checkpoints_for_100_steps_and_others():
-    assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
-    for n in (1, 2, 5, 10, 17, 50, 250, 1000):
-        assert apgd_checkpoints(n) == _checkpoints_reference(n), n
 
 
 def test_dlr_losses_against_their_definitions():
