@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from linear_reference import linear_problem
+from robustrank.attacks import fab as fab_module
 from robustrank.attacks.fab import FAB, project_linf_box
 
 # --------------------------------------------------------------------------- projection
@@ -54,7 +55,11 @@ def _instances(n: int = 300, seed: int = 0):
     return t, w, b
 
 
-def test_projection_matches_an_independent_bisection_solver():
+@pytest.mark.parametrize("newton_steps", [0, 1, 8])
+def test_projection_matches_an_independent_bisection_solver(monkeypatch, newton_steps):
+    """Every path: the sorted breakpoints alone (0 Newton steps), Newton for the rows it
+    settles in one step and the sort for the rest (1), Newton throughout (the default)."""
+    monkeypatch.setattr(fab_module, "_NEWTON_STEPS", newton_steps)
     t, w, b = _instances()
     d = project_linf_box(t, w, b)
     z = t + d
