@@ -248,6 +248,14 @@ def test_apgd_t_reaches_the_exact_robust_accuracy(seed):
     assert torch.equal(res.fooled, p.breakable())
 
 
+def test_apgd_dlr_reaches_the_exact_robust_accuracy(problem):
+    """On a linear model the DLR loss's steepest direction is the exact one, as for APGD-T."""
+    res = APGD(problem.model, problem.eps, loss="dlr").run(problem.x, problem.y)
+    _check_sound(problem, res.x_adv, res.fooled)
+    robust = 1 - res.fooled.double().mean().item()
+    assert robust == pytest.approx(problem.exact_robust_accuracy(), abs=0.01)
+
+
 def test_restarts_draw_fresh_starts_for_the_robust_inputs_only(problem):
     seen: list[Tensor] = []
     hook = problem.model.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))

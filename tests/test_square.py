@@ -257,6 +257,20 @@ def test_sound_and_breaks_most_breakable_inputs(problem):
     assert attack.counts() == {"forward": 0, "backward": 0}
 
 
+def test_square_acceptance_never_raises_the_margin():
+    """Run Square step by step on a model whose margin we can read: the best margin is
+    monotone, i.e. only improvements are accepted."""
+    p = linear_problem(n=50, eps=0.02, seed=2)
+    margins = []
+    for q in (1, 10, 100, 400):
+        x_adv = Square(p.model, p.eps, n_queries=q, seed=5)(p.x, p.y)
+        with torch.no_grad():
+            margins.append(margin(p.model(x_adv), p.y))
+    for a, b in zip(margins, margins[1:]):
+        fooled = a < 0
+        assert bool((b[~fooled] <= a[~fooled] + 1e-6).all())
+
+
 def test_restarts_only_add_and_continue_the_first_run(problem):
     x, y = problem.x[:60], problem.y[:60]
     one = Square(problem.model, EPS, n_queries=150, seed=1)

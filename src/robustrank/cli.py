@@ -7,6 +7,7 @@ Python, or a model named by import path (with ``--trust-code``), works here too.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -24,6 +25,19 @@ app.add_typer(data_app, name="data")
 _ATTACKS = " | ".join(list_attacks())
 _DATASETS = " | ".join(list_datasets())
 TRUST_HELP = "allow a model named by import path (package.module:factory): imports its code"
+
+# options shared by the commands that attack a checkpoint on a test subset
+CheckpointArg = Annotated[Path, typer.Argument(help="checkpoint written by robustrank")]
+SubsetOpt = Annotated[int, typer.Option("--n", help="size of the fixed seeded test subset")]
+DatasetOpt = Annotated[str | None, typer.Option(help=f"{_DATASETS} (default: checkpoint metadata)")]
+DataPathOpt = Annotated[
+    Path | None, typer.Option(help="file or directory of a dataset that needs one")
+]
+BatchOpt = Annotated[int, typer.Option(help="inputs per batch")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu | cuda (default: cpu)")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="data cache directory")]
+ProgressOpt = Annotated[bool, typer.Option(help="show progress bars")]
+TrustOpt = Annotated[bool, typer.Option("--trust-code", help=TRUST_HELP)]
 
 
 def _fail(message: str) -> None:
@@ -89,6 +103,24 @@ def _test_subset(ref, n: int, seed: int, data_dir: Path | None):
         return eval_subset(x, y, min(n, len(x)), seed=seed)
     except (ValueError, DataError) as err:
         _fail(str(err))
+
+
+def _model_and_subset(
+    checkpoint: Path,
+    *,
+    trust_code: bool,
+    device: str | None,
+    dataset: str | None,
+    data_path: Path | None,
+    n: int,
+    seed: int,
+    data_dir: Path | None,
+):
+    """The checkpoint's model and metadata, its dataset and the fixed seeded test subset."""
+    model, meta = _load_model_or_checkpoint(str(checkpoint), trust_code, _check_device(device))
+    ref = _dataset_ref(model, meta, dataset, data_path)
+    x, y = _test_subset(ref, n, seed, data_dir)
+    return model, meta, ref, x, y
 
 
 # --------------------------------------------------------------------------- data
@@ -236,29 +268,29 @@ def _echo_breakdown(results) -> None:
 
 @app.command("evaluate")
 def evaluate_cmd(
-    checkpoint: Path = typer.Argument(..., help="checkpoint written by robustrank"),
+    checkpoint: CheckpointArg,
     attack: str = typer.Option("pgd", help=f"{_ATTACKS} (l_inf; `robustrank attacks`)"),
     eps: float = typer.Option(0.05, help="l_inf budget (paper: 0.05)"),
     eps_grid: str = typer.Option(None, help="comma-separated eps values (overrides --eps)"),
-    n: int = typer.Option(1000, help="size of the fixed seeded test subset"),
+    n: SubsetOpt = 1000,
     early_stop: bool = typer.Option(False, help="stop attacking inputs once fooled (faster)"),
-    dataset: str = typer.Option(None, help=f"{_DATASETS} (default: checkpoint metadata)"),
-    data_path: Path = typer.Option(None, help="file or directory of a dataset that needs one"),
-    batch_size: int = typer.Option(500, help="inputs per batch"),
+    dataset: DatasetOpt = None,
+    data_path: DataPathOpt = None,
+    batch_size: BatchOpt = 500,
     seed: int = typer.Option(0, help="seed of the test subset and of seeded attacks"),
     steps: int = typer.Option(None, help="iterations (default: the attack's, e.g. PGD 20)"),
     alpha: float = typer.Option(None, help="step size, for attacks that take one"),
     option: list[str] = typer.Option(
         None, "--option", "-o", help="attack option KEY=VALUE (YAML value), repeatable"
     ),
-    device: str = typer.Option(None, help="cpu | cuda (default: cpu)"),
+    device: DeviceOpt = None,
     out: Path = typer.Option(None, help="directory for eval-<attack>.json and .csv"),
     json_path: Path = typer.Option(None, "--json", help="write the results as JSON here"),
     csv_path: Path = typer.Option(None, "--csv", help="write the results as CSV here"),
     overwrite: bool = typer.Option(False, help="replace existing result files"),
-    data_dir: Path = typer.Option(None, help="data cache directory"),
-    progress: bool = typer.Option(True, help="show progress bars"),
-    trust_code: bool = typer.Option(False, "--trust-code", help=TRUST_HELP),
+    data_dir: DataDirOpt = None,
+    progress: ProgressOpt = True,
+    trust_code: TrustOpt = False,
 ) -> None:
     """Fooling ratio and robust accuracy of a checkpoint under any registered attack."""
     from .attacks import get_attack, supported_options
@@ -268,8 +300,16 @@ def evaluate_cmd(
         spec = get_attack(attack)
     except ValueError as err:
         _fail(str(err))
-    model, meta = _load_model_or_checkpoint(str(checkpoint), trust_code, _check_device(device))
-    ref = _dataset_ref(model, meta, dataset, data_path)
+    model, meta, ref, x, y = _model_and_subset(
+        checkpoint,
+        trust_code=trust_code,
+        device=device,
+        dataset=dataset,
+        data_path=data_path,
+        n=n,
+        seed=seed,
+        data_dir=data_dir,
+    )
     grid = _parse_eps_grid(eps_grid) if eps_grid is not None else [eps]
     json_path, csv_path = _result_paths(out, json_path, csv_path, spec.name, overwrite)
     asked = {"steps": steps, "alpha": alpha}
@@ -278,7 +318,6 @@ def evaluate_cmd(
         _fail(f"attack {spec.name!r} takes no {', '.join('--' + k for k in unsupported)}")
     kw = supported_options(spec.name, {**asked, "seed": seed if spec.takes_seed else None})
     kw.update(_parse_options(option, spec))
-    x, y = _test_subset(ref, n, seed, data_dir)
     try:
         results = eps_sweep(
             model,
@@ -317,23 +356,23 @@ def evaluate_cmd(
 
 @app.command("diagnose")
 def diagnose_cmd(
-    checkpoint: Path = typer.Argument(..., help="checkpoint written by robustrank"),
-    n: int = typer.Option(500, help="size of the fixed seeded test subset"),
+    checkpoint: CheckpointArg,
+    n: SubsetOpt = 500,
     eps: float = typer.Option(0.05, help="the l_inf budget under scrutiny (paper: 0.05)"),
     surrogate: Path = typer.Option(None, help="another checkpoint for the transfer check"),
     out: Path = typer.Option(None, help="directory for diagnostics.json"),
     steps: int = typer.Option(100, help="APGD iterations (the convergence check doubles them)"),
     n_queries: int = typer.Option(1000, help="Square's query budget"),
     large_eps: float = typer.Option(0.5, help="budget at which almost every input must break"),
-    dataset: str = typer.Option(None, help=f"{_DATASETS} (default: checkpoint metadata)"),
-    data_path: Path = typer.Option(None, help="file or directory of a dataset that needs one"),
-    batch_size: int = typer.Option(500, help="inputs per batch"),
+    dataset: DatasetOpt = None,
+    data_path: DataPathOpt = None,
+    batch_size: BatchOpt = 500,
     seed: int = typer.Option(0, help="seed of the test subset and of the attacks"),
-    device: str = typer.Option(None, help="cpu | cuda (default: cpu)"),
+    device: DeviceOpt = None,
     overwrite: bool = typer.Option(False, help="replace an existing diagnostics.json"),
-    data_dir: Path = typer.Option(None, help="data cache directory"),
-    progress: bool = typer.Option(True, help="show progress bars"),
-    trust_code: bool = typer.Option(False, "--trust-code", help=TRUST_HELP),
+    data_dir: DataDirOpt = None,
+    progress: ProgressOpt = True,
+    trust_code: TrustOpt = False,
 ) -> None:
     """Gradient-masking checks (Carlini et al. 2019; AutoAttack): can its robustness be trusted?
 
@@ -341,16 +380,22 @@ def diagnose_cmd(
     """
     from .diagnostics import diagnose
 
-    dev = _check_device(device)
-    model, meta = _load_model_or_checkpoint(str(checkpoint), trust_code, dev)
-    other = None
-    if surrogate is not None:
-        other, _ = _load_model_or_checkpoint(str(surrogate), trust_code, dev)
     target = None if out is None else out / "diagnostics.json"
     if target is not None and target.exists() and not overwrite:
         _fail(f"{target} exists; refusing to overwrite it (pass --overwrite or another --out)")
-    ref = _dataset_ref(model, meta, dataset, data_path)
-    x, y = _test_subset(ref, n, seed, data_dir)
+    model, meta, ref, x, y = _model_and_subset(
+        checkpoint,
+        trust_code=trust_code,
+        device=device,
+        dataset=dataset,
+        data_path=data_path,
+        n=n,
+        seed=seed,
+        data_dir=data_dir,
+    )
+    other = None
+    if surrogate is not None:
+        other, _ = _load_model_or_checkpoint(str(surrogate), trust_code, _check_device(device))
     try:
         report = diagnose(
             model,
@@ -376,7 +421,7 @@ def diagnose_cmd(
 
 @app.command("curve")
 def curve_cmd(
-    checkpoint: Path = typer.Argument(..., help="checkpoint written by robustrank"),
+    checkpoint: CheckpointArg,
     out: Path = typer.Option(..., help="directory for curve.json and curve.png"),
     eps_grid: str = typer.Option(
         "0,0.01,0.02,0.03,0.05,0.075,0.1,0.15,0.2,0.3", help="comma-separated eps values"
@@ -384,16 +429,16 @@ def curve_cmd(
     attack: str = typer.Option("fab", help=f"{_ATTACKS}; fab: one minimal-perturbation run"),
     confirm: str = typer.Option(None, help="fixed-eps attack confirming points, e.g. autoattack"),
     confirm_eps: str = typer.Option(None, help="comma-separated eps to confirm (default: grid)"),
-    n: int = typer.Option(1000, help="size of the fixed seeded test subset"),
-    dataset: str = typer.Option(None, help=f"{_DATASETS} (default: checkpoint metadata)"),
-    data_path: Path = typer.Option(None, help="file or directory of a dataset that needs one"),
-    batch_size: int = typer.Option(500, help="inputs per batch"),
+    n: SubsetOpt = 1000,
+    dataset: DatasetOpt = None,
+    data_path: DataPathOpt = None,
+    batch_size: BatchOpt = 500,
     seed: int = typer.Option(0, help="seed of the test subset and of seeded attacks"),
-    device: str = typer.Option(None, help="cpu | cuda (default: cpu)"),
+    device: DeviceOpt = None,
     overwrite: bool = typer.Option(False, help="replace existing curve files"),
-    data_dir: Path = typer.Option(None, help="data cache directory"),
-    progress: bool = typer.Option(True, help="show progress bars"),
-    trust_code: bool = typer.Option(False, "--trust-code", help=TRUST_HELP),
+    data_dir: DataDirOpt = None,
+    progress: ProgressOpt = True,
+    trust_code: TrustOpt = False,
 ) -> None:
     """Robust accuracy and fooling ratio against eps (a robustness curve) with its figure."""
     import json
@@ -407,9 +452,16 @@ def curve_cmd(
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
         _fail(f"{', '.join(existing)} exist; refusing to overwrite (pass --overwrite)")
-    model, meta = _load_model_or_checkpoint(str(checkpoint), trust_code, _check_device(device))
-    ref = _dataset_ref(model, meta, dataset, data_path)
-    x, y = _test_subset(ref, n, seed, data_dir)
+    model, _, ref, x, y = _model_and_subset(
+        checkpoint,
+        trust_code=trust_code,
+        device=device,
+        dataset=dataset,
+        data_path=data_path,
+        n=n,
+        seed=seed,
+        data_dir=data_dir,
+    )
     grid = _parse_eps_grid(eps_grid)
     conf = None if confirm_eps is None else _parse_eps_grid(confirm_eps)
     try:
