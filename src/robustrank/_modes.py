@@ -1,13 +1,15 @@
-"""Mode handling shared by attacks, evaluation and layer probing."""
+"""Mode handling shared by attacks, evaluation, layer probing and runs: eval mode and the
+CPU thread count."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
-__all__ = ["eval_mode"]
+__all__ = ["eval_mode", "torch_threads"]
 
 
 @contextmanager
@@ -24,3 +26,21 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``torch.set_num_threads(threads)`` and restore the previous count on exit.
+
+    ``None`` leaves PyTorch's setting alone. A run's thread count is part of the run: float
+    reductions may be ordered differently with another count.
+    """
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from .._io import atomic_write_text
 from .._types import PositiveInt
 from ..training import TrainConfig
 
-__all__ = ["EvaluationSpec", "evaluate_runs"]
+__all__ = ["EvaluationSpec", "evaluate_run", "cached_evaluation", "evaluate_runs"]
 
 Budget = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -60,11 +60,19 @@ class EvaluationSpec(_Strict):
     """The ``evaluation:`` entry of a reproduce profile."""
 
     eps: Budget = 0.05
-    n: PositiveInt = Field(1000, description="test inputs for PGD-20, AutoAttack and the curve")
+    n: PositiveInt = Field(1000, description="test inputs for PGD-20, the attack and the curve")
     seed: int = Field(1, description="seed of the test subset")
-    autoattack: dict[str, Any] = Field(default_factory=dict, description="AutoAttack options")
+    attack: str = Field("autoattack", description="the strong attack, by registered name")
+    options: dict[str, Any] = Field(default_factory=dict, description="options of the attack")
     curve: CurveSpec | None = Field(default_factory=CurveSpec)
     diagnostics: DiagnosticsSpec | None = Field(default_factory=DiagnosticsSpec)
+
+    @field_validator("attack")
+    @classmethod
+    def _known_attack(cls, name: str) -> str:
+        from ..attacks import get_attack
+
+        return get_attack(name).name  # raises naming the registered attacks
 
 
 def _sha256(path: Path) -> str:
@@ -75,8 +83,12 @@ def _cache_key(spec: EvaluationSpec, checkpoint: Path) -> str:
     return json.dumps({"spec": spec.model_dump(), "checkpoint": _sha256(checkpoint)})
 
 
-def _eval_one(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) -> dict[str, Any]:
-    """PGD-20 and AutoAttack at eps, the curve and the diagnostics of one checkpoint."""
+def evaluate_run(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) -> dict[str, Any]:
+    """PGD-20 and the strong attack at eps, the curve and the diagnostics of one checkpoint.
+
+    Keys: ``"pgd"`` and ``spec.attack`` (each an ``EvalResult.to_dict()``), ``"curve"`` and
+    ``"diagnostics"`` when the spec asks for them.
+    """
     from ..attacks import create_attack
     from ..curves import robustness_curve
     from ..data import eval_subset, load_dataset
@@ -90,9 +102,9 @@ def _eval_one(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) -> di
     x, y = x.to(config.device), y.to(config.device)
     out: dict[str, Any] = {}
     pgd = evaluate(model, create_attack("pgd", model, spec.eps, seed=0), x, y, early_stop=True)
-    aa = create_attack("autoattack", model, spec.eps, **spec.autoattack)
-    auto = evaluate(model, aa, x, y, early_stop=True, checks=False)
-    out["pgd"], out["autoattack"] = pgd.to_dict(), auto.to_dict()
+    strong = create_attack(spec.attack, model, spec.eps, **spec.options)
+    auto = evaluate(model, strong, x, y, early_stop=True, checks=False)
+    out["pgd"], out[spec.attack] = pgd.to_dict(), auto.to_dict()
     if spec.curve is not None:
         t0 = time.perf_counter()
         curve = robustness_curve(
@@ -100,7 +112,7 @@ def _eval_one(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) -> di
         )
         curve.seconds = time.perf_counter() - t0
         curve.fold("pgd", spec.eps, pgd.fooled)
-        curve.fold("autoattack", spec.eps, auto.fooled)
+        curve.fold(spec.attack, spec.eps, auto.fooled)
         out["curve"] = curve.to_dict()
     if spec.diagnostics is not None:
         d = spec.diagnostics
@@ -112,6 +124,23 @@ def _eval_one(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) -> di
     return out
 
 
+def cached_evaluation(
+    config: TrainConfig, checkpoint: Path, spec: EvaluationSpec, cache: Path
+) -> dict[str, Any]:
+    """:func:`evaluate_run`, cached in ``cache`` under the spec and the checkpoint's SHA-256
+    (written atomically, with its time in ``"seconds"``)."""
+    key = _cache_key(spec, checkpoint)
+    if cache.exists():
+        saved = json.loads(cache.read_text("utf-8"))
+        if saved.get("key") == key:
+            return saved["result"]
+    t0 = time.perf_counter()
+    result = evaluate_run(config, checkpoint, spec)
+    result["seconds"] = time.perf_counter() - t0
+    atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=2) + "\n")
+    return result
+
+
 def evaluate_runs(
     configs: list[TrainConfig], runs_dir: Path, spec: EvaluationSpec | None, progress: bool
 ) -> dict[str, dict[str, Any]]:
@@ -119,19 +148,12 @@ def evaluate_runs(
     if spec is None:
         return {}
     cache_dir = runs_dir.parent / "evaluation"
-    results: dict[str, dict[str, Any]] = {}
-    for config in tqdm(configs, desc="evaluate", unit="run", disable=not progress):
-        checkpoint = runs_dir / config.name / "final.safetensors"
-        cache = cache_dir / f"{config.name}.json"
-        key = _cache_key(spec, checkpoint)
-        if cache.exists():
-            saved = json.loads(cache.read_text("utf-8"))
-            if saved.get("key") == key:
-                results[config.name] = saved["result"]
-                continue
-        t0 = time.perf_counter()
-        result = _eval_one(config, checkpoint, spec)
-        result["seconds"] = time.perf_counter() - t0
-        atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=2) + "\n")
-        results[config.name] = result
-    return results
+    return {
+        config.name: cached_evaluation(
+            config,
+            runs_dir / config.name / "final.safetensors",
+            spec,
+            cache_dir / f"{config.name}.json",
+        )
+        for config in tqdm(configs, desc="evaluate", unit="run", disable=not progress)
+    }

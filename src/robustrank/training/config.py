@@ -86,12 +86,17 @@ class ModelConfig(_Strict):
 class InitConfig(_Strict):
     """Where the weights start: fresh (seeded) init, a checkpoint, or a preset's final run.
 
-    ``from_preset`` resolves to the sibling run directory ``<out_dir>/../<preset>``; if that
-    run is not finished it is trained (or resumed) first, with this run's seed and device.
+    ``from_preset`` resolves to the sibling run directory ``<out_dir>/../<preset>``, or to
+    ``preset_run`` when given (relative to this run's directory); if that run is not
+    finished it is trained (or resumed) first, with this run's seed and device.
     """
 
     checkpoint: Path | None = None
     from_preset: str | None = None
+    preset_run: Annotated[
+        Path | None,
+        Field(description="run directory of from_preset, relative to this run's directory"),
+    ] = None
 
     @model_validator(mode="after")
     def _one(self) -> InitConfig:
@@ -100,6 +105,8 @@ class InitConfig(_Strict):
                 "set at most one of init.checkpoint and init.from_preset (fine-tune from a "
                 "checkpoint file or from a preset's finished run, not both)"
             )
+        if self.preset_run is not None and self.from_preset is None:
+            raise ValueError("init.preset_run is the run directory of init.from_preset; set both")
         return self
 
 
@@ -263,6 +270,13 @@ class TrainConfig(_Strict):
     history: HistoryConfig = HistoryConfig()
     checkpoint_every_epoch: bool = False
     device: str = "cpu"
+    threads: Annotated[
+        PositiveInt | None,
+        Field(
+            description="CPU threads of the run (torch.set_num_threads); fixed per run so its "
+            "numbers do not depend on where it runs. null: PyTorch's default"
+        ),
+    ] = None
 
     @field_validator("device")
     @classmethod

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .._io import atomic_write_bytes
+from .._modes import torch_threads
 from ..models import save_checkpoint, use_fast_layout
 from ..regularizers import Regularizer
 from .config import ConfigError, TrainConfig
@@ -154,7 +155,7 @@ def _train(
     if contents and (CONFIG_FILE not in contents or not (resume or overwrite)):
         _prepare_dir(config, out_dir, resume, overwrite)  # raises: not a run dir / not empty
     config = _pin_data(config)
-    with _run_lock(out_dir):
+    with _run_lock(out_dir), torch_threads(config.threads):
         t_call = time.perf_counter()
         mode = _prepare_dir(config, out_dir, resume, overwrite)
         if mode == "done":

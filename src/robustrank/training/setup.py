@@ -210,6 +210,8 @@ def _from_preset_run(
     if name in stack:
         raise ConfigError(f"init.from_preset cycle: {' -> '.join((*stack, name))}")
     parent_dir = out_dir.parent / name
+    if config.init.preset_run is not None:
+        parent_dir = out_dir / config.init.preset_run
     if (parent_dir / DONE_FILE).exists():
         return parent_dir
     _log(

@@ -1,0 +1,28 @@
+"""Execution of many runs: one interface, a local executor and a Ray executor.
+
+Every multi-run command (``reproduce``, ``sweep``) builds :class:`RunTask` objects (a run
+directory, its config, what it waits for, its evaluation) and hands them to an executor
+from :func:`create_executor`. A run's numbers do not depend on the executor: its thread
+count is part of its config, and all state lives in its run directory, so a task that is
+retried (a dead Ray worker) or re-run (an interrupted sweep) resumes where it stopped.
+"""
+
+from .base import Executor, check_dependencies, dependency_order
+from .local import LocalExecutor
+from .registry import ExecutorName, create_executor, list_executors
+from .tasks import EVALUATION_FILE, ExecutionError, RunOutcome, RunTask, run_task
+
+__all__ = [
+    "Executor",
+    "ExecutorName",
+    "ExecutionError",
+    "LocalExecutor",
+    "RunOutcome",
+    "RunTask",
+    "EVALUATION_FILE",
+    "check_dependencies",
+    "create_executor",
+    "dependency_order",
+    "list_executors",
+    "run_task",
+]
