@@ -35,6 +35,7 @@ __all__ = [
     "plot_fcnn_w1",
     "plot_cnn_kernels",
     "plot_robustness_curves",
+    "plot_forest",
 ]
 
 
@@ -474,4 +475,55 @@ def plot_robustness_curves(curves: Mapping[str, Any], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     fig.subplots_adjust(bottom=0.3)
     _legend_below(fig, axes)
+    return save_figure(fig, path, dpi=110)
+
+
+# --------------------------------------------------------------------------- forest plot
+
+_VERDICT_COLOURS = {
+    "supported": "tab:green",
+    "contradicted": "tab:red",
+    "inconclusive": "tab:gray",
+}
+
+
+def _comparison_record(comparison: Any) -> dict[str, Any]:
+    return comparison.to_dict() if hasattr(comparison, "to_dict") else _as_dict(comparison)
+
+
+def plot_forest(comparisons: Sequence[Any], path: str | Path, title: str) -> Path:
+    """Forest plot of one claim (Lewis & Clarke, 2001): one row per comparison, the
+    difference and its 95% interval as a horizontal bar, a line at 0, coloured by verdict.
+
+    ``comparisons``: :class:`robustrank.stats.Comparison` objects (or their ``to_dict()``);
+    each row's label notes the claimed sign of the difference.
+    """
+    records = [_comparison_record(c) for c in comparisons]
+    if not records:
+        raise ValueError("plot_forest needs at least one comparison; pass the claim's rows")
+    fig = Figure(figsize=(7.5, 1.2 + 0.45 * len(records)))
+    ax = fig.subplots()
+    ys = np.arange(len(records))[::-1]
+    for y, rec in zip(ys, records):
+        colour = _VERDICT_COLOURS.get(str(rec["verdict"]), "tab:gray")
+        ci = rec.get("ci95")
+        if ci is not None:
+            ax.plot(ci, [y, y], color=colour, linewidth=3, solid_capstyle="butt")
+        ax.plot([rec["difference"]], [y], marker="o" if ci else "x", color="black", ms=5)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    sign = {"greater": ">", "less": "<"}
+    ax.set_yticks(ys)
+    labels = [r["label"] or f"#{i}" for i, r in enumerate(records)]
+    ax.set_yticklabels(
+        [f"{lab}  (claim {sign[r['direction']]} 0)" for lab, r in zip(labels, records)], fontsize=8
+    )
+    ax.set_ylim(-0.7, len(records) - 0.3)
+    ax.set_xlabel("difference a - b (95% interval)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    for verdict, colour in _VERDICT_COLOURS.items():
+        ax.plot([], [], color=colour, linewidth=3, label=verdict)
+    if any(r.get("ci95") is None for r in records):
+        ax.plot([], [], "x", color="black", label="no interval (one seed)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return save_figure(fig, path, dpi=110)
