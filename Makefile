@@ -13,7 +13,7 @@ OUT ?= results/$(PROFILE)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(PIP) install -q -c constraints.txt -e '.[test,ray,sweep]'
 	touch $@
 
 install: $(STAMP)

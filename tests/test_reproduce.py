@@ -97,7 +97,7 @@ def test_tiny_profile_evaluates_every_model_with_autoattack_curves_and_diagnosti
     out = tiny.out_dir
     results = json.loads((out / "results.json").read_text())
     for name, ev in results["evaluations"].items():
-        assert (out / "evaluation" / f"{name}.json").is_file()
+        assert (out / "runs" / name / "evaluation.json").is_file()
         pgd, aa = ev["pgd"], ev["autoattack"]
         assert pgd["n"] == aa["n"] == 60 and pgd["n_correct"] == aa["n_correct"]
         # the ensemble contains APGD-CE, so it is never weaker than PGD-20 by more than

@@ -13,6 +13,7 @@ import typer
 
 from .attacks import list_attacks
 from .data import list_datasets
+from .execution import ExecutorName
 
 app = typer.Typer(
     help="robustrank: low-rank and sparse weights vs. adversarial robustness.",
@@ -38,6 +39,34 @@ DeviceOpt = Annotated[str | None, typer.Option(help="cpu | cuda (default: cpu)")
 DataDirOpt = Annotated[Path | None, typer.Option(help="data cache directory")]
 ProgressOpt = Annotated[bool, typer.Option(help="show progress bars")]
 TrustOpt = Annotated[bool, typer.Option("--trust-code", help=TRUST_HELP)]
+
+# options of the commands that run many runs (reproduce, sweep): see robustrank.execution
+ExecutorOpt = Annotated[
+    ExecutorName,
+    typer.Option(
+        help="where runs go: local (this process, one after another) or ray (parallel Ray "
+        "tasks; needs the ray extra of robustrank)"
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="ray: CPUs of the local Ray instance (default: all cores)"),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="ray: join this cluster (HOST:PORT) instead of starting one (default: "
+        "$RAY_ADDRESS); --out must be on a filesystem every node mounts at the same path"
+    ),
+]
+ThreadsOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="CPU threads of every run (a Ray task reserves as many CPUs); fixed per run, so "
+        "results do not depend on --executor or --workers",
+    ),
+]
 
 
 def _fail(message: str) -> None:
@@ -679,8 +708,13 @@ def reproduce_cmd(
     seed: int = typer.Option(None, help="override every run's seed"),
     overwrite: bool = typer.Option(False, help="discard earlier runs in the output directory"),
     progress: bool = typer.Option(True, help="show progress bars"),
+    executor: ExecutorOpt = ExecutorName.local,
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
+    threads: ThreadsOpt = 1,
 ) -> None:
     """Train every model of Section 5 and write the tables, figures, claims and report."""
+    from .execution import ExecutionError
     from .experiments.reproduce import ReproduceError, reproduce
 
     try:
@@ -692,8 +726,12 @@ def reproduce_cmd(
             seed=seed,
             overwrite=overwrite,
             progress=progress,
+            executor=executor,
+            workers=workers,
+            address=address,
+            threads=threads,
         )
-    except (ReproduceError, ValueError) as err:
+    except (ReproduceError, ExecutionError, ValueError) as err:
         _fail(str(err))
     for key, title in (("table1", "Table 1 (FCNN, MNIST)"), ("table2", "Table 2 (CNN, F-MNIST)")):
         rows = result.tables[key]
@@ -713,6 +751,148 @@ def reproduce_cmd(
     for claim in result.claims:
         typer.echo(f"{claim.claim}: {claim.verdict.upper()} ({claim.evidence[0]})")
     typer.echo(f"\nreport: {result.report_html}  ({result.wall_time / 60:.1f} min)")
+
+
+@app.command("budgets")
+def budgets_cmd(
+    family: str = typer.Option(..., help="model family of the fine-tuning presets (fcnn, cnn)"),
+    max_epochs: int = typer.Option(100, min=1, help="epochs of every fine-tune"),
+    out: Path = typer.Option(..., help="study directory (runs, budgets.json/csv/md, figure)"),
+    natural_run: Path = typer.Option(
+        None, help="finished natural run to fine-tune (default: train it into OUT/runs)"
+    ),
+    preset: list[str] = typer.Option(None, help="fine-tuning preset (repeat; default: all)"),
+    every: int = typer.Option(1, min=1, help="epochs between history rows"),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="config override KEY=VALUE, dotted key, YAML value (repeat), e.g. "
+        "history.track_mi=false",
+    ),
+    executor: ExecutorOpt = ExecutorName.local,
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = 1,
+    progress: ProgressOpt = True,
+) -> None:
+    """Clean accuracy, fooling ratios and structure against fine-tuning epochs (one long
+    run per preset; every shorter budget is read off it)."""
+    from .execution import ExecutionError
+    from .experiments.budgets import budget_study, budgets_markdown, parse_overrides
+
+    try:
+        study = budget_study(
+            family,
+            out,
+            max_epochs=max_epochs,
+            presets=preset or None,
+            natural_run=natural_run,
+            every=every,
+            overrides=parse_overrides(set_ or []),
+            executor=executor,
+            workers=workers,
+            threads=threads,
+            progress=progress,
+        )
+    except (ExecutionError, ValueError) as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        typer.secho("interrupted; re-run the same command to resume the study", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(budgets_markdown(study))
+    typer.echo(f"wrote {', '.join(str(p) for p in study.files.values())}")
+
+
+# === sweep commands ===
+
+
+def _sweep_list() -> None:
+    from .sweeps import list_specs, list_strategies
+
+    for name, description in list_specs().items():
+        typer.echo(f"{name}\n    {description}")
+    typer.echo("\nstrategies: " + "; ".join(f"{k}: {v}" for k, v in list_strategies().items()))
+
+
+def _sweep_status(directory: Path | None) -> None:
+    from .sweeps import SweepError, sweep_status
+
+    if directory is None:
+        _fail("give the sweep directory: robustrank sweep status DIR")
+    try:
+        typer.echo(sweep_status(directory).format())
+    except (SweepError, OSError, ValueError, KeyError) as err:
+        _fail(str(err))
+
+
+def _echo_sweep(result) -> None:
+    typer.echo(
+        f"\n{len(result.rows)} trials in {result.out_dir}; Pareto front: "
+        f"{', '.join(result.front) or '-'}"
+    )
+    typer.echo(f"{'combination':<60} {'seeds':>5} {'clean acc.':>15} {'robust acc.':>15}")
+    for c in result.combinations[:10]:
+        typer.echo(
+            f"{c.label()[:60]:<60} {c.clean.n_seeds:>5} {c.clean.format(4):>15} "
+            f"{c.robust.format(4):>15}"
+        )
+    if result.comparison is not None:
+        typer.echo(f"\n{result.comparison.text}")
+    typer.echo(f"\nreport: {result.report_html}  ({result.wall_time / 60:.1f} min)")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    target: str = typer.Argument(
+        ..., help="a spec file or bundled spec name; `status` (then DIR) or `list`"
+    ),
+    directory: Path = typer.Argument(None, help="with `status`: the sweep directory"),
+    out: Path = typer.Option(None, "--out", help="the sweep directory (trials, tables, report)"),
+    executor: ExecutorOpt = ExecutorName.local,
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="delete the sweep in --out first (e.g. another spec's)"
+    ),
+    progress: ProgressOpt = True,
+    trust_code: TrustOpt = False,
+) -> None:
+    """Sweep a search space (lambdas per layer, eps, epochs, seeds): one run per trial.
+
+    robustrank sweep SPEC --out DIR: run a sweep, or resume it in DIR.
+
+    robustrank sweep status DIR: trials done/running/pending and the best so far.
+
+    robustrank sweep list: the bundled specs (usable by name).
+    """
+    from .execution import ExecutionError
+    from .sweeps import SpecError, SweepError, run_sweep
+    from .training import ConfigError, RunError
+
+    if target == "list" and directory is None:
+        return _sweep_list()
+    if target == "status":
+        return _sweep_status(directory if directory is not None else out)
+    if directory is not None:
+        _fail(f"unexpected argument {directory}; write robustrank sweep SPEC --out DIR")
+    if out is None:
+        _fail("give the sweep directory: robustrank sweep SPEC --out DIR")
+    try:
+        result = run_sweep(
+            target,
+            out,
+            executor=executor,
+            workers=workers,
+            address=address,
+            progress=progress,
+            overwrite=overwrite,
+            trust_code=trust_code,
+        )
+    except (SpecError, SweepError, ExecutionError, ConfigError, RunError, ValueError) as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        typer.secho("interrupted; re-run the same command to resume the sweep", err=True)
+        raise typer.Exit(130) from None
+    _echo_sweep(result)
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "plot_cnn_kernels",
     "plot_robustness_curves",
     "plot_forest",
+    "plot_budget_curves",
 ]
 
 
@@ -526,4 +527,87 @@ def plot_forest(comparisons: Sequence[Any], path: str | Path, title: str) -> Pat
     if any(r.get("ci95") is None for r in records):
         ax.plot([], [], "x", color="black", label="no interval (one seed)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return save_figure(fig, path, dpi=110)
+
+
+# --------------------------------------------------------------------------- fine-tuning budgets
+
+_FR_STYLES = {"pgd": {"linewidth": 1.6}, "fgsm": {"linewidth": 0.8, "linestyle": ":"}}
+
+
+def _budget_panel(ax, series: dict[str, list[dict]], key: str, **extra: Any) -> None:
+    names = list(series)
+    for name, rows in series.items():
+        xs, ys = [], []
+        for r in rows:
+            v = r.get(key)
+            if v is not None and v == v:
+                xs.append(float(r["epoch"]))
+                ys.append(float(v))
+        if xs:
+            style = {**_line_style(name, names), "linestyle": "-", **extra}
+            ax.plot(xs, ys, marker="o", markersize=2, label=name, **style)
+
+
+def _natural_marker(ax, natural: Mapping[str, Any] | None, key: str) -> None:
+    v = None if natural is None else natural.get(key)
+    if v is not None and v == v:
+        ax.plot([0.0], [float(v)], marker="*", ms=11, color="black", ls="none", label="natural")
+
+
+def plot_budget_curves(
+    series: dict[str, list[dict]],
+    path: str | Path,
+    *,
+    paper: Mapping[str, float | None],
+    natural: Mapping[str, Any] | None = None,
+    layers: Sequence[str] = ("W1",),
+    title: str = "",
+) -> Path:
+    """Clean accuracy, fooling ratios, effective rank and sparsity against fine-tuning
+    epochs, one line per run (the paper's Tables 1-2 and Figure 5 against the budget).
+
+    ``series`` maps a run to rows with ``epoch``, ``test_acc``, ``fr_<attack>``,
+    ``eff_rank_<layer>`` and ``eff_sparsity_<layer>``. ``paper`` gives each run's Table
+    accuracy (a dashed line in the run's colour); ``natural`` the natural run's final row
+    (a star at epoch 0). Fooling ratios: PGD thick, FGSM dotted, others dash-dotted thin.
+    One row of (rank, sparsity) panels per layer in ``layers``.
+    """
+    fig, axes = _subplots(1 + len(layers), 2, figsize=(10.0, 3.4 * (1 + len(layers))))
+    ax_acc, ax_fr = axes[0]
+    names = list(series)
+    _budget_panel(ax_acc, series, "test_acc")
+    for name in names:
+        if paper.get(name) is not None:
+            colour = _line_style(name, names)["color"]
+            ax_acc.axhline(paper[name], color=colour, linestyle="--", linewidth=0.9, alpha=0.8)
+    _natural_marker(ax_acc, natural, "test_acc")
+    ax_acc.set_title("clean accuracy (dashed: the paper's)")
+    attacks = sorted(
+        {k[3:] for rows in series.values() for r in rows for k in r if k.startswith("fr_")},
+        key=lambda a: (a != "pgd", a),
+    )
+    for attack in attacks:
+        style = _FR_STYLES.get(attack, {"linewidth": 0.8, "linestyle": "-."})
+        _budget_panel(ax_fr, series, f"fr_{attack}", **style)
+        _natural_marker(ax_fr, natural, f"fr_{attack}")
+        ax_fr.plot([], [], color="gray", label=attack.upper(), **style)
+    ax_fr.legend(fontsize=7, handles=ax_fr.get_lines()[-len(attacks) :] if attacks else [])
+    ax_fr.set_title("fooling ratio at eps (" + ", ".join(a.upper() for a in attacks) + ")")
+    for i, layer in enumerate(layers, start=1):
+        for ax, metric, label in (
+            (axes[i, 0], "eff_rank", "effective rank"),
+            (axes[i, 1], "eff_sparsity", "effective sparsity"),
+        ):
+            _budget_panel(ax, series, f"{metric}_{layer}")
+            _natural_marker(ax, natural, f"{metric}_{layer}")
+            ax.set_title(f"{layer}: {label}")
+            ax.ticklabel_format(axis="y", useOffset=False)
+    for ax in axes.flat:
+        ax.set_xlabel("fine-tuning epochs")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(bottom=0.12 + 0.02 * len(names), hspace=0.35)
+    _legend_below(fig, axes)
     return save_figure(fig, path, dpi=110)

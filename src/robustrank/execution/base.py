@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 from .tasks import ExecutionError, RunOutcome, RunTask
 
-__all__ = ["Executor", "OnDone", "check_dependencies", "dependency_order"]
+__all__ = ["Executor", "OnDone", "check_dependencies", "dependency_order", "task_failure"]
 
 OnDone = Callable[[RunOutcome], None]
 
@@ -81,3 +81,21 @@ def dependency_order(tasks: Sequence[RunTask]) -> list[int]:
     for i in range(len(tasks)):
         visit(i, (tasks[i].run_dir,))
     return order
+
+
+def task_failure(task: RunTask, cause: BaseException) -> Exception:
+    """``cause``, the error a task raised, naming the run: the same type (so callers can
+    still catch e.g. ``RunError``) and message, prefixed with ``run NAME in RUN_DIR:``.
+
+    Every executor raises this, so the message names the failed run whichever ran it. A
+    type that cannot be rebuilt from one message becomes a ``ValueError`` (if it was one)
+    or an :class:`~.tasks.ExecutionError`.
+    """
+    message = f"run {task.name} in {task.run_dir}: {cause}"
+    try:
+        err = type(cause)(message)
+        if isinstance(err, Exception) and str(err) == message:
+            return err
+    except Exception:  # noqa: BLE001 - any constructor that does not take one message
+        pass
+    return ValueError(message) if isinstance(cause, ValueError) else ExecutionError(message)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-from .base import OnDone, check_dependencies, dependency_order
+from .base import OnDone, check_dependencies, dependency_order, task_failure
 from .tasks import RunOutcome, RunTask, run_task
 
 __all__ = ["LocalExecutor"]
@@ -36,7 +36,10 @@ class LocalExecutor:
         try:
             for i in dependency_order(tasks):
                 bar.set_postfix_str(tasks[i].name)
-                outcome = run_task(tasks[i], progress=progress and self.progress_per_run)
+                try:
+                    outcome = run_task(tasks[i], progress=progress and self.progress_per_run)
+                except Exception as err:
+                    raise task_failure(tasks[i], err) from err
                 outcomes[i] = outcome
                 if on_done is not None:
                     on_done(outcome)

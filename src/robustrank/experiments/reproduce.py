@@ -2,10 +2,14 @@
 Tables 1 and 2, the equivalents of Figures 1-10, the Section 3 figure, the claims, and an
 offline HTML report.
 
-Runs are ordinary training runs (``robustrank.training.train``) under ``OUT/runs/<preset>``;
-a finished run is reused and an interrupted one resumed, so calling :func:`reproduce` again
-continues where it stopped. Everything derived (figures, tables, report) is rebuilt from
-the runs each time.
+Runs are ordinary training runs (``robustrank.training.train``) under ``OUT/runs/<preset>``,
+each one a :class:`~robustrank.execution.RunTask` (train, then the strong evaluation of its
+final model, cached in the run directory) handed to an executor: ``local`` (this process,
+one run after another) or ``ray`` (in parallel, on this machine or a cluster). A finished
+run is reused and an interrupted one resumed, so calling :func:`reproduce` again continues
+where it stopped. Every run's ``threads`` is set to the same value, so its numbers do not
+depend on the executor or the number of workers. Everything derived (figures, tables,
+report) is rebuilt from the runs each time.
 
 The steps live in sibling modules: :mod:`.profiles` (what runs), :mod:`.robust_eval`
 (AutoAttack, robustness curves and diagnostics of every final model), :mod:`.summary` (run
@@ -16,18 +20,21 @@ summaries and Tables 1-2), :mod:`.claims` (the verdicts), :mod:`.figures` and
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text as write_text_atomic
-from ..training import TrainConfig, train
+from ..execution import Executor, ExecutorName, LocalExecutor, RunTask, create_executor
+from ..training import TrainConfig, config_from_dict
+from ..training.rundir import read_history
 from .claims import Claim, assess_claims
 from .figures import _figures
 from .profiles import Profile, ProfileName, load_profile, profile_configs
 from .report_builder import ReproduceResult, _write_outputs
-from .robust_eval import EvaluationSpec, evaluate_runs
+from .robust_eval import EvaluationSpec
 from .summary import RunSummary, _summarise, _tables, table_attacks
 from .summary import _method as _method  # re-exported: tests and callers import it from here
 
@@ -96,30 +103,51 @@ def _only_preset_runs(out: Path, configs: list[TrainConfig]) -> bool:
     return all(run.is_dir() and run.name in names for run in entries[0].iterdir())
 
 
-def _run_all(
-    configs: list[TrainConfig], runs_dir: Path, progress: bool
-) -> dict[str, list[dict[str, Any]]]:
-    """Train (or reuse, or resume) every run in order; their histories by run name."""
-    from tqdm.auto import tqdm
+def _with_threads(configs: list[TrainConfig], threads: int) -> list[TrainConfig]:
+    """Every config with ``threads`` CPU threads (validated like any config key)."""
+    return [
+        config_from_dict({**c.plain(), "threads": threads}, source=f"--threads for {c.name}")
+        for c in configs
+    ]
 
-    histories: dict[str, list[dict[str, Any]]] = {}
-    bar = tqdm(total=len(configs), desc="reproduce", unit="run", disable=not progress)
+
+def _tasks(
+    configs: list[TrainConfig], runs_dir: Path, spec: EvaluationSpec | None
+) -> list[RunTask]:
+    """One task per run: train into ``runs_dir/<name>`` after the run it fine-tunes, then
+    evaluate the final model with ``spec``."""
+    evaluation = spec.model_dump() if spec is not None else None
+    tasks = []
+    for config in configs:
+        run_dir = runs_dir / config.name
+        after: tuple[str, ...] = ()
+        if config.init.from_preset is not None:  # train() resolves the parent the same way
+            parent = runs_dir / config.init.from_preset
+            if config.init.preset_run is not None:
+                parent = run_dir / config.init.preset_run
+            after = (os.path.normpath(parent),)
+        tasks.append(RunTask(config.plain(), os.path.normpath(run_dir), after, evaluation))
+    return tasks
+
+
+def _run_all(
+    configs: list[TrainConfig],
+    runs_dir: Path,
+    spec: EvaluationSpec | None,
+    executor: Executor,
+    progress: bool,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """Train (or reuse, or resume) and evaluate every run on ``executor``; the histories
+    and the strong evaluations by run name."""
+    tasks = _tasks(configs, runs_dir, spec)
+    runs_dir.mkdir(parents=True, exist_ok=True)  # where every worker must see the runs
     try:
-        for i, config in enumerate(configs, 1):
-            run_dir = runs_dir / config.name
-            bar.set_postfix_str(f"{i}/{len(configs)} {config.name}")
-            started = run_dir.is_dir() and any(run_dir.iterdir())
-            try:
-                result = train(config, run_dir, resume=started, progress=progress)
-            except ValueError as err:
-                raise ReproduceError(
-                    f"run {config.name} in {run_dir}: {err}. Use another --out or --overwrite"
-                ) from err
-            histories[config.name] = result.history
-            bar.update(1)
-    finally:
-        bar.close()
-    return histories
+        outcomes = executor.map(tasks, progress=progress)
+    except ValueError as err:  # RunError is a ValueError; the message names the run
+        raise ReproduceError(f"{err}. Use another --out or --overwrite") from err
+    histories = {t.name: read_history(t.run_dir) for t in tasks}
+    evaluations = {o.name: o.evaluation for o in outcomes if o.evaluation is not None}
+    return histories, evaluations
 
 
 def _theory(out: Path, spec: dict[str, Any]) -> tuple[dict[str, Any], Path]:
@@ -151,6 +179,10 @@ def reproduce(
     seed: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    executor: str | ExecutorName = ExecutorName.local,
+    workers: int | None = None,
+    address: str | None = None,
+    threads: int = 1,
 ) -> ReproduceResult:
     """Train every model of Section 5 and render the paper's tables, figures and claims.
 
@@ -164,15 +196,25 @@ def reproduce(
         seed: override every run's seed.
         overwrite: discard previous runs in ``out``.
         progress: show progress bars.
+        executor: ``"local"`` (this process, one run after another) or ``"ray"`` (Ray
+            tasks; see :class:`~robustrank.execution.ray_executor.RayExecutor`).
+        workers: ray: CPUs of the local Ray instance (default: all cores).
+        address: ray: join this cluster (``HOST:PORT``) instead; default ``RAY_ADDRESS``.
+            ``OUT`` must then be on a filesystem every node mounts at the same path.
+        threads: CPU threads of every run (its ``threads`` config key; a Ray task reserves
+            as many CPUs). Fixed per run, so the numbers do not depend on the executor or
+            on ``workers``; runs reused from ``out`` must have been trained with the same.
     """
     t0 = time.perf_counter()
     prof = load_profile(profile)
     out = Path(out) if out is not None else Path("results") / prof.name
-    configs = profile_configs(prof, only=only, device=device, seed=seed)
-    _check_out_dir(out, prof, configs, overwrite)
-    runs_dir = out / "runs"
-    histories = _run_all(configs, runs_dir, progress)
-    evaluations = evaluate_runs(configs, runs_dir, prof.evaluation, progress)
+    configs = _with_threads(profile_configs(prof, only=only, device=device, seed=seed), threads)
+    with create_executor(executor, workers=workers, address=address) as runner:
+        if isinstance(runner, LocalExecutor):
+            runner.progress_per_run = True  # each run's epoch bar, as `train` shows it
+        _check_out_dir(out, prof, configs, overwrite)
+        runs_dir = out / "runs"
+        histories, evaluations = _run_all(configs, runs_dir, prof.evaluation, runner, progress)
     runs = {c.name: _summarise(c, histories[c.name], evaluations.get(c.name)) for c in configs}
     theory, theory_png = _theory(out, prof.theory) if prof.theory else (None, None)
     figures = _figures(out, configs, histories, runs_dir, evaluations)

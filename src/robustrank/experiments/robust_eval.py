@@ -9,8 +9,9 @@ After training, each run's final checkpoint is evaluated at the profile's eps (t
   AutoAttack's successes at eps folded in (per-example worst case);
 * the gradient-masking diagnostics of :mod:`robustrank.diagnostics`.
 
-Results are cached per run in ``OUT/evaluation/<run>.json``, keyed by the settings and the
-checkpoint's SHA-256, so a repeated reproduce only evaluates what changed.
+Results are cached per run in its run directory (``OUT/runs/<run>/evaluation.json``, written
+by :func:`robustrank.execution.run_task`), keyed by the settings and the checkpoint's
+SHA-256, so a repeated reproduce only evaluates what changed.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from tqdm.auto import tqdm
 
 from .._io import atomic_write_text
 from .._types import PositiveInt
 from ..training import TrainConfig
 
-__all__ = ["EvaluationSpec", "evaluate_run", "cached_evaluation", "evaluate_runs"]
+__all__ = ["EvaluationSpec", "evaluate_run", "cached_evaluation"]
 
 Budget = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -139,21 +139,3 @@ def cached_evaluation(
     result["seconds"] = time.perf_counter() - t0
     atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=2) + "\n")
     return result
-
-
-def evaluate_runs(
-    configs: list[TrainConfig], runs_dir: Path, spec: EvaluationSpec | None, progress: bool
-) -> dict[str, dict[str, Any]]:
-    """The strong evaluation of every run (cached in ``runs_dir/../evaluation``)."""
-    if spec is None:
-        return {}
-    cache_dir = runs_dir.parent / "evaluation"
-    return {
-        config.name: cached_evaluation(
-            config,
-            runs_dir / config.name / "final.safetensors",
-            spec,
-            cache_dir / f"{config.name}.json",
-        )
-        for config in tqdm(configs, desc="evaluate", unit="run", disable=not progress)
-    }

@@ -1,0 +1,46 @@
+"""Sweeps: many training runs over the lambdas of Eqs. (5)-(7), eps, epochs and seeds.
+
+The paper ends with an open question (Section 6): is there an optimal combination of
+sparsity and low rank for robustness? A sweep trains one ordinary run directory per trial
+of a search space and reports clean against robust accuracy, the Pareto front, the
+effective rank and sparsity of the swept layer, and the mean and 95% t-interval over seeds
+of every combination.
+
+* :mod:`.spec` -- the YAML spec (:class:`SweepSpec`, :func:`load_spec`, :func:`list_specs`).
+* :mod:`.space` -- dotted config paths (``regularizers.l1.1``).
+* :mod:`.strategies` -- the registry: ``grid``, ``random``, ``optuna``.
+* :mod:`.runner` -- :func:`run_sweep`: trial directories, parents, resume.
+* :mod:`.table` -- rows, the Pareto front, the summary over seeds.
+* :mod:`.outputs` -- figures and ``report.html``.
+* :mod:`.status` -- :func:`sweep_status`.
+
+Example::
+
+    from robustrank.sweeps import run_sweep
+    result = run_sweep("examples/sweeps/tiny-open-question.yaml", "results/tiny-sweep")
+    print(result.comparison.text)
+"""
+
+from .runner import SweepError, SweepResult, Trial, plan_trials, run_sweep, trial_id
+from .spec import LogUniform, Objective, SpecError, SweepSpec, list_specs, load_spec
+from .status import SweepStatus, sweep_status
+from .strategies import StrategyName, list_strategies
+
+__all__ = [
+    "LogUniform",
+    "Objective",
+    "SpecError",
+    "StrategyName",
+    "SweepError",
+    "SweepResult",
+    "SweepSpec",
+    "SweepStatus",
+    "Trial",
+    "list_specs",
+    "list_strategies",
+    "load_spec",
+    "plan_trials",
+    "run_sweep",
+    "sweep_status",
+    "trial_id",
+]

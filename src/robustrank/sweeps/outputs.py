@@ -1,0 +1,165 @@
+"""The figures and the offline report of a sweep.
+
+* ``pareto.png``: clean against robust accuracy of every trial, the Pareto front marked.
+* ``rank_vs_sparsity.png``: effective rank against effective sparsity (Eqs. 2-3) of the
+  swept layer, coloured by robust accuracy: the picture of the paper's open question
+  (Section 6: is there an optimal combination of sparsity and low rank?).
+* ``report.html``: self-contained (figures inlined as base64, no external resources), in
+  the style of ``robustrank reproduce``'s report (:mod:`robustrank.report`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from matplotlib.figure import Figure
+
+from ..plots import save_figure
+from ..report import Figure as ReportFigure
+from ..report import Paragraph, Report, Section, Table, render_html
+from .table import Combination, Comparison
+
+__all__ = [
+    "PARETO_PNG",
+    "SCATTER_PNG",
+    "REPORT_HTML",
+    "plot_pareto",
+    "plot_rank_sparsity",
+    "write_report",
+]
+
+PARETO_PNG = "pareto.png"
+SCATTER_PNG = "rank_vs_sparsity.png"
+REPORT_HTML = "report.html"
+
+
+def _finite(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+
+
+def plot_pareto(rows: Sequence[Mapping[str, Any]], front: Sequence[str], path: Path) -> Path:
+    """Clean (x) against robust (y) accuracy of every finished trial, the front joined."""
+    fig = Figure(figsize=(6.0, 4.5))
+    ax = fig.add_subplot()
+    pts = [
+        (r["clean_acc"], r["robust_acc"])
+        for r in rows
+        if _finite(r.get("clean_acc"), r.get("robust_acc"))
+    ]
+    if pts:
+        ax.scatter(*zip(*pts), s=18, color="0.6", label="trial")
+    by_id = {r["trial"]: r for r in rows}
+    fpts = sorted((by_id[t]["clean_acc"], by_id[t]["robust_acc"]) for t in front)
+    if fpts:
+        ax.plot(*zip(*fpts), "o-", color="C3", ms=6, drawstyle="steps-post", label="Pareto front")
+    ax.set_xlabel("clean accuracy (final test_acc)")
+    ax.set_ylabel("robust accuracy (objective attack)")
+    ax.set_title("Pareto front: clean vs robust accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_rank_sparsity(rows: Sequence[Mapping[str, Any]], layer: str | None, path: Path) -> Path:
+    """Effective rank (x) against effective sparsity (y) of ``layer``, coloured by robust
+    accuracy; one point per finished trial."""
+    fig = Figure(figsize=(6.0, 4.5))
+    ax = fig.add_subplot()
+    keys = (f"eff_rank_{layer}", f"eff_sparsity_{layer}", "robust_acc")
+    pts = [tuple(r.get(k) for k in keys) for r in rows]
+    pts = [p for p in pts if _finite(*p)]
+    if pts:
+        x, y, c = zip(*pts)
+        art = ax.scatter(x, y, c=c, cmap="viridis", s=36, edgecolors="k", linewidths=0.3)
+        fig.colorbar(art, ax=ax, label="robust accuracy")
+    else:
+        ax.text(0.5, 0.5, "no trial with structure metrics", ha="center", transform=ax.transAxes)
+    ax.set_xlabel(f"effective rank of {layer} (Eq. 2)")
+    ax.set_ylabel(f"effective sparsity of {layer} (Eq. 3)")
+    ax.set_title("Low rank and sparsity vs robustness")
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _combination_table(combos: Sequence[Combination]) -> Table:
+    rows = [
+        [i + 1, c.label(), c.clean.n_seeds, c.clean.format(4), c.robust.format(4)]
+        for i, c in enumerate(combos)
+    ]
+    return Table(
+        ["rank", "combination", "seeds", "clean accuracy", "robust accuracy"],
+        rows,
+        caption="Per combination: mean ± half-width of the 95% t-interval over seeds; most "
+        "robust first.",
+    )
+
+
+def _trials_table(rows: Sequence[Mapping[str, Any]], layer: str | None) -> Table:
+    keys = list((rows[0].get("values") or {}) if rows else {})
+    columns = ["trial", *keys, "status", "clean acc.", "robust acc."]
+    if layer:
+        columns += [f"eff. rank {layer}", f"eff. sparsity {layer}"]
+    body = []
+    for r in rows:
+        line = [
+            r["trial"],
+            *(r["values"].get(k) for k in keys),
+            r.get("status"),
+            r.get("clean_acc"),
+            r.get("robust_acc"),
+        ]
+        if layer:
+            line += [r.get(f"eff_rank_{layer}"), r.get(f"eff_sparsity_{layer}")]
+        body.append(line)
+    return Table(columns, body, caption="Every trial (run directories under trials/).")
+
+
+def _verdict_section(comparison: Comparison | None) -> Section:
+    if comparison is None:
+        return Section("Most robust combination", [Paragraph("No trial finished.", "bad")])
+    kind = "good" if comparison.verdict == "conclusive" else "note"
+    return Section("Most robust combination", [Paragraph(comparison.text, kind)])
+
+
+def write_report(
+    path: Path,
+    *,
+    summary: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    combos: Sequence[Combination],
+    comparison: Comparison | None,
+    figures: Sequence[tuple[str, Path]],
+    layer: str | None,
+) -> Path:
+    """Write the self-contained HTML report of a sweep atomically."""
+    from .._io import atomic_write_text
+
+    spec = summary["spec"]
+    objective = spec["objective"]
+    overview = (
+        f"Sweep {spec['name']} over base {spec['base']} with strategy {spec['strategy']}: "
+        f"{summary['done']} of {summary['total']} trials finished; this invocation took "
+        f"{summary['wall_time'] / 60:.1f} min (finished trials are reused). Clean accuracy: "
+        f"the final history row's test_acc; robust accuracy: {objective['attack']} at eps "
+        f"{objective['eps']:g} on {objective['n']} seeded test inputs (misclassified inputs "
+        "count as broken)."
+    )
+    sections = [
+        Section("Overview", [Paragraph(overview)]),
+        _verdict_section(comparison),
+        Section("Per-combination summary over seeds", [_combination_table(combos)]),
+        Section("Figures", [ReportFigure(p, caption) for caption, p in figures]),
+        Section("Trials", [_trials_table(rows, layer)]),
+        Section("Spec", [Paragraph(yaml.safe_dump(spec, sort_keys=False), "pre")]),
+    ]
+    report = Report(
+        title=f"robustrank sweep: {spec['name']}",
+        subtitle="Is there an optimal combination of sparsity and low rank for robustness?",
+        sections=sections,
+    )
+    return atomic_write_text(path, render_html(report))

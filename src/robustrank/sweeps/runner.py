@@ -1,0 +1,499 @@
+"""Running a sweep: trial directories, parents of fine-tunes, resume, the results.
+
+Layout of ``OUT``::
+
+    sweep.json            the resolved spec (a different spec in OUT is refused)
+    trials/<id>/          one ordinary run directory per trial (id: t007-3fa2c1d0)
+    parents/<preset>-seed-<k>/   the natural run a fine-tune base starts from, per seed
+    trials.json, trials.csv      one row per trial, rewritten as each trial finishes
+    combinations.csv, summary.json, pareto.png, rank_vs_sparsity.png, report.html
+    optuna.db             the Optuna study (strategy optuna)
+
+A trial's id is its index plus a hash of its values, so it names the same directory on
+every run: re-running an interrupted sweep reuses finished trials and resumes the others
+(:func:`robustrank.execution.run_task`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_text
+from ..execution import RunOutcome, RunTask, create_executor
+from .space import apply_values, merge_overrides
+from .spec import SpecError, SweepSpec, load_spec
+from .strategies import OptunaDriver, StrategyName, planned_trials
+from .table import (
+    combinations,
+    combinations_csv,
+    compare_best,
+    finished_rows,
+    json_safe,
+    outcome_row,
+    pareto_front,
+    rows_csv,
+    structure_layers,
+)
+
+__all__ = [
+    "SweepError",
+    "Trial",
+    "SweepResult",
+    "run_sweep",
+    "plan_trials",
+    "trial_id",
+    "SWEEP_FILE",
+    "TRIALS_JSON",
+    "TRIALS_CSV",
+]
+
+SWEEP_FILE = "sweep.json"
+TRIALS_JSON = "trials.json"
+TRIALS_CSV = "trials.csv"
+LOCK_FILE = ".sweep.lock"
+SUMMARY_FILE = "summary.json"
+COMBINATIONS_CSV = "combinations.csv"
+
+
+class SweepError(RuntimeError):
+    """A sweep cannot run in its output directory (or a trial cannot be built)."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the space: its id, values, validated config and run directory."""
+
+    id: str
+    index: int
+    values: dict[str, Any]
+    config: dict[str, Any]
+    run_dir: Path
+    parent: Path | None = None
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` produced (see the module docstring for the files)."""
+
+    spec: SweepSpec
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    front: list[str]
+    combinations: list[Any]
+    comparison: Any
+    figures: list[Path]
+    report_html: Path
+    wall_time: float
+
+
+def trial_id(index: int, values: dict[str, Any]) -> str:
+    """``t<index>-<first 8 hex of SHA-256 of the values>``: the same on every run."""
+    text = json.dumps(values, sort_keys=True, default=str)
+    return f"t{index:03d}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def _normalised(data: Any) -> Any:
+    return json.loads(json.dumps(json_safe(data), sort_keys=True, default=str))
+
+
+# --------------------------------------------------------------------------- directory
+
+
+@contextlib.contextmanager
+def _driver_lock(out: Path) -> Iterator[None]:
+    """One driver per sweep directory (POSIX flock, released by the OS if it dies)."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(out / LOCK_FILE, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            who = f.read().strip() or "unknown"
+            raise SweepError(
+                f"another robustrank sweep ({who}) is running in {out}; wait for it or stop "
+                "it, or choose another --out"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{socket.gethostname()} {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _clear(out: Path) -> None:
+    for p in out.iterdir():
+        if p.name == LOCK_FILE:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _identity_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _identity_diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _claim(out: Path, spec: SweepSpec, overwrite: bool) -> None:
+    """Make ``out`` this spec's directory: refuse another spec's (or a non-sweep directory)
+    unless ``overwrite``, which deletes it first; write ``sweep.json``."""
+    identity = _normalised(spec.identity())
+    contents = [p.name for p in out.iterdir() if p.name != LOCK_FILE]
+    if contents and SWEEP_FILE not in contents:
+        raise SweepError(
+            f"{out} is not empty and holds no {SWEEP_FILE}, so it is not a sweep directory; "
+            "choose another --out"
+        )
+    if contents:
+        saved = json.loads((out / SWEEP_FILE).read_text("utf-8")).get("identity")
+        if overwrite:
+            _clear(out)
+        elif saved != identity:
+            diff = ", ".join(_identity_diff(saved, identity)[:8])
+            raise SweepError(
+                f"{out} holds a different sweep (differing: {diff}); choose another --out, "
+                "or pass --overwrite (overwrite=True) to delete its trials and start over"
+            )
+    record = {"identity": identity, "robustrank_sweep": 1}
+    atomic_write_text(out / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- trials
+
+
+@dataclass
+class _Sweep:
+    """The driver's state: the spec, the base config, the rows as trials finish."""
+
+    spec: SweepSpec
+    out: Path
+    trust_code: bool
+    base: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    layers: list[str] = field(default_factory=list)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trials: dict[str, Trial] = field(default_factory=dict)
+    parents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    previous: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def setup(self) -> None:
+        """Resolve the base, the evaluation, the structure columns and earlier rows."""
+        self.base = self.spec.base_config()
+        self.evaluation = self.spec.objective.evaluation()
+        self.layers = structure_layers(self.base, list(self.spec.space), self.trust_code)
+        path = self.out / TRIALS_JSON
+        if path.exists():
+            self.previous = {r["trial"]: r for r in json.loads(path.read_text("utf-8"))["trials"]}
+
+    def make_trial(self, index: int, values: dict[str, Any]) -> Trial:
+        """The trial of ``values``: config validated, parent attached (fine-tune bases)."""
+        from ..training import ConfigError, config_from_dict
+
+        tid = trial_id(index, values)
+        run_dir = self.out / "trials" / tid
+        config = apply_values(self.base, values)
+        config["name"] = f"{self.spec.name}-{tid}"
+        parent = self._parent(config)
+        if parent is not None:
+            config.setdefault("init", {})["preset_run"] = os.path.relpath(parent, run_dir)
+        try:
+            config_from_dict(config, source=f"trial {tid}", trust_code=self.trust_code)
+        except ConfigError as err:
+            raise SpecError(f"the values {values} make an invalid config: {err}") from None
+        trial = Trial(tid, index, dict(values), config, run_dir, parent)
+        self.trials[str(run_dir)] = trial
+        return trial
+
+    def _parent(self, config: dict[str, Any]) -> Path | None:
+        """The parent run directory of a fine-tune trial, registered once per config."""
+        from ..training import ConfigError, config_from_dict, load_preset
+
+        preset = (config.get("init") or {}).get("from_preset")
+        if not preset:
+            return None
+        seed = config.get("seed", 0)
+        data = merge_overrides(load_preset(preset).plain(), self.spec.parent_overrides)
+        data.update(seed=seed, threads=config.get("threads"), device=config.get("device", "cpu"))
+        try:
+            config_from_dict(data, source="parent_overrides", trust_code=self.trust_code)
+        except ConfigError as err:
+            raise SpecError(str(err)) from None
+        parent = self.out / "parents" / f"{preset}-seed-{seed}"
+        known = self.parents.setdefault(str(parent), data)
+        if _normalised(known) != _normalised(data):
+            raise SpecError(
+                f"trials with seed {seed} need different {preset} parent runs (their threads "
+                "or device differ); do not sweep threads or device with a fine-tune base"
+            )
+        return parent
+
+    def tasks(self, trials: list[Trial]) -> list[RunTask]:
+        """The parents these trials need, then the trials, for one ``executor.map``."""
+        parents = sorted({str(t.parent) for t in trials if t.parent is not None})
+        for path in [*parents, *(str(t.run_dir) for t in trials)]:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tasks = [RunTask(self.parents[p], p, trust_code=self.trust_code) for p in parents]
+        for t in trials:
+            after = (str(t.parent),) if t.parent is not None else ()
+            tasks.append(RunTask(t.config, str(t.run_dir), after, self.evaluation, self.trust_code))
+        return tasks
+
+    def head(self, trial: Trial) -> dict[str, Any]:
+        """The identifying columns of a trial's row."""
+        return {
+            "trial": trial.id,
+            "index": trial.index,
+            "values": trial.values,
+            "run_dir": os.path.relpath(trial.run_dir, self.out),
+        }
+
+    def pending(self, trials: list[Trial]) -> None:
+        """Add rows for trials about to run (a finished earlier row is kept)."""
+        from ..training.rundir import DONE_FILE
+
+        for t in trials:
+            old = self.previous.get(t.id)
+            done = old is not None and old.get("status") == "done"
+            if done and (t.run_dir / DONE_FILE).exists():
+                self.rows[t.id] = old
+            else:
+                self.rows[t.id] = {**self.head(t), "status": "pending"}
+        self.write()
+
+    def record(self, outcome: RunOutcome) -> None:
+        """``on_done``: a trial finished (parents are not rows); rewrite the tables."""
+        trial = self.trials.get(outcome.run_dir)
+        if trial is None:
+            return
+        row = outcome_row(
+            self.head(trial),
+            outcome.final,
+            outcome.evaluation,
+            self.spec.objective.attack,
+            self.layers,
+        )
+        old = self.previous.get(trial.id) or {}
+        keep = outcome.reused and old.get("status") == "done"
+        row["seconds"] = old.get("seconds") if keep else outcome.seconds
+        row["worker"] = old.get("worker") if keep else outcome.worker
+        row["reused"] = outcome.reused
+        self.rows[trial.id] = row
+        self.write()
+
+    def sorted_rows(self) -> list[dict[str, Any]]:
+        """The rows in trial order."""
+        return sorted(self.rows.values(), key=lambda r: r["index"])
+
+    def write(self) -> None:
+        """Rewrite ``trials.json`` and ``trials.csv`` atomically."""
+        rows = [json_safe(r) for r in self.sorted_rows()]
+        payload = {
+            "sweep": self.spec.name,
+            "strategy": self.spec.strategy.value,
+            "objective": self.spec.objective.model_dump(mode="json"),
+            "layers": self.layers,
+            "trials": rows,
+        }
+        atomic_write_text(self.out / TRIALS_JSON, json.dumps(payload, indent=2) + "\n")
+        atomic_write_text(self.out / TRIALS_CSV, rows_csv(rows))
+
+
+def _objectives(outcome: RunOutcome, attack: str) -> tuple[float, float]:
+    clean = outcome.final.get("test_acc")
+    robust = ((outcome.evaluation or {}).get(attack) or {}).get("robust_accuracy")
+    if clean is None or robust is None:
+        raise SweepError(f"trial {outcome.name} finished without clean or robust accuracy")
+    return float(clean), float(robust)
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def plan_trials(spec: SweepSpec, out: str | Path, trust_code: bool = False) -> list[Trial]:
+    """The trials a grid or random sweep into ``out`` would run (validated; nothing runs)."""
+    if spec.strategy is StrategyName.optuna:
+        raise ValueError("strategy optuna asks for trials as results come in; nothing to plan")
+    state = _Sweep(spec, Path(out).resolve(), trust_code)
+    state.setup()
+    return [state.make_trial(i, v) for i, v in enumerate(planned_trials(spec) or [])]
+
+
+def _run_planned(state: _Sweep, executor: Any, progress: bool) -> None:
+    """grid / random: every trial (and every parent) in one ``executor.map``."""
+    values = planned_trials(state.spec) or []
+    trials = [state.make_trial(i, v) for i, v in enumerate(values)]
+    state.pending(trials)
+    executor.map(state.tasks(trials), progress=progress, on_done=state.record)
+
+
+def _next_batch(driver: OptunaDriver, n_trials: int, batch: int) -> list[tuple[int, dict]]:
+    """Trials a killed driver left RUNNING, else up to ``batch`` new ones, else none."""
+    unfinished = driver.unfinished()
+    if unfinished:
+        return unfinished
+    left = n_trials - len(driver.completed())
+    return driver.ask(min(batch, left)) if left > 0 else []
+
+
+def _run_optuna(state: _Sweep, executor: Any, batch: int, progress: bool) -> None:
+    """optuna: re-run trials a killed driver left RUNNING (their run directories resume)
+    and tell them, then ask ``batch`` trials at a time until ``n_trials`` are complete."""
+    from tqdm.auto import tqdm
+
+    driver = OptunaDriver(state.spec, state.out)
+    n_trials = state.spec.n_trials or 0
+    attack = state.spec.objective.attack
+    done = [state.make_trial(n, v) for n, v in driver.completed()]
+    state.pending(done)
+    missing = [t for t in done if state.rows[t.id].get("status") != "done"]
+    if missing:  # finished runs whose rows were lost: reused, not retrained
+        executor.map(state.tasks(missing), progress=False, on_done=state.record)
+    bar = tqdm(total=n_trials, initial=len(done), desc="trials", unit="trial", disable=not progress)
+    try:
+        while asked := _next_batch(driver, n_trials, batch):
+            trials = [state.make_trial(n, v) for n, v in asked]
+            state.pending(trials)
+            outcomes = executor.map(state.tasks(trials), progress=False, on_done=state.record)
+            by_dir = {o.run_dir: o for o in outcomes}
+            for t in trials:
+                driver.tell(t.index, *_objectives(by_dir[str(t.run_dir)], attack))
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _finish(state: _Sweep, wall_time: float) -> SweepResult:
+    """The Pareto front, the summary over seeds, the figures and the report."""
+    from .outputs import (
+        PARETO_PNG,
+        REPORT_HTML,
+        SCATTER_PNG,
+        plot_pareto,
+        plot_rank_sparsity,
+        write_report,
+    )
+
+    out, rows = state.out, state.sorted_rows()
+    state.write()
+    done = finished_rows(rows)
+    front = [
+        done[i]["trial"] for i in pareto_front([(r["clean_acc"], r["robust_acc"]) for r in done])
+    ]
+    combos = combinations(rows)
+    comparison = compare_best(combos)
+    layer = state.layers[0] if state.layers else _first_layer(rows)
+    figures = [
+        (
+            "Clean against robust accuracy; the Pareto front in red.",
+            plot_pareto(rows, front, out / PARETO_PNG),
+        ),
+        (
+            f"Effective rank against effective sparsity of {layer}, coloured by robust accuracy.",
+            plot_rank_sparsity(rows, layer, out / SCATTER_PNG),
+        ),
+    ]
+    summary = {
+        "spec": state.spec.model_dump(mode="json"),
+        "total": len(rows),
+        "done": len(done),
+        "wall_time": wall_time,
+        "pareto_front": front,
+        "combinations": [c.to_dict() for c in combos],
+        "comparison": None if comparison is None else comparison.to_dict(),
+    }
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(json_safe(summary), indent=2) + "\n")
+    atomic_write_text(out / COMBINATIONS_CSV, combinations_csv(combos))
+    report = write_report(
+        out / REPORT_HTML,
+        summary=summary,
+        rows=rows,
+        combos=combos,
+        comparison=comparison,
+        figures=figures,
+        layer=layer,
+    )
+    return SweepResult(
+        state.spec, out, rows, front, combos, comparison, [p for _, p in figures], report, wall_time
+    )
+
+
+def _first_layer(rows: list[dict[str, Any]]) -> str | None:
+    for row in rows:
+        for key in row:
+            if key.startswith("eff_rank_"):
+                return key[len("eff_rank_") :]
+    return None
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _batch_size(spec: SweepSpec, executor: str, workers: int | None) -> int:
+    if spec.batch is not None:
+        return spec.batch
+    if workers is not None:
+        return workers
+    return (os.cpu_count() or 1) if str(executor).lower() == "ray" else 1
+
+
+def run_sweep(
+    spec: SweepSpec | str | Path,
+    out: str | Path,
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    trust_code: bool = False,
+) -> SweepResult:
+    """Run (or resume) a sweep into ``out`` and write its tables, figures and report.
+
+    Args:
+        spec: a :class:`SweepSpec`, a spec file or a bundled spec name.
+        out: the sweep directory; a directory of another spec is refused unless
+            ``overwrite``, which deletes it first.
+        executor, workers, address: see :func:`robustrank.execution.create_executor`.
+        progress: show progress bars.
+        trust_code: allow a model named by import path.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(spec)
+    out = Path(out).resolve()
+    with _driver_lock(out):
+        _claim(out, spec, overwrite)
+        state = _Sweep(spec, out, trust_code)
+        state.setup()
+        with create_executor(executor, workers=workers, address=address) as ex:
+            if spec.strategy is StrategyName.optuna:
+                _run_optuna(state, ex, _batch_size(spec, executor, workers), progress)
+            else:
+                _run_planned(state, ex, progress)
+        return _finish(state, time.perf_counter() - t0)

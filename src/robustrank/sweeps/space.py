@@ -1,0 +1,93 @@
+"""Dotted config paths: ``regularizers.l1.1`` sets lambda_{1,1} (Eq. 5) of layer 1.
+
+A path names a key of a training config; missing mappings on the way are created. Under
+``regularizers.l1`` and ``regularizers.nuclear`` the rest of the path is one layer key
+(Section 4: a 1-based index, an alias such as ``W1``, or a module path such as
+``block.conv1``): all digits make an int index, anything else stays a string.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["SpaceError", "parse_path", "set_path", "apply_values", "merge_overrides"]
+
+#: Mappings keyed by layer: the rest of a dotted path below them is one layer key.
+_LAYER_MAPS = (("regularizers", "l1"), ("regularizers", "nuclear"))
+
+
+class SpaceError(ValueError):
+    """A dotted path cannot be set into a config (e.g. it runs through a number)."""
+
+
+def parse_path(key: str) -> list[str | int]:
+    """``"regularizers.l1.1"`` -> ``["regularizers", "l1", 1]``;
+    ``"regularizers.nuclear.block.conv1"`` -> ``["regularizers", "nuclear", "block.conv1"]``."""
+    parts = key.split(".")
+    if not key or any(not p.strip() for p in parts):
+        raise SpaceError(
+            f"{key!r} is not a dotted config key; write keys like lr, history.eps or "
+            "regularizers.l1.1"
+        )
+    if len(parts) > 2 and tuple(parts[:2]) in _LAYER_MAPS:
+        layer = ".".join(parts[2:])
+        return [parts[0], parts[1], int(layer) if layer.isdigit() else layer]
+    return list(parts)
+
+
+def _set(config: dict[str, Any], key: str, value: Any, merge: bool) -> None:
+    """Set ``key`` in ``config`` in place (creating mappings); ``merge`` deep-merges dicts."""
+    path = parse_path(key)
+    node: Any = config
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(str(p) for p in path[: i + 1])
+            raise SpaceError(
+                f"{where} is {child!r}, not a mapping, so {key} cannot be set below it; "
+                f"set {where} itself"
+            )
+        node = child
+    last = path[-1]
+    if merge and isinstance(value, Mapping) and isinstance(node.get(last), dict):
+        _deep_merge(node[last], value)
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def _deep_merge(target: dict[Any, Any], update: Mapping[Any, Any]) -> None:
+    """Update ``target`` in place; nested mappings merge, keys are taken literally."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def set_path(config: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of ``config`` with the dotted ``key`` set to ``value``."""
+    out = copy.deepcopy(dict(config))
+    _set(out, key, value, merge=False)
+    return out
+
+
+def apply_values(config: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with every ``{dotted key: value}`` of a trial set, in order."""
+    out = copy.deepcopy(dict(config))
+    for key, value in values.items():
+        _set(out, key, value, merge=False)
+    return out
+
+
+def merge_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with ``overrides`` deep-merged: nested mappings update the
+    config's mappings key by key (``history: {eval_n: 200}`` keeps the other history keys),
+    and keys may be dotted paths."""
+    out = copy.deepcopy(dict(config))
+    for key, value in overrides.items():
+        _set(out, str(key), value, merge=True)
+    return out

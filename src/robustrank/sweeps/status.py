@@ -1,0 +1,107 @@
+"""``robustrank sweep status DIR``: how far a sweep is, read from its directory alone.
+
+A trial is *done* when its row in ``trials.json`` is, *running* when its run directory
+has started (``config.yaml``) but not finished (``done.json``): it is training now, or
+will resume when the sweep is re-run; *pending* otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .runner import LOCK_FILE, SWEEP_FILE, TRIALS_JSON, SweepError
+
+__all__ = ["SweepStatus", "sweep_status"]
+
+
+@dataclass
+class SweepStatus:
+    """Counts of done/running/pending trials, the best finished trial and the driver."""
+
+    out_dir: Path
+    name: str
+    strategy: str
+    total: int
+    done: int
+    running: int
+    pending: int
+    best: dict[str, Any] | None
+    driver: str | None
+
+    def format(self) -> str:
+        """A few lines for the terminal."""
+        lines = [
+            f"sweep {self.name} ({self.strategy}) in {self.out_dir}",
+            f"trials: {self.done} done, {self.running} running, {self.pending} pending "
+            f"(of {self.total})",
+        ]
+        if self.best is not None:
+            b = self.best
+            values = ", ".join(f"{k}={v}" for k, v in b["values"].items())
+            lines.append(
+                f"best so far: {b['trial']} ({values}): robust accuracy {b['robust_acc']:.4f}, "
+                f"clean accuracy {b['clean_acc']:.4f}"
+            )
+        if self.driver is not None:
+            lines.append(f"driver: {self.driver}")
+        elif self.done < self.total:
+            lines.append("no sweep is running here; re-run the same command to resume it")
+        return "\n".join(lines)
+
+
+def _driver(out: Path) -> str | None:
+    """``host pid`` of a live driver on this host (from the lock file), else None."""
+    try:
+        host, pid = (out / LOCK_FILE).read_text("utf-8").split()
+        if host != socket.gethostname():
+            return f"pid {pid} on {host} (not checked from here)"
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return None
+    return f"pid {pid} on {host}"
+
+
+def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    done = [
+        r
+        for r in rows
+        if r.get("status") == "done"
+        and isinstance(r.get("robust_acc"), int | float)
+        and isinstance(r.get("clean_acc"), int | float)
+    ]
+    return max(done, key=lambda r: (r["robust_acc"], r["clean_acc"]), default=None)
+
+
+def sweep_status(out: str | Path) -> SweepStatus:
+    """The progress of the sweep in ``out`` (no lock taken, nothing written)."""
+    from ..training.rundir import CONFIG_FILE
+
+    out = Path(out)
+    if not (out / SWEEP_FILE).is_file():
+        raise SweepError(f"{out} holds no {SWEEP_FILE}: not a sweep directory (see --out)")
+    spec = json.loads((out / SWEEP_FILE).read_text("utf-8"))["identity"]["spec"]
+    rows: list[dict[str, Any]] = []
+    if (out / TRIALS_JSON).is_file():
+        rows = json.loads((out / TRIALS_JSON).read_text("utf-8"))["trials"]
+    done = sum(r.get("status") == "done" for r in rows)
+    running = sum(
+        r.get("status") != "done" and (out / r["run_dir"] / CONFIG_FILE).exists() for r in rows
+    )
+    total = spec.get("n_trials") if spec["strategy"] == "optuna" else None
+    total = max(total or 0, len(rows))
+    return SweepStatus(
+        out_dir=out,
+        name=spec["name"],
+        strategy=spec["strategy"],
+        total=total,
+        done=done,
+        running=running,
+        pending=total - done - running,
+        best=_best(rows),
+        driver=_driver(out),
+    )

@@ -1,0 +1,184 @@
+"""Search strategies, registered by name: ``grid``, ``random`` and ``optuna``.
+
+``grid`` and ``random`` plan every trial up front (a list of ``{dotted key: value}``);
+``optuna`` asks a multi-objective study (clean accuracy and robust accuracy, both
+maximised; NSGA-II, Deb et al. 2002) for trials as results come in, stored in SQLite so
+that an interrupted sweep resumes and ``optuna-dashboard`` can open it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .spec import SweepSpec
+
+__all__ = [
+    "StrategyName",
+    "list_strategies",
+    "grid_trials",
+    "random_trials",
+    "planned_trials",
+    "OptunaDriver",
+    "OPTUNA_DB",
+]
+
+OPTUNA_DB = "optuna.db"
+
+
+class StrategyName(StrEnum):
+    """The registered strategies (the spec's ``strategy`` key)."""
+
+    grid = "grid"
+    random = "random"
+    optuna = "optuna"
+
+
+_DESCRIPTIONS = {
+    StrategyName.grid: "every combination of the space (log_uniform ranges need num points)",
+    StrategyName.random: "n_trials independent draws, seeded by the spec's seed",
+    StrategyName.optuna: "n_trials from a multi-objective Optuna study (clean vs robust "
+    "accuracy, NSGA-II), stored in OUT/optuna.db (pip install 'robustrank[sweep]')",
+}
+
+
+def list_strategies() -> dict[str, str]:
+    """Strategy names and one-line descriptions."""
+    return {name.value: _DESCRIPTIONS[name] for name in StrategyName}
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python numbers (trial values are written to YAML/JSON)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, list | dict) else value
+
+
+def grid_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every combination of the space, the last key varying fastest; a log_uniform range
+    contributes ``num`` log-spaced points."""
+    from .spec import LogUniform
+
+    keys = list(spec.space)
+    axes = [d.grid() if isinstance(d, LogUniform) else list(d) for d in spec.space.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
+
+
+def random_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+    """``n_trials`` draws with ``numpy.random.default_rng(spec.seed)``: lists uniformly,
+    log_uniform ranges as ``exp(uniform(log lo, log hi))``; the same draws on every call."""
+    import numpy as np
+
+    from .spec import LogUniform
+
+    rng = np.random.default_rng(spec.seed)
+    trials = []
+    for _ in range(spec.n_trials or 0):
+        values = {}
+        for key, dim in spec.space.items():
+            if isinstance(dim, LogUniform):
+                lo, hi = dim.log_uniform
+                values[key] = float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
+            else:
+                values[key] = _plain(dim[int(rng.integers(len(dim)))])
+        trials.append(values)
+    return trials
+
+
+_PLANNERS: dict[StrategyName, Callable[[SweepSpec], list[dict[str, Any]]]] = {
+    StrategyName.grid: grid_trials,
+    StrategyName.random: random_trials,
+}
+
+
+def planned_trials(spec: SweepSpec) -> list[dict[str, Any]] | None:
+    """The trials of a planning strategy in order; None for ``optuna`` (asked as it goes)."""
+    planner = _PLANNERS.get(spec.strategy)
+    return None if planner is None else planner(spec)
+
+
+# --------------------------------------------------------------------------- optuna
+
+
+def _import_optuna():
+    try:
+        import optuna
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "strategy optuna needs Optuna: pip install 'robustrank[sweep]'; or use strategy "
+            "grid or random"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _distributions(spec: SweepSpec) -> dict[str, Any]:
+    """Optuna distributions of the space: categorical for lists, log floats for ranges."""
+    optuna = _import_optuna()
+    from .spec import LogUniform, SpecError
+
+    out: dict[str, Any] = {}
+    for key, dim in spec.space.items():
+        if isinstance(dim, LogUniform):
+            lo, hi = dim.log_uniform
+            out[key] = optuna.distributions.FloatDistribution(lo, hi, log=True)
+            continue
+        bad = [v for v in dim if not (v is None or isinstance(v, bool | int | float | str))]
+        if bad:
+            raise SpecError(
+                f"space[{key}]: strategy optuna takes values that are numbers, strings, "
+                f"booleans or null, not {bad[0]!r}; use strategy grid or random"
+            )
+        out[key] = optuna.distributions.CategoricalDistribution(list(dim))
+    return out
+
+
+class OptunaDriver:
+    """The study of a sweep: ``sqlite:///OUT/optuna.db``, named after the spec, two
+    maximised objectives (clean, robust accuracy), NSGA-II seeded by the spec's seed.
+
+    Trials a killed driver left RUNNING are found by :meth:`unfinished` and told later
+    with their stored parameters; COMPLETE trials count towards ``n_trials``.
+    """
+
+    def __init__(self, spec: SweepSpec, out_dir: Path) -> None:
+        optuna = _import_optuna()
+        self.optuna = optuna
+        self.keys = list(spec.space)
+        self.distributions = _distributions(spec)
+        self.study = optuna.create_study(
+            storage=f"sqlite:///{Path(out_dir).resolve() / OPTUNA_DB}",
+            study_name=spec.name,
+            directions=["maximize", "maximize"],
+            sampler=optuna.samplers.NSGAIISampler(seed=spec.seed),
+            load_if_exists=True,
+        )
+
+    def _values(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {k: params[k] for k in self.keys}
+
+    def completed(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(number, values)`` of the COMPLETE trials."""
+        done = self.study.get_trials(
+            deepcopy=False, states=(self.optuna.trial.TrialState.COMPLETE,)
+        )
+        return [(t.number, self._values(t.params)) for t in done]
+
+    def unfinished(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(number, values)`` of trials asked but never told (a driver died)."""
+        running = self.study.get_trials(
+            deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)
+        )
+        return [(t.number, self._values(t.params)) for t in running]
+
+    def ask(self, k: int) -> list[tuple[int, dict[str, Any]]]:
+        """``k`` new trials ``(number, values)``."""
+        trials = [self.study.ask(self.distributions) for _ in range(k)]
+        return [(t.number, self._values(t.params)) for t in trials]
+
+    def tell(self, number: int, clean: float, robust: float) -> None:
+        """Report a finished trial's objectives."""
+        self.study.tell(number, [float(clean), float(robust)])

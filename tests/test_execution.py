@@ -1,0 +1,290 @@
+"""The execution layer: task ordering, run_task, the local and the Ray executor.
+
+The Ray tests share one module-scoped Ray instance (2 CPUs, no dashboard), started by the
+fixture as a caller would; the executor must use it and leave it running. The reference
+for every Ray result is the same task run by the local executor in another directory:
+runs are deterministic on CPU with a fixed thread count, so every number must agree.
+"""
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustrank.execution import (
+    EVALUATION_FILE,
+    ExecutionError,
+    LocalExecutor,
+    RunTask,
+    check_dependencies,
+    create_executor,
+    dependency_order,
+    run_task,
+)
+from robustrank.training import RunError, load_preset
+from robustrank.training.rundir import DONE_FILE, LOCK_FILE, RESUME_FILE, read_history
+
+EVALUATION = {
+    "eps": 0.05,
+    "n": 40,
+    "options": {"steps": 5, "n_queries": 20},
+    "curve": None,
+    "diagnostics": None,
+}
+
+
+def _config(preset: str = "fcnn-natural", **override) -> dict:
+    """A tiny config of a bundled preset: well under a second to train; the natural run
+    reaches about 75% test accuracy, so the numbers compared below are not degenerate."""
+    cfg = load_preset(preset).plain()
+    if cfg["init"].get("from_preset") is None:
+        cfg.update(epochs=2, train_subset=4000, lr=0.2, momentum=0.9)
+    else:
+        cfg.update(epochs=1, train_subset=1000)
+    cfg["threads"] = 1
+    cfg["history"].update(eval_n=100, test_accuracy_n=500, track_mi=False, every_epochs=1)
+    cfg.update(override)
+    return cfg
+
+
+def _stub(run_dir: str, after: tuple[str, ...] = ()) -> RunTask:
+    return RunTask({"name": Path(run_dir).name}, run_dir, after)
+
+
+def _no_clock(data):
+    """``data`` without wall-clock entries (``time_*`` history columns, ``seconds``)."""
+    if isinstance(data, dict):
+        return {
+            k: _no_clock(v)
+            for k, v in data.items()
+            if not (k.startswith("time_") or k == "seconds")
+        }
+    if isinstance(data, list):
+        return [_no_clock(v) for v in data]
+    return data
+
+
+def _family(root: Path) -> list[RunTask]:
+    """A natural run and two fine-tunes of it (its sibling directory), children first.
+    The driver creates ``root``; a worker checks that it can see it."""
+    root.mkdir(parents=True, exist_ok=True)
+    parent = str(root / "fcnn-natural")
+    return [
+        RunTask(_config("fcnn-fgsm"), str(root / "fcnn-fgsm"), (parent,), EVALUATION),
+        RunTask(
+            _config("fcnn-l1-1e-2-nuc-1e-2"),
+            str(root / "fcnn-l1-1e-2-nuc-1e-2"),
+            (parent,),
+            EVALUATION,
+        ),
+        RunTask(_config(), parent, (), EVALUATION),
+    ]
+
+
+# --------------------------------------------------------------------------- ordering
+
+
+def test_dependency_order_puts_every_task_after_what_it_waits_for():
+    tasks = [
+        _stub("r/c", ("r/b",)),
+        _stub("r/d"),
+        _stub("r/b", ("r/a",)),
+        _stub("r/e", ("r/c", "r/a")),
+        _stub("r/a"),
+    ]
+    order = dependency_order(tasks)
+    assert sorted(order) == list(range(len(tasks)))
+    position = {tasks[i].run_dir: p for p, i in enumerate(order)}
+    for task in tasks:
+        for dep in task.after:
+            assert position[dep] < position[task.run_dir], (dep, task.run_dir)
+    # independent tasks keep their given order
+    assert position["r/d"] < position["r/e"]
+
+
+def test_dependency_cycles_are_refused_with_the_cycle():
+    tasks = [_stub("r/a", ("r/c",)), _stub("r/b", ("r/a",)), _stub("r/c", ("r/b",))]
+    with pytest.raises(ExecutionError, match="cycle: r/a -> r/c -> r/b -> r/a"):
+        dependency_order(tasks)
+
+
+def test_check_dependencies_refuses_duplicates_and_missing_runs(tmp_path):
+    with pytest.raises(ExecutionError, match="same run directory r/a"):
+        check_dependencies([_stub("r/a"), _stub("r/b"), _stub("r/a")])
+    missing = str(tmp_path / "parent")
+    with pytest.raises(ExecutionError, match=f"waits for {missing}.*add that run as a task"):
+        check_dependencies([_stub(str(tmp_path / "child"), (missing,))])
+    # a finished run on disk is a valid dependency
+    (tmp_path / "parent").mkdir()
+    (tmp_path / "parent" / DONE_FILE).write_text("{}")
+    check_dependencies([_stub(str(tmp_path / "child"), (missing,))])
+
+
+# --------------------------------------------------------------------------- run_task
+
+
+def test_run_task_trains_evaluates_then_reuses_and_restores_threads(tmp_path):
+    before = torch.get_num_threads()
+    threads = 2 if before == 1 else 1
+    task = RunTask(_config(threads=threads), str(tmp_path / "fcnn-natural"), (), EVALUATION)
+    first = run_task(task)
+    assert torch.get_num_threads() == before
+    assert not first.reused and first.name == "fcnn-natural"
+    assert first.worker == f"{os.uname().nodename}:{os.getpid()}"
+    # the outcome is what the run directory holds
+    assert first.final == read_history(task.run_dir)[-1]
+    assert first.final["epoch"] == 2 and 0.5 < first.final["test_acc"] <= 1.0
+    cached = json.loads((tmp_path / "fcnn-natural" / EVALUATION_FILE).read_text())
+    assert cached["result"] == first.evaluation
+    assert first.evaluation["pgd"]["n"] == first.evaluation["autoattack"]["n"] == 40
+
+    second = run_task(task)
+    assert second.reused and torch.get_num_threads() == before
+    assert second.final == first.final and second.evaluation == first.evaluation
+
+
+def test_run_task_without_the_run_directory_names_the_path_and_the_fix():
+    task = RunTask(_config(), "/nonexistent-xyz/run")
+    with pytest.raises(ExecutionError, match="shared filesystem") as err:
+        run_task(task)
+    assert "/nonexistent-xyz" in str(err.value)
+
+
+def test_local_executor_names_the_failed_run_and_keeps_the_error_type(tmp_path):
+    run_dir = tmp_path / "fcnn-natural"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(RunError) as err, LocalExecutor() as ex:
+        ex.map([RunTask(_config(), str(run_dir))], progress=False)
+    assert str(err.value).startswith(f"run fcnn-natural in {run_dir}: ")
+    assert "not empty" in str(err.value)
+    assert (run_dir / "notes.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_create_executor_refuses_unknown_names_and_ray_options_for_local(monkeypatch):
+    with pytest.raises(ValueError, match="unknown executor 'dask'; choose one of: local, ray"):
+        create_executor("dask")
+    with pytest.raises(ValueError, match="add --executor ray"):
+        create_executor("local", workers=2)
+    with pytest.raises(ValueError, match="add --executor ray"):
+        create_executor("local", address="head:6379")
+    from robustrank.execution.ray_executor import RayExecutor, _check_reachable
+
+    with pytest.raises(ValueError, match="at least 1"):
+        RayExecutor(workers=0)
+    # a cluster address nobody answers at fails at once (Ray itself retries for minutes)
+    with pytest.raises(ExecutionError, match="no Ray cluster answers at 127.0.0.1:1"):
+        _check_reachable("127.0.0.1:1")
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    with pytest.raises(ValueError, match="drop --workers or unset RAY_ADDRESS"):
+        RayExecutor(workers=2)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ExecutionError, match=r"pip install 'robustrank\[ray\]'"):
+        create_executor("ray")
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _ray_executor(ray_instance):
+    from robustrank.execution.ray_executor import RayExecutor
+
+    return RayExecutor(workers=2)
+
+
+def test_ray_and_local_executors_give_identical_runs(ray_instance, tmp_path):
+    with LocalExecutor() as ex:
+        local = ex.map(_family(tmp_path / "a"), progress=False)
+    finished = []
+    with _ray_executor(ray_instance) as ex:
+        remote = ex.map(_family(tmp_path / "b"), progress=False, on_done=finished.append)
+    assert ray_instance.is_initialized()  # the caller's Ray stays up
+
+    assert [o.name for o in remote] == [o.name for o in local] == [t.name for t in _family(Path())]
+    for lo, ro in zip(local, remote):
+        assert not lo.reused and not ro.reused
+        assert int(ro.worker.rsplit(":", 1)[1]) != os.getpid()  # ran in a Ray worker
+        assert ro.run_dir == str(tmp_path / "b" / ro.name)
+        assert _no_clock(ro.final) == _no_clock(lo.final), ro.name
+        assert _no_clock(ro.evaluation) == _no_clock(lo.evaluation), ro.name
+    # the natural run finished before either fine-tune started (each writes its pid into
+    # its lock file when it starts), and the driver heard of it first
+    parent = tmp_path / "b" / "fcnn-natural"
+    assert finished[0].name == "fcnn-natural"
+    done = (parent / DONE_FILE).stat().st_mtime_ns
+    for child in remote[:2]:
+        assert (Path(child.run_dir) / LOCK_FILE).stat().st_mtime_ns >= done
+    assert (parent / LOCK_FILE).read_text().strip() == remote[2].worker.rsplit(":", 1)[1]
+
+
+def test_ray_reports_the_worker_error_unchanged(ray_instance):
+    task = RunTask(_config(), "/nonexistent-xyz/run")
+    with _ray_executor(ray_instance) as ex, pytest.raises(ExecutionError) as err:
+        ex.map([task], progress=False)
+    message = str(err.value)
+    assert message.startswith("run fcnn-natural in /nonexistent-xyz/run: worker ")
+    assert "cannot see /nonexistent-xyz" in message and "shared filesystem" in message
+    assert "RayTaskError" not in message and "Traceback" not in message
+
+
+def _kill_when_running(run_dir: Path, killed: list, deadline: float) -> None:
+    """SIGKILL the process training in ``run_dir`` (its pid is in the lock file) once it
+    has saved a resume state and written its first epoch; record the pid and the history."""
+    while time.monotonic() < deadline and not (run_dir / DONE_FILE).exists():
+        rows = read_history(run_dir)
+        if (run_dir / RESUME_FILE).exists() and len(rows) >= 2:
+            pid = int((run_dir / LOCK_FILE).read_text().strip())
+            assert pid not in (os.getpid(), 0, 1)
+            os.kill(pid, signal.SIGKILL)
+            killed.append((pid, rows))
+            return
+        time.sleep(0.005)
+
+
+def test_ray_retries_a_killed_worker_and_the_run_resumes(ray_instance, tmp_path):
+    config = _config(epochs=8, train_subset=16000)
+    for side in "ab":
+        (tmp_path / side).mkdir()
+    with LocalExecutor() as ex:
+        (reference,) = ex.map([RunTask(config, str(tmp_path / "a" / "slow"))], progress=False)
+
+    run_dir = tmp_path / "b" / "slow"
+    killed: list = []
+    killer = threading.Thread(
+        target=_kill_when_running, args=(run_dir, killed, time.monotonic() + 60), daemon=True
+    )
+    killer.start()
+    with _ray_executor(ray_instance) as ex:
+        (outcome,) = ex.map([RunTask(config, str(run_dir))], progress=False)
+    killer.join()
+
+    assert len(killed) == 1, "the run finished before the worker could be killed"
+    (killed_pid, rows_then), retry_pid = killed[0], int(outcome.worker.rsplit(":", 1)[1])
+    assert retry_pid != killed_pid
+    # the retry took the dead worker's lock (released by the OS) and resumed: the rows the
+    # resume state covers are kept as written (timings included; a restart from scratch
+    # would rewrite them), one row per epoch, and the same numbers as the uninterrupted run
+    assert (run_dir / LOCK_FILE).read_text().strip() == str(retry_pid)
+    rows = read_history(run_dir)
+    assert rows[0] == rows_then[0]
+    assert [r["epoch"] for r in rows] == list(range(9))
+    assert _no_clock(outcome.final) == _no_clock(reference.final)

@@ -1,0 +1,492 @@
+"""`robustrank sweep`: specs, dotted paths, strategies, the resumable runner and outputs.
+
+Sweeps here train tiny FCNN runs (1-2 epochs on 2000 MNIST images, about a second each with
+their evaluation). References are independent of the code under test: the grid against
+itertools over the example's values, the Pareto front against a brute-force dominance
+check, intervals against a textbook t quantile, accuracies against the run directories.
+"""
+
+import itertools
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from robustrank.cli import app
+from robustrank.metrics import effective_rank
+from robustrank.models import load_checkpoint, named_weight_layers
+from robustrank.sweeps import (
+    SpecError,
+    SweepError,
+    list_specs,
+    load_spec,
+    plan_trials,
+    run_sweep,
+    sweep_status,
+)
+from robustrank.sweeps.space import SpaceError, parse_path, set_path
+from robustrank.sweeps.spec import spec_from_dict
+from robustrank.sweeps.strategies import grid_trials, random_trials
+from robustrank.sweeps.table import combinations, compare_best, pareto_front
+from robustrank.training import config_from_dict, load_preset, read_history
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / "tiny-open-question.yaml"
+
+TINY = {
+    "epochs": 1,
+    "train_subset": 2000,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "threads": 1,
+    "history": {"eval_n": 100, "test_accuracy_n": 500, "track_mi": False, "every_epochs": 1},
+}
+OBJECTIVE = {"n": 50, "options": {"steps": 10, "n_queries": 50}}
+# the columns that must not depend on interruptions, executors or timing
+TIMING = ("seconds", "worker", "reused")
+
+
+def _spec(name="tiny", **extra):
+    data = {
+        "name": name,
+        "base": "fcnn-natural",
+        "overrides": TINY,
+        "space": {"regularizers.l1.1": [0.0, 0.003], "seed": [0, 1]},
+        "strategy": "grid",
+        "objective": OBJECTIVE,
+    }
+    data.update(extra)
+    return data
+
+
+def _write_spec(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _table(out: Path) -> list[dict]:
+    rows = json.loads((out / "trials.json").read_text())["trials"]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One uninterrupted grid sweep (4 trials), shared by several tests."""
+    out = tmp_path_factory.mktemp("sweep") / "a"
+    spec = spec_from_dict(_spec())
+    return run_sweep(spec, out, progress=False)
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def test_example_spec_expands_to_the_eight_runs_it_describes(tmp_path):
+    spec = load_spec(EXAMPLE)
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    trials = plan_trials(spec, tmp_path / "out")
+    assert len(trials) == 8
+    expected = set(itertools.product([0.0, 0.001], [0.0, 0.001], [0, 1]))
+    got = {
+        (
+            t.config["regularizers"]["l1"][1],
+            t.config["regularizers"]["nuclear"][1],
+            t.config["seed"],
+        )
+        for t in trials
+    }
+    assert got == expected
+    preset = load_preset("fcnn-natural").plain()
+    for t in trials:
+        cfg = t.config
+        # layer keys are int 1-based indices, not the string "1"
+        assert set(cfg["regularizers"]["l1"]) == {1} and set(cfg["regularizers"]["nuclear"]) == {1}
+        assert cfg["regularizers"]["l1"] == {1: t.values["regularizers.l1.1"]}
+        # overrides are deep-merged: overridden keys change, the preset's others stay
+        for key, value in raw["overrides"].items():
+            if key != "history":
+                assert cfg[key] == value
+        for key, value in raw["overrides"]["history"].items():
+            assert cfg["history"][key] == value
+        assert cfg["history"]["every_epochs"] == preset["history"]["every_epochs"]
+        assert cfg["batch_size"] == preset["batch_size"]
+        config_from_dict(cfg)  # validates
+        assert t.run_dir == (tmp_path / "out").resolve() / "trials" / t.id
+    ids = [t.id for t in trials]
+    assert len(set(ids)) == 8 and all(re.fullmatch(r"t\d{3}-[0-9a-f]{8}", i) for i in ids)
+    assert ids == [t.id for t in plan_trials(load_spec(EXAMPLE), tmp_path / "other")]
+
+
+def test_dotted_paths_make_layer_keys_and_missing_mappings():
+    assert parse_path("regularizers.l1.1") == ["regularizers", "l1", 1]
+    assert parse_path("regularizers.nuclear.W1") == ["regularizers", "nuclear", "W1"]
+    assert parse_path("regularizers.l1.block.conv1") == ["regularizers", "l1", "block.conv1"]
+    assert parse_path("history.eps") == ["history", "eps"]
+    base = {"lr": 0.1, "regularizers": {}}
+    out = set_path(base, "regularizers.nuclear.2", 0.5)
+    assert out == {"lr": 0.1, "regularizers": {"nuclear": {2: 0.5}}}
+    assert base == {"lr": 0.1, "regularizers": {}}  # the input is not modified
+    assert set_path({}, "adversarial.eps", 0.1) == {"adversarial": {"eps": 0.1}}
+    with pytest.raises(SpaceError, match="lr is 0.1, not a mapping"):
+        set_path(base, "lr.x", 1)
+    with pytest.raises(SpaceError, match="not a dotted config key"):
+        parse_path("history..eps")
+
+
+def test_random_strategy_is_seeded_and_covers_the_space():
+    spec = spec_from_dict(
+        _spec(
+            strategy="random",
+            n_trials=200,
+            seed=7,
+            space={"lr": {"log_uniform": [1e-3, 1e-1]}, "seed": [0, 1, 2]},
+        )
+    )
+    a, b = random_trials(spec), random_trials(spec)
+    assert a == b
+    lrs = [t["lr"] for t in a]
+    assert all(1e-3 <= v <= 1e-1 for v in lrs)
+    # log-uniform: about half the draws below the geometric midpoint 1e-2
+    assert 0.35 < sum(v < 1e-2 for v in lrs) / len(lrs) < 0.65
+    assert {t["seed"] for t in a} == {0, 1, 2}
+    other = spec_from_dict(_spec(strategy="random", n_trials=200, seed=8, space=spec.space))
+    assert random_trials(other) != a
+    grid = spec_from_dict(_spec(space={"lr": {"log_uniform": [1e-3, 1e-1], "num": 3}}))
+    assert [t["lr"] for t in grid_trials(grid)] == pytest.approx([1e-3, 1e-2, 1e-1])
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        ({"strategi": "grid"}, ["strategi"]),
+        ({"space": {"lrr": [0.1]}}, ["space[lrr]", "lrr"]),
+        ({"space": {"regularizers.l2.1": [0.1]}}, ["space[regularizers.l2.1]", "l2"]),
+        ({"space": {}}, ["space", "empty"]),
+        ({"space": {"seed": [0], "regularizers.l1.1": []}}, ["space[regularizers.l1.1]", "empty"]),
+        ({"space": {"regularizers.l1.1": [0.1, -0.1]}}, ["space[regularizers.l1.1]", "-0.1"]),
+        ({"base": "fcnn-naturall"}, ["base", "fcnn-naturall", "fcnn-natural"]),
+        ({"overrides": {"epochz": 2}}, ["epochz", "epochs"]),
+        ({"space": {"lr": {"log_uniform": [0, 0.1], "num": 3}}}, ["space[lr]", "log_uniform"]),
+        ({"space": {"lr": {"log_uniform": [0.1, 0.01], "num": 3}}}, ["space[lr]", "lo < hi"]),
+        ({"space": {"lr": {"log_uniform": [0.01, 0.1]}}}, ["space[lr]", "num"]),
+        ({"strategy": "random"}, ["n_trials"]),
+        ({"strategy": "bayes"}, ["strategy", "grid", "optuna"]),
+        ({"objective": {"attack": "pgdd"}}, ["objective.attack", "pgdd"]),
+    ],
+)
+def test_bad_specs_name_the_key(change, names):
+    with pytest.raises(SpecError) as err:
+        spec_from_dict(_spec(**change), source="bad.yaml")
+    message = str(err.value)
+    assert message.startswith("bad.yaml")
+    for name in names:
+        assert name in message, message
+
+
+def test_bundled_specs_are_listed_and_valid(tmp_path):
+    specs = list_specs()
+    assert {"open-question-fcnn", "open-question-cnn"} <= set(specs)
+    fcnn = load_spec("open-question-fcnn")
+    base = fcnn.base_config()
+    assert base["init"]["from_preset"] == "fcnn-natural" and base["threads"] == 1
+    assert fcnn.objective.attack == "autoattack" and fcnn.objective.n == 1000
+    trials = plan_trials(fcnn, tmp_path / "fcnn")
+    assert len(trials) == 75
+    assert {t.config["regularizers"]["l1"][1] for t in trials} >= {0.0, 0.01}
+    assert {t.parent.name for t in trials} == {f"fcnn-natural-seed-{k}" for k in (0, 1, 2)}
+    cnn = plan_trials(load_spec("open-question-cnn"), tmp_path / "cnn")
+    assert {t.config["model"]["name"] for t in cnn} == {"cnn"}
+    assert {tuple(t.config["regularizers"]["nuclear"]) for t in cnn} == {(2,)}
+    result = CliRunner().invoke(app, ["sweep", "list"])
+    assert result.exit_code == 0 and "open-question-fcnn" in result.output
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _dominated(i, pts):
+    x, y = pts[i]
+    return any(a >= x and b >= y and (a > x or b > y) for a, b in pts)
+
+
+def test_pareto_front_matches_brute_force():
+    rng = random.Random(0)
+    for n in [0, 1, 2, 5, 30, 200]:
+        for _ in range(20):
+            pts = [(round(rng.random(), 1), round(rng.random(), 1)) for _ in range(n)]
+            expected = {i for i in range(n) if not _dominated(i, pts)}
+            front = pareto_front(pts)
+            assert set(front) == expected and len(front) == len(set(front))
+            assert [pts[i][0] for i in front] == sorted((pts[i][0] for i in front), reverse=True)
+
+
+def _row(tid, lam, seed, clean, robust, status="done"):
+    values = {"regularizers.l1.1": lam, "seed": seed}
+    return {
+        "trial": tid,
+        "values": values,
+        "status": status,
+        "clean_acc": clean,
+        "robust_acc": robust,
+    }
+
+
+def test_combinations_group_over_seeds_and_compare_paired():
+    t975_df2 = 4.302652729911275  # two-sided 95% Student-t quantile, 2 degrees of freedom
+    best = [0.50, 0.60, 0.55]
+    second = [0.45, 0.56, 0.49]  # lower on every seed by 0.05, 0.04, 0.06
+    rows = [_row(f"a{s}", 0.01, s, 0.9, r) for s, r in enumerate(best)]
+    rows += [_row(f"b{s}", 0.0, s, 0.95, r) for s, r in enumerate(second)]
+    rows += [_row("c0", 0.1, 0, 0.5, 0.1), _row("p", 0.1, 1, None, None, status="pending")]
+    combos = combinations(rows)
+    assert [c.trials for c in combos] == [["a0", "a1", "a2"], ["b0", "b1", "b2"], ["c0"]]
+    assert combos[0].values == {"regularizers.l1.1": 0.01}
+    a = combos[0].robust
+    sd = math.sqrt(sum((v - sum(best) / 3) ** 2 for v in best) / 2)
+    assert a.mean == pytest.approx(sum(best) / 3)
+    assert a.ci95.hi - a.mean == pytest.approx(t975_df2 * sd / math.sqrt(3))
+    assert combos[2].robust.n_seeds == 1 and combos[2].robust.ci95 is None
+    cmp = compare_best(combos)
+    diffs = [x - y for x, y in zip(best, second)]
+    d_mean = sum(diffs) / 3
+    d_half = t975_df2 * math.sqrt(sum((d - d_mean) ** 2 for d in diffs) / 2) / math.sqrt(3)
+    assert cmp.difference.mean == pytest.approx(d_mean)
+    assert cmp.difference.half_width == pytest.approx(d_half)
+    assert (d_mean - d_half > 0) and cmp.verdict == "conclusive"
+    # the same means with a lead that flips sign on one seed: the interval contains 0
+    noisy = [0.45, 0.66, 0.43]
+    rows2 = rows[:3] + [_row(f"b{s}", 0.0, s, 0.95, r) for s, r in enumerate(noisy)]
+    assert compare_best(combinations(rows2)).verdict == "inconclusive"
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def test_outputs_are_complete_and_match_the_runs(finished):
+    out = finished.out_dir
+    for name in (
+        "trials.csv",
+        "trials.json",
+        "pareto.png",
+        "rank_vs_sparsity.png",
+        "report.html",
+        "combinations.csv",
+        "sweep.json",
+    ):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert any("pareto" in p.name for p in finished.figures)
+    rows = json.loads((out / "trials.json").read_text())["trials"]
+    assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+    for r in rows:
+        run = out / r["run_dir"]
+        final = read_history(run)[-1]
+        assert r["clean_acc"] == final["test_acc"]
+        assert r["eff_rank_W1"] == final["eff_rank_W1"]
+        assert r["eff_sparsity_W1"] == final["eff_sparsity_W1"]
+        evaluation = json.loads((run / "evaluation.json").read_text())["result"]
+        assert r["robust_acc"] == evaluation["autoattack"]["robust_accuracy"]
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert config["regularizers"]["l1"] == {1: r["values"]["regularizers.l1.1"]}
+        assert config["seed"] == r["values"]["seed"]
+    lines = (out / "trials.csv").read_text().splitlines()
+    assert len(lines) == 5 and "regularizers.l1.1" in lines[0].split(",")
+    html = (out / "report.html").read_text()
+    assert not re.search(r"(src|href)=\"(?!data:|#)", html)  # nothing external
+    assert "http://" not in html and "https://" not in html
+    assert html.count('src="data:image/png;base64,') == 2
+    assert finished.comparison.verdict in html and finished.comparison.best.label() in html
+
+
+def test_refuses_another_spec_in_the_same_directory(finished, tmp_path):
+    out = finished.out_dir
+    before = (out / "trials.json").read_text()
+    other = spec_from_dict(_spec(space={"regularizers.l1.1": [0.0, 0.01], "seed": [0, 1]}))
+    with pytest.raises(SweepError, match=r"different sweep.*space.*another --out.*--overwrite"):
+        run_sweep(other, out, progress=False)
+    assert (out / "trials.json").read_text() == before
+    (tmp_path / "x.txt").write_text("mine")
+    with pytest.raises(SweepError, match="not a sweep directory"):
+        run_sweep(other, tmp_path, progress=False)
+    # --overwrite starts the other sweep over in a directory of its own
+    one = spec_from_dict(_spec(name="one", space={"seed": [3]}))
+    again = tmp_path / "again"
+    run_sweep(spec_from_dict(_spec(name="one", space={"seed": [4]})), again, progress=False)
+    result = run_sweep(one, again, progress=False, overwrite=True)
+    assert [r["values"] for r in result.rows] == [{"seed": 3}]
+    assert sorted(p.name for p in (again / "trials").iterdir()) == [result.rows[0]["trial"]]
+
+
+def _mid_run(out: Path) -> Path | None:
+    """A trial directory with at least two history rows but not finished, if any."""
+    for run in (out / "trials").glob("t*"):
+        history = run / "history.jsonl"
+        if history.exists() and not (run / "done.json").exists():
+            if len(history.read_text().splitlines()) >= 2:
+                return run
+    return None
+
+
+def _kill_mid_run(cmd: list[str], out: Path) -> Path:
+    """Start the sweep, SIGKILL it once a trial has finished and another is mid-training."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, running = time.monotonic() + 60, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            path = out / "trials.json"
+            if path.exists() and any(
+                r["status"] == "done" for r in json.loads(path.read_text())["trials"]
+            ):
+                running = _mid_run(out)
+                if running is not None:
+                    break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert running is not None and not (running / "done.json").exists()
+    return running
+
+
+def test_sigkilled_sweep_resumes_to_the_uninterrupted_table(tmp_path):
+    data = _spec(
+        name="kill",
+        overrides={**TINY, "epochs": 5},
+        space={"regularizers.l1.1": [0.003], "seed": [0, 1, 2]},
+    )
+    spec = _write_spec(tmp_path / "kill.yaml", data)
+    reference = run_sweep(load_spec(spec), tmp_path / "a", progress=False)
+    out = tmp_path / "b"
+    cmd = [
+        sys.executable,
+        "-m",
+        "robustrank",
+        "sweep",
+        str(spec),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    interrupted = _kill_mid_run(cmd, out)
+    status = sweep_status(out)
+    assert status.total == 3 and 1 <= status.done < 3 and status.running >= 1
+    assert status.done + status.running + status.pending == 3 and status.driver is None
+    cli = CliRunner().invoke(app, ["sweep", "status", str(out)])
+    assert cli.exit_code == 0 and f"{status.done} done, {status.running} running" in cli.output
+    rows = json.loads((out / "trials.json").read_text())["trials"]
+    done_before = {r["trial"] for r in rows if r["status"] == "done"}
+    result = run_sweep(load_spec(spec), out, progress=False)
+    assert {r["trial"] for r in result.rows if r["reused"]} == done_before
+    # the interrupted run resumed: its history has each epoch once
+    assert [r["epoch"] for r in read_history(interrupted)] == [0, 1, 2, 3, 4, 5]
+    assert _table(out) == _table(reference.out_dir)
+    assert sweep_status(out).done == 3
+
+
+def test_optuna_sweep_resumes_its_study_without_retraining(tmp_path, monkeypatch):
+    optuna = pytest.importorskip("optuna")
+    import robustrank.execution.local as local
+
+    spec = spec_from_dict(
+        _spec(
+            name="opt",
+            strategy="optuna",
+            n_trials=4,
+            batch=2,
+            space={"regularizers.l1.1": [0.0, 0.001, 0.01], "seed": [0, 1]},
+        )
+    )
+    out = tmp_path / "opt"
+    real, calls = local.run_task, []
+
+    def dies_in_second_batch(task, **kw):  # the driver dies after two told trials
+        calls.append(task.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(task, **kw)
+
+    monkeypatch.setattr(local, "run_task", dies_in_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, progress=False)
+    monkeypatch.setattr(local, "run_task", real)
+    study = optuna.load_study(study_name="opt", storage=f"sqlite:///{out / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "RUNNING", "RUNNING"]
+    asked = {t.number: t.params for t in study.trials}
+    first = {
+        r["trial"]: r
+        for r in json.loads((out / "trials.json").read_text())["trials"]
+        if r["status"] == "done"
+    }
+    assert len(first) == 2
+    mtimes = {t: (out / r["run_dir"] / "done.json").stat().st_mtime_ns for t, r in first.items()}
+
+    result = run_sweep(spec, out, progress=False)
+    study = optuna.load_study(study_name="opt", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert {t.number: t.params for t in study.trials} == asked  # re-run with stored params
+    rows = {r["index"]: r for r in result.rows}
+    assert sorted(rows) == [0, 1, 2, 3]
+    for t in study.trials:
+        assert rows[t.number]["values"] == t.params
+        assert t.values == [rows[t.number]["clean_acc"], rows[t.number]["robust_acc"]]
+    for tid, mtime in mtimes.items():
+        assert (out / first[tid]["run_dir"] / "done.json").stat().st_mtime_ns == mtime
+
+
+def test_finetune_base_trains_one_parent_per_seed(tmp_path):
+    parent = {k: v for k, v in TINY.items() if k != "threads"}
+    spec = spec_from_dict(
+        _spec(
+            name="ft",
+            base="fcnn-l1-1e-2-nuc-1e-2",
+            parent_overrides=parent,
+            space={"regularizers.nuclear.1": [0.0, 0.01], "seed": [0, 1]},
+        )
+    )
+    out = tmp_path / "ft"
+    result = run_sweep(spec, out, progress=False)
+    parents = sorted(p.name for p in (out / "parents").iterdir())
+    assert parents == ["fcnn-natural-seed-0", "fcnn-natural-seed-1"]
+    for k in (0, 1):
+        pdir = out / "parents" / f"fcnn-natural-seed-{k}"
+        cfg = yaml.safe_load((pdir / "config.yaml").read_text())
+        assert cfg["seed"] == k and cfg["epochs"] == 1 and cfg["threads"] == 1
+        assert [r["epoch"] for r in read_history(pdir)] == [0, 1]  # trained once
+    for row in result.rows:
+        run = out / row["run_dir"]
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        seed = row["values"]["seed"]
+        parent_dir = out / "parents" / f"fcnn-natural-seed-{seed}"
+        assert (run / cfg["init"]["preset_run"]).resolve() == parent_dir.resolve()
+        # the fine-tune starts from its parent's final weights: its epoch-0 structure is
+        # that of the parent's final checkpoint, computed here from the file
+        model, _ = load_checkpoint(parent_dir / "final.safetensors")
+        w1 = named_weight_layers(model)[0].weight
+        assert read_history(run)[0]["eff_rank_W1"] == pytest.approx(float(effective_rank(w1)))
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_local_table(finished, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    from robustrank.execution.ray_executor import RayExecutor  # noqa: F401
+
+    try:
+        result = run_sweep(
+            spec_from_dict(_spec()), tmp_path / "ray", executor="ray", workers=2, progress=False
+        )
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    assert _table(result.out_dir) == _table(finished.out_dir)
+    assert len({r["worker"] for r in result.rows}) >= 1
