@@ -288,3 +288,27 @@ def test_ray_retries_a_killed_worker_and_the_run_resumes(ray_instance, tmp_path)
     assert rows[0] == rows_then[0]
     assert [r["epoch"] for r in rows] == list(range(9))
     assert _no_clock(outcome.final) == _no_clock(reference.final)
+
+
+def test_a_local_ray_instance_runs_workers_at_normal_priority(monkeypatch):
+    """Ray nices workers to 15 by default, which starves runs next to any busy process;
+    the executor starts its local instance with worker niceness 0 unless told otherwise."""
+    ray = pytest.importorskip("ray")
+    from robustrank.execution.ray_executor import RayExecutor
+
+    seen = {}
+
+    def fake_init(**kwargs):
+        seen["niceness"] = os.environ.get("RAY_worker_niceness")
+        seen["num_cpus"] = kwargs.get("num_cpus")
+
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    RayExecutor(workers=2)._ensure_ray()
+    assert seen == {"niceness": "0", "num_cpus": 2}
+
+    monkeypatch.setenv("RAY_worker_niceness", "5")  # an explicit choice is kept
+    RayExecutor(workers=2)._ensure_ray()
+    assert seen["niceness"] == "5"

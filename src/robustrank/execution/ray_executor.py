@@ -137,6 +137,10 @@ class RayExecutor:
                     ) from err
             else:
                 cpus = self.workers or os.cpu_count() or 1
+                # Ray nices its workers to 15 by default, so runs starve next to any other
+                # busy process on the machine; ours are the work, so they run at nice 0
+                # (as Ray's own job submission does). An explicit setting is kept.
+                os.environ.setdefault("RAY_worker_niceness", "0")
                 ray.init(num_cpus=cpus, include_dashboard=False, **_QUIET)
             self._started = True
         if self._remote is None:
