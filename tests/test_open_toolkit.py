@@ -264,10 +264,13 @@ def test_activations_through_hooks_match_a_manual_forward():
     x = torch.rand(7, 1, 8, 8)
     acts = named_layer_activations(model, x, batch_size=3, layers=["body.*"])
     assert list(acts) == ["body.0", "body.1", "output"]
-    assert torch.allclose(acts["body.0"], model.body[0](x).flatten(1))
+    # batches of 3 against one batch of 7: the convolution may pick another algorithm, so
+    # values agree to float32 rounding (an absolute 1e-6 on outputs of order 1), not bitwise
+    close = {"rtol": 1e-5, "atol": 1e-6}
+    assert torch.allclose(acts["body.0"], model.body[0](x).flatten(1), **close)
     h = torch.tanh(model.body[0](x))
-    assert torch.allclose(acts["body.1"], model.body[1](h).flatten(1))
-    assert torch.allclose(acts["output"], model(x))
+    assert torch.allclose(acts["body.1"], model.body[1](h).flatten(1), **close)
+    assert torch.allclose(acts["output"], model(x), **close)
     with pytest.raises(ValueError, match="no module of Shuffled matches 'nope'"):
         named_layer_activations(model, x, layers=["nope"])
 

@@ -1,4 +1,6 @@
-"""End to end: the tiny reproduce profile writes every artefact, and the report is valid.
+"""End to end: the tiny reproduce profile with two seeds writes every artefact, its numbers
+are means and t-intervals over the seeds' own runs, its verdicts follow the intervals, and
+the report is valid.
 
 The HTML report is checked twice: structurally (it parses, references nothing external,
 every embedded image is a PNG that decodes) and in headless Chromium, when a ``chromium``
@@ -10,24 +12,35 @@ import base64
 import csv
 import io
 import json
-import math
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
 
+from robustrank.data import eval_subset, load_dataset
 from robustrank.experiments.figures import _mi_record
 from robustrank.experiments.reproduce import (
     ReproduceError,
-    RunSummary,
-    assess_claims,
+    _check_out_dir,
     load_profile,
     profile_configs,
     reproduce,
+    seeded_runs,
 )
+from robustrank.experiments.robust_eval import decode_mask
 from robustrank.experiments.summary import RunKind, run_kind, table_attacks
-from robustrank.training import HistoryConfig, list_presets, load_preset
+from robustrank.models import load_checkpoint
+from robustrank.training import HistoryConfig, config_from_dict, list_presets, load_preset, train
+
+# Student's t quantile t_{0.975, 1} (tabulated; e.g. Abramowitz & Stegun, Table 26.10).
+T975_DF1 = 12.706204736174707
+VERDICTS = {"supported", "contradicted", "inconclusive"}
 
 
 class _Collector(HTMLParser):
@@ -51,10 +64,33 @@ class _Collector(HTMLParser):
         self.stack.pop()
 
 
+def _stamps(out, pattern):
+    return {p: p.stat().st_mtime_ns for p in sorted(out.glob(pattern))}
+
+
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny_runs(tmp_path_factory):
+    """The tiny profile with one seed, then the same OUT with two seeds."""
     out = tmp_path_factory.mktemp("repro") / "tiny"
-    return reproduce("tiny", out, progress=False)
+    one = reproduce("tiny", out, progress=False, seeds=1)
+    stamps = _stamps(out, "runs/*/seed-0/done.json") | _stamps(out, "runs/*/seed-0/evaluation.json")
+    two = reproduce("tiny", out, progress=False, seeds=2)
+    return SimpleNamespace(one=one, two=two, stamps=stamps)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_runs):
+    return tiny_runs.two
+
+
+def _results(result):
+    return json.loads((result.out_dir / "results.json").read_text())
+
+
+def _evaluation(out, preset, k):
+    return json.loads((out / "runs" / preset / f"seed-{k}" / "evaluation.json").read_text())[
+        "result"
+    ]
 
 
 @pytest.mark.slow
@@ -73,51 +109,219 @@ def test_tiny_profile_writes_every_artefact(tiny):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     configs = profile_configs(load_profile("tiny"))
     for c in configs:
-        assert (out / "runs" / c.name / "final.safetensors").is_file()
+        for k in (0, 1):
+            assert (out / "runs" / c.name / f"seed-{k}" / "final.safetensors").is_file()
+        assert sorted(p.name for p in (out / "runs" / c.name).iterdir()) == ["seed-0", "seed-1"]
     # the fooling-ratio columns are the configs' history attacks
     assert tiny.attacks == table_attacks(configs) == ["fgsm", "pgd", "gnm"]
-    # tables hold numbers for every run, with the paper's value beside ours
     for key in ("table1", "table2"):
         rows = list(csv.DictReader(io.StringIO((out / "tables" / f"{key}.csv").read_text())))
         assert rows
         for row in rows:
-            ours, paper, diff = float(row["ours"]), float(row["paper"]), float(row["difference"])
-            assert 0.0 <= ours <= 1.0 and 0.0 < paper < 1.0
-            assert diff == pytest.approx(ours - paper)
-            for a in tiny.attacks:
-                assert 0.0 <= float(row[f"fr_{a}"]) <= 1.0
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["runs"]) == {c.name for c in configs}
-    assert [c["verdict"] for c in results["claims"]]
+            ours, paper = float(row["test_acc_mean"]), float(row["paper"])
+            assert 0.0 <= ours <= 1.0 and 0.0 < paper < 1.0 and row["n_seeds"] == "2"
+            assert float(row["difference"]) == pytest.approx(ours - paper)
+            for m in [f"fr_{a}" for a in tiny.attacks] + ["ra_pgd", "ra_autoattack"]:
+                mean, lo, hi = (float(row[f"{m}_{x}"]) for x in ("mean", "ci_lo", "ci_hi"))
+                assert 0.0 <= mean <= 1.0 and lo <= mean <= hi
+                w_lo, w_hi = float(row[f"{m}_wilson_lo"]), float(row[f"{m}_wilson_hi"])
+                assert 0.0 <= w_lo <= w_hi <= 1.0
+                assert row[m].startswith(f"{mean:.3f} ± ") and "[±" in row[m]
+    results = _results(tiny)
+    assert set(results["runs"]) == {c.name for c in configs} and results["seeds"] == 2
     for fig in results["figures"]:
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(f.startswith("figures/claims/") for f in results["figures"])
 
 
+@pytest.mark.slow
+def test_seed_k_trains_with_base_seed_plus_k_in_its_own_directory(tiny):
+    runs = tiny.out_dir / "runs"
+    for c in profile_configs(load_profile("tiny")):
+        for k in (0, 1):
+            saved = yaml.safe_load((runs / c.name / f"seed-{k}" / "config.yaml").read_text())
+            assert saved["seed"] == c.seed + k
+            if c.init.from_preset:
+                assert saved["init"]["preset_run"] == f"../../{c.init.from_preset}/seed-{k}"
+            else:
+                assert saved["init"]["preset_run"] is None
+
+
+@pytest.mark.slow
+def test_fine_tunes_start_from_the_final_weights_of_the_same_seed(tiny, tmp_path):
+    # Retrain seed 1 of a fine-tune from its parent's seed-1 final weights, given as an
+    # explicit checkpoint: the weights must come out identical (training is deterministic).
+    runs = tiny.out_dir / "runs"
+    fine_tune, parent = "fcnn-l1-1e-2-nuc-1e-2", "fcnn-natural"
+    saved = yaml.safe_load((runs / fine_tune / "seed-1" / "config.yaml").read_text())
+    start = runs / parent / "seed-1" / "final.safetensors"
+    saved["init"] = {"checkpoint": str(start)}
+    train(config_from_dict(saved), tmp_path / "again", progress=False)
+    again = load_file(tmp_path / "again" / "final.safetensors")
+    ours = load_file(runs / fine_tune / "seed-1" / "final.safetensors")
+    other_seed = load_file(runs / fine_tune / "seed-0" / "final.safetensors")
+    assert again.keys() == ours.keys()
+    assert all(torch.equal(again[k], ours[k]) for k in ours)
+    assert not all(torch.equal(other_seed[k], ours[k]) for k in ours)
+    seed0_parent = load_file(runs / parent / "seed-0" / "final.safetensors")
+    assert not all(torch.equal(seed0_parent[k], load_file(start)[k]) for k in seed0_parent)
+
+
+@pytest.mark.slow
+def test_going_from_one_to_two_seeds_trains_only_the_new_seed(tiny_runs):
+    out = tiny_runs.two.out_dir
+    assert tiny_runs.stamps  # seed-0 done.json and evaluation.json of every preset
+    assert (
+        _stamps(out, "runs/*/seed-0/done.json") | _stamps(out, "runs/*/seed-0/evaluation.json")
+        == tiny_runs.stamps
+    )
+    assert all(p.n_seeds == 1 for p in tiny_runs.one.runs.values())
+    assert all(p.n_seeds == 2 for p in tiny_runs.two.runs.values())
+    # seed 0 is the same run in both: its per-seed numbers did not change
+    for name, p in tiny_runs.one.runs.items():
+        assert tiny_runs.two.runs[name].runs[0].to_dict() == p.runs[0].to_dict()
+    assert json.loads((out / "profile.json").read_text())["seeds"] == 2
+
+
+@pytest.mark.slow
+def test_results_json_metrics_are_means_and_t_intervals_of_the_seed_runs(tiny):
+    out, results = tiny.out_dir, _results(tiny)
+    for name, run in results["runs"].items():
+        metrics = run["metrics"]
+        # per-seed values from each seed's own files (evaluation.json, history.jsonl)
+        evs = [_evaluation(out, name, k) for k in (0, 1)]
+        lasts = [
+            json.loads(
+                (out / "runs" / name / f"seed-{k}" / "history.jsonl").read_text().splitlines()[-1]
+            )
+            for k in (0, 1)
+        ]
+        expected = {
+            "fr_pgd": [
+                e["paper_attacks"]["pgd"]["n_fooled"] / e["paper_attacks"]["pgd"]["n_correct"]
+                for e in evs
+            ],
+            "ra_autoattack": [e["autoattack"]["n_robust"] / e["autoattack"]["n"] for e in evs],
+            "eff_rank_W1": [last["eff_rank_W1"] for last in lasts],
+            "test_acc": [last["test_acc"] for last in lasts],
+        }
+        for key, values in expected.items():
+            m = metrics[key]
+            assert m["per_seed"] == pytest.approx(values) and m["n_seeds"] == 2
+            a, b = values
+            half = T975_DF1 * abs(a - b) / 2  # t * s / sqrt(2), s = |a - b| / sqrt(2)
+            assert m["mean"] == pytest.approx((a + b) / 2)
+            assert m["ci95"] == pytest.approx([(a + b) / 2 - half, (a + b) / 2 + half], abs=1e-12)
+        for key in ("fr_pgd", "ra_autoattack"):
+            for v, (lo, hi) in zip(metrics[key]["per_seed"], metrics[key]["wilson95"]):
+                assert lo <= v <= hi and 0.0 <= lo < hi <= 1.0
+
+
+@pytest.mark.slow
+def test_results_json_schema_and_no_verdict_rests_on_an_interval_containing_zero(tiny):
+    results = _results(tiny)
+    assert results["schema"] == 2
+    for run in results["runs"].values():
+        assert run["n_seeds"] == 2 and len(run["per_seed"]) == 2
+        for key, m in run["metrics"].items():
+            assert {"mean", "ci95", "n_seeds", "per_seed"} <= set(m), key
+            assert len(m["per_seed"]) == m["n_seeds"] == 2
+            assert m["ci95"] is None or (len(m["ci95"]) == 2 and m["ci95"][0] <= m["ci95"][1])
+            if key.startswith(("fr_", "ra_")):
+                assert len(m["wilson95"]) == 2
+    assert len(results["claims"]) >= 4
+    for claim in results["claims"]:
+        verdicts = [c["verdict"] for c in claim["comparisons"]]
+        counts = claim["counts"]
+        assert counts["total"] == len(verdicts) == sum(counts[v] for v in VERDICTS)
+        for c in claim["comparisons"]:
+            assert {"difference", "ci95", "verdict", "direction", "method"} <= set(c)
+            assert {"n_seeds", "n_examples", "p_value", "label"} <= set(c)
+            assert c["n_seeds"] == 2 and c["verdict"] in VERDICTS
+            ci = c["ci95"]
+            if ci is None or ci[0] <= 0.0 <= ci[1]:
+                assert c["verdict"] == "inconclusive", c["label"]
+            else:
+                claimed = (ci[1] < 0) == (c["direction"] == "less")
+                assert c["verdict"] == ("supported" if claimed else "contradicted"), c["label"]
+            if c["details"].get("scale") == "ratio":
+                assert "conservative" in c["method"] or "widened" in c["method"]
+        if not verdicts:
+            assert claim["verdict"] == "not measured"
+        elif "contradicted" in verdicts:
+            assert claim["verdict"] == "contradicted"
+        elif set(verdicts) == {"supported"}:
+            assert claim["verdict"] == "supported"
+        else:
+            assert claim["verdict"] == "inconclusive"
+
+
+@pytest.mark.slow
+def test_final_evaluation_records_aligned_per_example_outcomes(tiny):
+    out = tiny.out_dir
+    spec = load_profile("tiny").evaluation
+    index = torch.arange(10000)
+    paper_idx = set(eval_subset(index, index, spec.paper_n, spec.seed)[0].tolist())
+    strong_idx = set(eval_subset(index, index, spec.n, spec.seed)[0].tolist())
+    assert strong_idx < paper_idx  # nested: the AutoAttack inputs are paper-attack inputs
+    datasets = {}
+    for c in seeded_runs(profile_configs(load_profile("tiny")), 2):
+        ev = _evaluation(out, c.preset, c.index)
+        outcomes = ev["outcomes"]
+        assert (outcomes["paper"]["n"], outcomes["strong"]["n"]) == (spec.paper_n, spec.n)
+        paper = outcomes["paper"]
+        correct = decode_mask(paper["correct"], spec.paper_n)
+        for attack, res in ev["paper_attacks"].items():
+            fooled = decode_mask(paper["fooled"][attack], spec.paper_n)
+            assert res["early_stop"] and res["n"] == spec.paper_n
+            assert int(fooled.sum()) == res["n_fooled"] and not (fooled & ~correct).any()
+            assert int(correct.sum()) == res["n_correct"]
+        # the mask is the model's own correctness on the seeded subset, whatever the run seed
+        name = c.config.dataset.name
+        if name not in datasets:
+            x_all, y_all = load_dataset(c.config.dataset, "test")
+            datasets[name] = eval_subset(x_all, y_all, spec.paper_n, spec.seed)
+        x, y = datasets[name]
+        model, _ = load_checkpoint(out / "runs" / c.rel_dir / "final.safetensors")
+        with torch.no_grad():
+            pred = model.eval()(x).argmax(1)
+        assert np.array_equal((pred == y).numpy(), correct)
+        strong = outcomes["strong"]
+        robust = decode_mask(strong["correct"], spec.n) & ~decode_mask(
+            strong["fooled"]["autoattack"], spec.n
+        )
+        assert int(robust.sum()) == ev["autoattack"]["n_robust"]
+
+
+@pytest.mark.slow
 def test_tiny_profile_evaluates_every_model_with_autoattack_curves_and_diagnostics(tiny):
     out = tiny.out_dir
-    results = json.loads((out / "results.json").read_text())
-    for name, ev in results["evaluations"].items():
-        assert (out / "runs" / name / "evaluation.json").is_file()
-        pgd, aa = ev["pgd"], ev["autoattack"]
-        assert pgd["n"] == aa["n"] == 60 and pgd["n_correct"] == aa["n_correct"]
-        # the ensemble contains APGD-CE, so it is never weaker than PGD-20 by more than
-        # the inputs APGD-CE misses and PGD finds; on these models it is at least as strong
-        assert aa["robust_accuracy"] <= pgd["robust_accuracy"] + 2 / 60
-        parts = aa["details"]["components"]
-        assert sum(p["n_broken"] for p in parts) == aa["n_fooled"]
-        curve = ev["curve"]
-        ra = curve["robust_accuracy"]
-        assert all(b <= a for a, b in zip(ra, ra[1:])) and curve["eps"][0] == 0.0
-        # the worst case at eps folds AutoAttack in: never above its robust accuracy
-        folded = [c for c in curve["confirmations"] if c["attack"] == "autoattack"]
-        assert folded[0]["robust_accuracy"] <= aa["robust_accuracy"] + 1e-12
-        assert {c["name"] for c in ev["diagnostics"]["checks"]} >= {"black-box", "large-eps"}
+    results = _results(tiny)
+    for name, per_seed in results["evaluations"].items():
+        assert len(per_seed) == 2
+        for k, ev in enumerate(per_seed):
+            assert (out / "runs" / name / f"seed-{k}" / "evaluation.json").is_file()
+            assert "outcomes" not in ev  # the masks stay in the run directory
+            pgd, aa = ev["pgd"], ev["autoattack"]
+            assert pgd["n"] == aa["n"] == 60 and pgd["n_correct"] == aa["n_correct"]
+            # the ensemble contains APGD-CE, so it is never weaker than PGD-20 by more than
+            # the inputs APGD-CE misses and PGD finds; on these models it is at least as strong
+            assert aa["robust_accuracy"] <= pgd["robust_accuracy"] + 2 / 60
+            parts = aa["details"]["components"]
+            assert sum(p["n_broken"] for p in parts) == aa["n_fooled"]
+            curve = ev["curve"]
+            ra = curve["robust_accuracy"]
+            assert all(b <= a for a, b in zip(ra, ra[1:])) and curve["eps"][0] == 0.0
+            # the worst case at eps folds AutoAttack in: never above its robust accuracy
+            folded = [c for c in curve["confirmations"] if c["attack"] == "autoattack"]
+            assert folded[0]["robust_accuracy"] <= aa["robust_accuracy"] + 1e-12
+            assert {c["name"] for c in ev["diagnostics"]["checks"]} >= {"black-box", "large-eps"}
     for key in ("table1", "table2"):
         for row in tiny.tables[key]:
-            assert (
-                row["ra_autoattack"]
-                == results["evaluations"][row["preset"]]["autoattack"]["robust_accuracy"]
-            )
+            per_seed = [
+                ev["autoattack"]["robust_accuracy"] for ev in results["evaluations"][row["preset"]]
+            ]
+            assert row["ra_autoattack_mean"] == pytest.approx(sum(per_seed) / 2)
     md = tiny.report_md.read_text()
     assert "RA AutoAttack" in md and "Diagnostics: fcnn-natural" in md
     assert "Robustness curves of the final FCNN models" in md
@@ -141,8 +345,12 @@ def test_report_html_is_self_contained_and_images_decode(tiny):
         width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
         assert width > 50 and height > 50
     md = tiny.report_md.read_text()
-    assert "Table 1" in md and "Claim 1" in md
+    assert "Table 1" in md and "Claim 1" in md and "95% interval" in md
     assert all(f"FR {a.upper()}" in md for a in tiny.attacks)
+    # every comparison of every claim is in the report, with its verdict
+    for claim in tiny.claims:
+        for c in claim.comparisons:
+            assert c.label in md
 
 
 _PROBE = """<script>
@@ -192,10 +400,10 @@ def test_report_renders_in_headless_chromium_and_every_image_loads(tiny, tmp_pat
 
 @pytest.mark.slow
 def test_second_call_reuses_finished_runs(tiny):
-    before = {p: p.stat().st_mtime_ns for p in tiny.out_dir.glob("runs/*/final.safetensors")}
-    again = reproduce("tiny", tiny.out_dir, progress=False)
-    after = {p: p.stat().st_mtime_ns for p in tiny.out_dir.glob("runs/*/final.safetensors")}
-    assert before == after
+    pattern = "runs/*/seed-*/final.safetensors"
+    before = _stamps(tiny.out_dir, pattern)
+    again = reproduce("tiny", tiny.out_dir, progress=False, seeds=2)
+    assert _stamps(tiny.out_dir, pattern) == before and len(before) == 14
     assert again.tables == tiny.tables
 
 
@@ -212,18 +420,35 @@ def test_foreign_directory_is_refused(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.parametrize("marked", [True, False])
+def test_runs_of_the_layout_before_seeds_are_refused(tmp_path, marked):
+    run = tmp_path / "runs" / "fcnn-natural"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("name: fcnn-natural\n")
+    if marked:
+        (tmp_path / "profile.json").write_text(json.dumps({"profile": "tiny"}))
+    with pytest.raises(ReproduceError, match="earlier layout.*seed-<k>.*--overwrite"):
+        reproduce("tiny", tmp_path, progress=False)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+    # --overwrite discards them (checked without training: the directory step alone)
+    prof = load_profile("tiny")
+    _check_out_dir(tmp_path, prof, profile_configs(prof), 2, overwrite=True)
+    assert not (tmp_path / "runs").exists()
+    assert json.loads((tmp_path / "profile.json").read_text())["seeds"] == 2
+
+
 @pytest.mark.slow
 def test_runs_trained_separately_are_adopted(tiny, tmp_path):
-    # `robustrank train --preset NAME --out OUT/runs/NAME` runs, then `reproduce --out OUT`
-    import shutil
-
+    # `robustrank train ... --out OUT/runs/NAME/seed-0` runs, then `reproduce --out OUT`
     out = tmp_path / "assembled"
-    shutil.copytree(tiny.out_dir / "runs" / "fcnn-natural", out / "runs" / "fcnn-natural")
-    final = out / "runs" / "fcnn-natural" / "final.safetensors"
-    before = final.stat().st_mtime_ns
-    result = reproduce("tiny", out, only="fcnn", progress=False)
-    assert final.stat().st_mtime_ns == before  # reused, not retrained
-    assert result.tables["table1"] == tiny.tables["table1"]  # deterministic runs
+    names = [c.name for c in profile_configs(load_profile("tiny"), only="fcnn")]
+    for name in names:
+        shutil.copytree(tiny.out_dir / "runs" / name / "seed-0", out / "runs" / name / "seed-0")
+    before = _stamps(out, "runs/*/seed-0/final.safetensors")
+    result = reproduce("tiny", out, only="fcnn", seeds=1, progress=False)
+    assert _stamps(out, "runs/*/seed-0/final.safetensors") == before  # reused, not retrained
+    for name in names:
+        assert result.runs[name].runs[0].to_dict() == tiny.runs[name].runs[0].to_dict()
 
 
 def test_runs_dir_with_foreign_run_is_refused(tmp_path):
@@ -231,6 +456,20 @@ def test_runs_dir_with_foreign_run_is_refused(tmp_path):
     with pytest.raises(ReproduceError, match="not empty"):
         reproduce("tiny", tmp_path, progress=False)
     assert not (tmp_path / "profile.json").exists()
+
+
+def test_seeds_must_be_a_positive_integer(tmp_path):
+    with pytest.raises(ValueError, match="integer >= 1"):
+        reproduce("tiny", tmp_path / "out", seeds=0, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_profiles_declare_seeds_and_paper_attack_subsets():
+    # one seed by default (the time budgets); more with --seeds N
+    assert [load_profile(p).seeds for p in ("tiny", "quick", "paper")] == [1, 1, 1]
+    paper = load_profile("paper")
+    assert paper.evaluation.paper_n == 10000  # the whole test set for FGSM, PGD and GNM
+    assert paper.evaluation.n == 1000  # the strong attack keeps its subset
 
 
 def test_profiles_cover_every_table_row():
@@ -248,80 +487,6 @@ def test_profiles_cover_every_table_row():
                 assert c.init.from_preset in names[:i]
     with pytest.raises(ValueError, match="unknown profile"):
         load_profile("huge")
-
-
-def _summary(preset, fam, fooling, rank, sparsity, kind, parent=None, **lambdas):
-    s = RunSummary(preset, fam, preset, None, None, 0.9, fooling, rank, sparsity, 1, None)
-    s.kind, s.parent = RunKind(kind), parent
-    for key, value in lambdas.items():
-        setattr(s, key, value)
-    return s
-
-
-def test_claim_verdicts_follow_the_numbers():
-    nat = _summary("fcnn-natural", "fcnn", {"pgd": 0.9}, {"W1": 4.0}, {"W1": 100.0}, "natural")
-    adv = dict(kind="adversarial", parent="fcnn-natural")
-    reg = dict(kind="regularised", parent="fcnn-natural", l1={"1": 0.01})
-    lower = _summary("fcnn-pgd", "fcnn", {"pgd": 0.2}, {"W1": 3.0}, {"W1": 80.0}, **adv)
-    higher = _summary("fcnn-pgd", "fcnn", {"pgd": 0.2}, {"W1": 5.0}, {"W1": 120.0}, **adv)
-    reg_bad = _summary("fcnn-l1-1e-2", "fcnn", {"pgd": 0.95}, {"W1": 4.5}, {"W1": 110.0}, **reg)
-    reg_good = _summary("fcnn-l1-1e-2", "fcnn", {"pgd": 0.5}, {"W1": 3.5}, {"W1": 90.0}, **reg)
-    c1 = assess_claims({"fcnn-natural": nat, "fcnn-pgd": lower})[0]
-    assert c1.verdict == "supported"
-    c1 = assess_claims({"fcnn-natural": nat, "fcnn-pgd": higher})[0]
-    assert c1.verdict == "not supported"
-    c2 = assess_claims({"fcnn-natural": nat, "fcnn-l1-1e-2": reg_bad})[1]
-    assert c2.verdict == "not supported"
-    c2 = assess_claims({"fcnn-natural": nat, "fcnn-l1-1e-2": reg_good})[1]
-    assert c2.verdict == "supported"
-    nan = _summary("fcnn-pgd", "fcnn", {"pgd": math.nan}, {"W1": math.nan}, {"W1": math.nan}, **adv)
-    assert assess_claims({"fcnn-natural": nat, "fcnn-pgd": nan})[0].verdict == "not measured"
-
-
-def test_claim_2_under_autoattack_compares_autoattack_fooling_ratios():
-    nat = _summary("fcnn-natural", "fcnn", {"pgd": 0.9}, {"W1": 4.0}, {"W1": 100.0}, "natural")
-    reg = dict(kind="regularised", parent="fcnn-natural", l1={"1": 0.01})
-    good = _summary("fcnn-l1", "fcnn", {"pgd": 0.5}, {"W1": 3.5}, {"W1": 90.0}, **reg)
-    bad = _summary("fcnn-l1b", "fcnn", {"pgd": 0.5}, {"W1": 3.5}, {"W1": 90.0}, **reg)
-    nat.strong = {"fr_autoattack": 0.9, "ra_autoattack": 0.09, "ra_pgd": 0.2}
-    good.strong = {"fr_autoattack": 0.6, "ra_autoattack": 0.35, "ra_pgd": 0.4}
-    bad.strong = {"fr_autoattack": 0.95, "ra_autoattack": 0.04, "ra_pgd": 0.4}
-    claims = assess_claims({"fcnn-natural": nat, "fcnn-l1": good, "fcnn-l1b": bad})
-    aa = next(c for c in claims if c.claim.startswith("Claim 2 under AutoAttack"))
-    assert aa.verdict == "partly supported" and aa.evidence[0].startswith("1 of 2")
-    assert "[lower]" in aa.evidence[1] and "[not lower]" in aa.evidence[2]
-    nat.strong = {}
-    assert not any(
-        c.claim.startswith("Claim 2 under")
-        for c in assess_claims({"fcnn-natural": nat, "fcnn-l1": good})
-    )
-
-
-def test_claims_classify_runs_by_config_not_by_name():
-    # an adversarial run named like a regulariser, its natural parent under any name
-    nat = _summary("base", "fcnn", {"pgd": 0.9}, {"W1": 4.0}, {"W1": 100.0}, "natural")
-    odd = _summary(
-        "fcnn-l1-1e-2", "fcnn", {"pgd": 0.2}, {"W1": 3.0}, {"W1": 80.0}, "adversarial", "base"
-    )
-    c1, c2 = assess_claims({"base": nat, "fcnn-l1-1e-2": odd})
-    assert c1.verdict == "supported" and "vs base" in c1.evidence[1]
-    assert c2.verdict == "not measured"
-
-
-def test_nuclear_claim_pairs_each_run_with_its_l1_only_twin():
-    l1 = {"1": 0.01, "2": 0.01}
-    common = dict(kind="regularised", parent="cnn-natural", l1=l1)
-    runs = {
-        "plain-l1": _summary("plain-l1", "cnn", {}, {"W2": 5.0}, {}, **common),
-        "n-big": _summary("n-big", "cnn", {}, {"W2": 4.0}, {}, nuclear={"2": 0.5}, **common),
-        "n-small": _summary("n-small", "cnn", {}, {"W2": 6.0}, {}, nuclear={"2": 0.1}, **common),
-    }
-    claim = assess_claims(runs)[2]
-    assert claim.claim.startswith("Nuclear-norm regularisation")
-    assert claim.verdict == "partly supported"
-    assert [line.split()[0] for line in claim.evidence[1:]] == ["n-small", "n-big"]
-    del runs["plain-l1"]  # no l1-only twin: nothing to compare
-    assert len(assess_claims(runs)) == 2
 
 
 def test_run_kinds_from_configs_match_the_bundled_preset_names():

@@ -7,13 +7,16 @@ Python, or a model named by import path (with ``--trust-code``), works here too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .attacks import list_attacks
 from .data import list_datasets
 from .execution import ExecutorName
+
+if TYPE_CHECKING:
+    from .experiments.reproduce import ReproduceResult
 
 app = typer.Typer(
     help="robustrank: low-rank and sparse weights vs. adversarial robustness.",
@@ -537,6 +540,9 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
     overwrite: bool = typer.Option(False, "--overwrite", help="delete the run in --out first"),
     device: str = typer.Option(None, "--device", help="cpu or cuda (overrides the config)"),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="CPU threads of the run (overrides the config)"
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     trust_code: bool = typer.Option(False, "--trust-code", help=TRUST_HELP),
 ) -> None:
@@ -552,7 +558,7 @@ def train_cmd(
             cfg = load_config(config, trust_code=trust_code)
         else:
             cfg = load_preset(preset)
-        overrides = {"epochs": epochs, "seed": seed, "device": device}
+        overrides = {"epochs": epochs, "seed": seed, "device": device, "threads": threads}
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if overrides:
             cfg = config_from_dict(
@@ -700,12 +706,18 @@ def analyze_cmd(
 def reproduce_cmd(
     profile: str = typer.Option(
         "quick",
-        help="quick (about 1 min on 2 cores), paper (the paper's settings, about 30 min), tiny",
+        help="quick (about 1 min per seed on 2 cores), paper (the paper's settings), tiny",
     ),
     out: Path = typer.Option(None, help="output directory (default: results/<profile>)"),
     only: str = typer.Option(None, help="run one architecture: fcnn or cnn"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
-    seed: int = typer.Option(None, help="override every run's seed"),
+    seed: int = typer.Option(None, help="base seed of every run (seed k gets SEED + k)"),
+    seeds: int = typer.Option(
+        None,
+        min=1,
+        help="independent seeds per preset (default: the profile's seeds); raising it later "
+        "trains only the new seeds",
+    ),
     overwrite: bool = typer.Option(False, help="discard earlier runs in the output directory"),
     progress: bool = typer.Option(True, help="show progress bars"),
     executor: ExecutorOpt = ExecutorName.local,
@@ -713,7 +725,8 @@ def reproduce_cmd(
     address: AddressOpt = None,
     threads: ThreadsOpt = 1,
 ) -> None:
-    """Train every model of Section 5 and write the tables, figures, claims and report."""
+    """Train every model of Section 5 (N seeds each) and write the tables with intervals,
+    figures, claim verdicts and report."""
     from .execution import ExecutionError
     from .experiments.reproduce import ReproduceError, reproduce
 
@@ -724,6 +737,7 @@ def reproduce_cmd(
             only=only,
             device=device,
             seed=seed,
+            seeds=seeds,
             overwrite=overwrite,
             progress=progress,
             executor=executor,
@@ -733,20 +747,28 @@ def reproduce_cmd(
         )
     except (ReproduceError, ExecutionError, ValueError) as err:
         _fail(str(err))
+    _echo_reproduce(result)
+
+
+def _echo_reproduce(result: ReproduceResult) -> None:
+    """Tables 1-2 (mean ± t half-width over seeds, [±Wilson]) and the claim verdicts."""
     for key, title in (("table1", "Table 1 (FCNN, MNIST)"), ("table2", "Table 2 (CNN, F-MNIST)")):
         rows = result.tables[key]
         if not rows:
             continue
-        typer.echo(f"\n{title}")
-        attacks = [k for k in rows[0] if k.startswith("fr_")]
-        heads = "".join(f" {'FR-' + k[3:].upper():>8}" for k in attacks)
-        typer.echo(f"{'preset':<28} {'paper':>7} {'ours':>7} {'diff':>7}{heads}")
+        typer.echo(f"\n{title}, {result.seeds} seed(s): mean ± 95% t [± Wilson sampling]")
+        metrics = ["test_acc"] + [f"fr_{a}" for a in result.attacks] + ["ra_autoattack"]
+        metrics = [m for m in metrics if m in rows[0]]
+        heads = {"test_acc": "acc.", "ra_autoattack": "RA-AA"}
+        heads = {m: heads.get(m, "FR-" + m[3:].upper()) for m in metrics}
+        width = {m: max(len(heads[m]), *(len(str(r.get(m) or "-")) for r in rows)) for m in metrics}
+        typer.echo(
+            f"{'preset':<26} {'paper':>6}" + "".join(f"  {heads[m]:>{width[m]}}" for m in metrics)
+        )
         for r in rows:
-            cells = [r["paper"], r["ours"], r["difference"], *(r[k] for k in attacks)]
-            typer.echo(
-                f"{r['preset']:<28} "
-                + " ".join(f"{v:>7.4f}" if isinstance(v, float) else f"{'-':>7}" for v in cells)
-            )
+            paper = f"{r['paper']:.4f}" if isinstance(r["paper"], float) else "-"
+            cells = "".join(f"  {r.get(m) or '-':>{width[m]}}" for m in metrics)
+            typer.echo(f"{r['preset']:<26} {paper:>6}{cells}")
     typer.echo("")
     for claim in result.claims:
         typer.echo(f"{claim.claim}: {claim.verdict.upper()} ({claim.evidence[0]})")

@@ -587,12 +587,14 @@ def plot_budget_curves(
         {k[3:] for rows in series.values() for r in rows for k in r if k.startswith("fr_")},
         key=lambda a: (a != "pgd", a),
     )
+    keys = []
     for attack in attacks:
         style = _FR_STYLES.get(attack, {"linewidth": 0.8, "linestyle": "-."})
         _budget_panel(ax_fr, series, f"fr_{attack}", **style)
         _natural_marker(ax_fr, natural, f"fr_{attack}")
-        ax_fr.plot([], [], color="gray", label=attack.upper(), **style)
-    ax_fr.legend(fontsize=7, handles=ax_fr.get_lines()[-len(attacks) :] if attacks else [])
+        keys += ax_fr.plot([], [], color="gray", label=attack.upper(), **style)
+    if keys:
+        ax_fr.legend(handles=keys, fontsize=7)
     ax_fr.set_title("fooling ratio at eps (" + ", ".join(a.upper() for a in attacks) + ")")
     for i, layer in enumerate(layers, start=1):
         for ax, metric, label in (
@@ -608,6 +610,8 @@ def plot_budget_curves(
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.subplots_adjust(bottom=0.12 + 0.02 * len(names), hspace=0.35)
+    legend_rows = -(-(len(names) + 1) // 4)  # four entries per row, plus the natural star
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(bottom=(0.75 + 0.22 * legend_rows) / height, hspace=0.45)
     _legend_below(fig, axes)
     return save_figure(fig, path, dpi=110)

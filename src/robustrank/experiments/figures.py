@@ -1,6 +1,7 @@
 """The equivalents of the paper's Figures 1-10 (Section 5) from the runs' histories and
-final weights. Which runs a weight figure shows (natural vs adversarial training, natural
-vs the regularisers) is read from their configs (:func:`run_kind`)."""
+final weights, and one forest plot per claim. Which runs a weight figure shows (natural vs
+adversarial training, natural vs the regularisers) is read from their configs
+(:func:`run_kind`). With several seeds, the curves and weights are those of seed 0."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from ..training import TrainConfig
+from .claims import Claim, comparison_scale
 from .summary import RunKind, _family, run_kind
 
 Captioned = tuple[str, Path]  # (caption, png path)
@@ -133,13 +135,14 @@ def _mi_figures(
     return figures
 
 
-def _final_models(configs: list[TrainConfig], runs_dir: Path) -> Models:
-    """The finished runs' final models, in config order."""
+def _final_models(configs: list[TrainConfig], run_dirs: dict[str, Path]) -> Models:
+    """The finished runs' final models (``run_dirs``: run directory by name), in config
+    order."""
     from ..models import load_checkpoint
 
     models = {}
     for c in configs:
-        final = runs_dir / c.name / "final.safetensors"
+        final = run_dirs[c.name] / "final.safetensors"
         if final.exists():
             models[c.name], _ = load_checkpoint(final)
     return models
@@ -214,10 +217,11 @@ def _figures(
     out: Path,
     configs: list[TrainConfig],
     histories: dict[str, list[dict[str, Any]]],
-    runs_dir: Path,
+    run_dirs: dict[str, Path],
     evaluations: dict[str, dict[str, Any]] | None = None,
 ) -> list[Captioned]:
-    """Every figure of the report, ``(caption, png path)``, family by family."""
+    """Every figure of the report, ``(caption, png path)``, family by family, from one
+    seed's runs (``run_dirs``: run directory by name)."""
     fig_dir = out / "figures"
     has_mi = any(k.startswith("mi_") for h in histories.values() for k in (h[-1] if h else {}))
     by_family: dict[str, list[TrainConfig]] = {}
@@ -231,6 +235,38 @@ def _figures(
         figures += _robustness_figure(fam, ref, fam_configs, evaluations or {}, fig_dir)
         if has_mi and ref["mi"]:
             figures += _mi_figures(fam, fam_configs, series, histories, fig_dir)
-        groups = _weight_groups(fam_configs, _final_models(fam_configs, runs_dir))
+        groups = _weight_groups(fam_configs, _final_models(fam_configs, run_dirs))
         figures += _weight_figures(fam, ref, groups, fig_dir)
+    return figures
+
+
+_SCALE_TITLES = {
+    "ratio": "fooling ratio / robust accuracy",
+    "effective rank": "effective rank (Eq. 3)",
+    "effective sparsity": "effective sparsity (Eq. 2)",
+}
+
+
+def _forest_figures(out: Path, claims: list[Claim]) -> list[list[Captioned]]:
+    """One forest plot per claim and metric scale (fooling ratios and robust accuracies,
+    effective ranks and effective sparsities are not on one axis), claim by claim."""
+    from ..plots import plot_forest
+
+    fig_dir = out / "figures" / "claims"
+    figures: list[list[Captioned]] = []
+    for i, claim in enumerate(claims, start=1):
+        scales: dict[str, list] = {}
+        for c in claim.comparisons:
+            scales.setdefault(comparison_scale(c), []).append(c)
+        own: list[Captioned] = []
+        for scale, comps in scales.items():
+            slug, what = scale.replace(" ", "_"), _SCALE_TITLES.get(scale, scale)
+            title = f"{claim.claim.split(':')[0]}: {what}"
+            path = plot_forest(comps, fig_dir / f"claim{i}_{slug}.png", title)
+            caption = (
+                f"{claim.claim}: {what}, difference a - b of each comparison with its 95% "
+                "interval, coloured by verdict (the line marks 0)."
+            )
+            own.append((caption, path))
+        figures.append(own)
     return figures

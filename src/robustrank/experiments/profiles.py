@@ -1,5 +1,6 @@
-"""Reproduce profiles (Section 5, Appendix A): which presets a reproduction trains and how
-each preset's config is overridden (``experiments/profiles.yaml``)."""
+"""Reproduce profiles (Section 5, Appendix A): which presets a reproduction trains, how
+each preset's config is overridden (``experiments/profiles.yaml``), and how many
+independent seeds of each preset it trains (:func:`seeded_runs`)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,26 @@ import copy
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from .._types import PositiveInt
 from ..training import TrainConfig, config_from_dict, load_preset
 from .robust_eval import EvaluationSpec
 
-__all__ = ["ProfileName", "Profile", "load_profile", "profile_configs"]
+__all__ = [
+    "ProfileName",
+    "Profile",
+    "load_profile",
+    "profile_configs",
+    "SeededRun",
+    "seeded_runs",
+    "seed_dir_name",
+    "check_seeds",
+]
 
 
 class ProfileName(StrEnum):
@@ -29,14 +41,16 @@ class ProfileName(StrEnum):
 @dataclass
 class Profile:
     """One entry of ``profiles.yaml``: the presets per model family and their overrides,
-    the Section 3 experiment's settings and the strong evaluation's settings
-    (AutoAttack, curves, diagnostics; None skips it)."""
+    the Section 3 experiment's settings, the strong evaluation's settings (the paper's
+    attacks, AutoAttack, curves, diagnostics; None skips it) and the number of independent
+    seeds per preset (``seeds``, default 1)."""
 
     name: str
     description: str
     families: dict[str, dict[str, Any]]
     theory: dict[str, Any]
     evaluation: EvaluationSpec | None
+    seeds: int = 1
 
 
 def _profiles() -> dict[str, Any]:
@@ -57,7 +71,18 @@ def load_profile(name: str | ProfileName) -> Profile:
         families=p["families"],
         theory=p.get("theory", {}),
         evaluation=_evaluation_spec(name, p.get("evaluation")),
+        seeds=check_seeds(p.get("seeds", 1), f"profile {name!r}, seeds"),
     )
+
+
+def check_seeds(value: Any, what: str = "--seeds") -> int:
+    """``value`` as a number of seeds (an integer >= 1), or a clear error."""
+    try:
+        return TypeAdapter(PositiveInt).validate_python(value)
+    except ValidationError:
+        raise ValueError(
+            f"{what} must be an integer >= 1 (independent seeds per preset), got {value!r}"
+        ) from None
 
 
 def _evaluation_spec(profile: str, raw: dict[str, Any] | None) -> EvaluationSpec | None:
@@ -102,3 +127,46 @@ def profile_configs(
             configs.append(config_from_dict(data, source=f"profile {profile.name}: {preset}"))
     configs.sort(key=lambda c: c.init.from_preset is not None)
     return configs
+
+
+def seed_dir_name(index: int) -> str:
+    """The directory of seed ``index`` under ``runs/<preset>``: ``seed-<index>``."""
+    return f"seed-{index}"
+
+
+@dataclass(frozen=True)
+class SeededRun:
+    """Seed ``index`` of a preset: its config (``seed = base seed + index``) and where it
+    lives relative to the runs directory (``<preset>/seed-<index>``)."""
+
+    index: int
+    config: TrainConfig
+
+    @property
+    def preset(self) -> str:
+        """The preset (run) name."""
+        return self.config.name
+
+    @property
+    def rel_dir(self) -> Path:
+        """``<preset>/seed-<index>``, relative to ``OUT/runs``."""
+        return Path(self.preset) / seed_dir_name(self.index)
+
+
+def seeded_runs(configs: list[TrainConfig], seeds: int) -> list[SeededRun]:
+    """``seeds`` independent runs of every config: seed ``k`` gets ``seed = config.seed +
+    k`` (initialisation, data order, training-attack and evaluation-attack randomness all
+    derive from it), and a fine-tune starts from seed ``k`` of its parent
+    (``init.preset_run = ../../<parent>/seed-<k>``). Seed by seed, in ``configs`` order."""
+    seeds = check_seeds(seeds)
+    out: list[SeededRun] = []
+    for k in range(seeds):
+        for config in configs:
+            data = config.plain()
+            data["seed"] = config.seed + k
+            parent = config.init.from_preset
+            if parent is not None:
+                data["init"]["preset_run"] = f"../../{parent}/{seed_dir_name(k)}"
+            source = f"{config.name}, seed {k}"
+            out.append(SeededRun(k, config_from_dict(data, source=source)))
+    return out

@@ -1,20 +1,20 @@
-"""What a reproduction returns, and the files it writes: Tables 1 and 2 as CSV, the long
-history, ``results.json`` and the offline report (HTML and Markdown) of Section 5's
-tables, claims and figures and Section 3's experiment."""
+"""What a reproduction returns, and the files it writes: Tables 1 and 2 as CSV (means,
+t-intervals over seeds and Wilson intervals), the long history, ``results.json`` and the
+offline report (HTML and Markdown) of Section 5's tables, claims (every comparison and a
+forest plot per claim) and figures and Section 3's experiment."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text as write_text_atomic
 from ..report import Figure, Paragraph, Report, Section, Table, render_html, render_markdown
-from ..training import TrainConfig
 from .claims import Claim
-from .profiles import Profile
-from .summary import RunSummary, _csv_text
+from .profiles import Profile, SeededRun
+from .summary import PresetSummary, _csv_text, table_metrics
 
 __all__ = ["ReproduceResult"]
 
@@ -28,14 +28,16 @@ _TABLES = (("table1", "Table 1: FCNN", "MNIST"), ("table2", "Table 2: CNN", "F-M
 class ReproduceResult:
     """Everything one :func:`~robustrank.experiments.reproduce.reproduce` call produced.
 
-    ``attacks`` are the attacks of the tables' fooling-ratio columns ``fr_<attack>``;
-    ``evaluations`` the strong evaluation of every run (:mod:`.robust_eval`).
+    ``runs``: every preset over its seeds; ``histories`` and ``evaluations`` (the final
+    evaluation, :mod:`.robust_eval`): by preset, one entry per seed index. ``attacks`` are
+    the attacks of the tables' fooling-ratio columns ``fr_<attack>``; ``claim_figures``
+    the forest plots of each claim (``(caption, path)``, claim by claim).
     """
 
     profile: str
     out_dir: Path
-    runs: dict[str, RunSummary]
-    histories: dict[str, list[dict[str, Any]]]
+    runs: dict[str, PresetSummary]
+    histories: dict[str, list[list[dict[str, Any]]]]
     tables: dict[str, list[dict[str, Any]]]
     claims: list[Claim]
     theory: dict[str, Any] | None
@@ -44,33 +46,66 @@ class ReproduceResult:
     report_md: Path
     wall_time: float
     attacks: list[str] = field(default_factory=list)
-    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluations: dict[str, list[dict[str, Any] | None]] = field(default_factory=dict)
+    seeds: int = 1
+    claim_figures: list[list[tuple[str, Path]]] = field(default_factory=list)
+
+
+# results.json layout version: 2 = metrics over seeds and comparisons with intervals.
+RESULTS_SCHEMA = 2
+
+
+def _without_outcomes(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An evaluation without its per-example masks (they stay in the run's evaluation.json)."""
+    if evaluation is None:
+        return None
+    return {k: v for k, v in evaluation.items() if k != "outcomes"}
+
+
+def _results_payload(
+    result: ReproduceResult, prof: Profile, runs: list[SeededRun]
+) -> dict[str, Any]:
+    """``results.json``: the README's "results.json" section documents every key."""
+    out = result.out_dir
+    configs: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        configs.setdefault(run.preset, []).append(run.config.plain())
+    return {
+        "schema": RESULTS_SCHEMA,
+        "profile": prof.name,
+        "description": prof.description,
+        "seeds": result.seeds,
+        "wall_time_seconds": result.wall_time,
+        "runs": {k: v.to_dict() for k, v in result.runs.items()},
+        "tables": result.tables,
+        "claims": [c.to_dict() for c in result.claims],
+        "theory": result.theory,
+        "configs": configs,
+        "figures": [str(p.relative_to(out)) for p in result.figures],
+        "evaluations": {
+            name: [_without_outcomes(ev) for ev in evs] for name, evs in result.evaluations.items()
+        },
+    }
 
 
 def _write_outputs(
     result: ReproduceResult,
     prof: Profile,
-    configs: list[TrainConfig],
+    runs: list[SeededRun],
     figures: list[tuple[str, Path]],
 ) -> None:
     """Write the tables, history, ``results.json`` and both renderings of the report."""
     out = result.out_dir
     write_text_atomic(out / "tables" / "table1.csv", _csv_text(result.tables["table1"]))
     write_text_atomic(out / "tables" / "table2.csv", _csv_text(result.tables["table2"]))
-    long_rows = [{"preset": name, **row} for name, h in result.histories.items() for row in h]
+    long_rows = [
+        {"preset": name, "seed_index": k, **row}
+        for name, per_seed in result.histories.items()
+        for k, h in enumerate(per_seed)
+        for row in h
+    ]
     write_text_atomic(out / "history.csv", _csv_text(long_rows))
-    payload = {
-        "profile": prof.name,
-        "description": prof.description,
-        "wall_time_seconds": result.wall_time,
-        "runs": {k: asdict(v) for k, v in result.runs.items()},
-        "tables": result.tables,
-        "claims": [asdict(c) for c in result.claims],
-        "theory": result.theory,
-        "configs": {c.name: c.plain() for c in configs},
-        "figures": [str(p.relative_to(out)) for p in result.figures],
-        "evaluations": result.evaluations,
-    }
+    payload = _results_payload(result, prof, runs)
     write_text_atomic(out / "results.json", json.dumps(payload, indent=2, default=str))
     report = _build_report(result, prof, figures)
     write_text_atomic(result.report_html, render_html(report))
@@ -83,49 +118,80 @@ def _overview_section(result: ReproduceResult, prof: Profile) -> Section:
         [
             Paragraph(prof.description),
             Paragraph(
-                f"{len(result.runs)} runs; this invocation took {result.wall_time / 60:.1f} min "
-                "(finished runs are reused, so a repeated call is fast). Fooling ratio: the "
-                "fraction of correctly classified test inputs whose prediction the attack "
-                "changes (Section 5), on a fixed evaluation subset, eps = 0.05.",
+                f"{len(result.runs)} presets x {result.seeds} seed(s); this invocation took "
+                f"{result.wall_time / 60:.1f} min (finished runs are reused, so a repeated "
+                "call is fast). Fooling ratio: the fraction of correctly classified test inputs "
+                "whose prediction the attack changes (Section 5), on a fixed evaluation "
+                "subset, eps = 0.05. Every number is a mean over seeds; '± h' is the "
+                "half-width of its 95% t-interval over seeds (two seeds or more), '[±h]' the "
+                "half-width of the Wilson 95% sampling interval over the evaluation inputs "
+                "(counts pooled over seeds). A verdict follows only from a difference whose "
+                "95% interval excludes 0.",
                 "note",
             ),
         ],
     )
 
 
-def _claims_section(claims: list[Claim]) -> Section:
-    """Each claim's verdict with its count, then one paragraph per comparison."""
+_VERDICT_KIND = {"supported": "good", "contradicted": "bad"}
+
+
+def _comparison_table(claim: Claim) -> Table:
+    """Every comparison of a claim: difference, 95% interval, verdict, method."""
+    rows = []
+    for c in claim.comparisons:
+        ci = "-" if c.ci95 is None else f"[{c.ci95.lo:+.4f}, {c.ci95.hi:+.4f}]"
+        sign = "< 0" if c.direction == "less" else "> 0"
+        n = f"{c.n_seeds}" + ("" if c.n_examples is None else f" x {c.n_examples}")
+        rows.append([c.label, f"{c.difference:+.4f}", ci, sign, str(c.verdict), n, c.method])
+    columns = ["comparison (a vs b)", "a - b", "95% interval", "claimed", "verdict"]
+    columns += ["seeds x inputs", "method"]
+    caption = (
+        "Each comparison: a - b with its 95% interval; supported when the interval excludes 0 "
+        "in the claimed direction, contradicted when it excludes 0 in the other, else "
+        "inconclusive."
+    )
+    return Table(columns, rows, caption=caption)
+
+
+def _claims_section(claims: list[Claim], claim_figures: list[list[tuple[str, Path]]]) -> Section:
+    """Each claim's verdict with its count, the table of its comparisons and its forest
+    plots."""
     blocks: list[Block] = []
-    for c in claims:
-        kind = {"supported": "good", "not supported": "bad"}.get(c.verdict, "note")
-        blocks.append(Paragraph(f"{c.claim}: {c.verdict.upper()}. {c.evidence[0]}", kind))
-        blocks += [Paragraph(line) for line in c.evidence[1:]]
+    for i, c in enumerate(claims):
+        kind = _VERDICT_KIND.get(c.verdict, "note")
+        blocks.append(Paragraph(f"{c.claim}: {c.verdict.upper()}. {c.evidence[0]}.", kind))
+        if c.comparisons:
+            blocks.append(_comparison_table(c))
+        own = claim_figures[i] if i < len(claim_figures) else []
+        blocks += [Figure(path, caption) for caption, path in own]
     return Section("Claims", blocks)
 
 
-# Columns of the strong evaluation (robust_eval), shown when present: key, label.
-_STRONG_COLUMNS = (
-    ("ra_pgd", "RA PGD-20"),
-    ("ra_autoattack", "RA AutoAttack"),
-    ("fr_autoattack", "FR AutoAttack"),
-)
-
-
-def _table_sections(tables: dict[str, list[dict[str, Any]]], attacks: list[str]) -> list[Section]:
-    """Tables 1 and 2: accuracy, paper vs ours, one fooling-ratio column per attack, and
-    the strong evaluation's robust accuracies (RA) when it ran."""
+def _table_sections(
+    tables: dict[str, list[dict[str, Any]]], attacks: list[str], seeds: int
+) -> list[Section]:
+    """Tables 1 and 2: accuracy, paper vs ours, one fooling-ratio column per attack, the
+    strong evaluation's robust accuracies (RA) when it ran, and the focus layers'
+    structure; every cell ``mean ± half-width`` over seeds."""
     sections = []
     for key, title, ds in _TABLES:
         rows = tables[key]
         if not rows:
             continue
-        strong = [(k, label) for k, label in _STRONG_COLUMNS if any(k in r for r in rows)]
-        columns = ["method", "preset", "paper acc.", "our acc.", "difference"]
-        columns += [f"FR {a.upper()}" for a in attacks] + [label for _, label in strong]
-        keys = ["method", "preset", "paper", "ours", "difference"] + [f"fr_{a}" for a in attacks]
-        keys += [k for k, _ in strong]
-        caption = f"Clean test accuracy, paper vs ours; fooling ratios (FR) at eps 0.05 ({ds})."
-        if strong:
+        family = "fcnn" if key == "table1" else "cnn"
+        metrics = [(k, label) for k, label in table_metrics(family, attacks) if k in rows[0]]
+        columns = ["method", "preset", "seeds", "paper acc."] + [lab for _, lab in metrics]
+        columns.append("difference")
+        keys = ["method", "preset", "n_seeds", "paper"] + [k for k, _ in metrics]
+        keys.append("difference")
+        caption = (
+            f"Clean test accuracy, paper vs ours; fooling ratios (FR) at eps 0.05 ({ds}); mean "
+            f"over {seeds} seed(s) ± half-width of the 95% t-interval over seeds (two seeds or "
+            "more); [±h]: Wilson 95% sampling interval over the evaluation inputs. "
+            "difference: our mean accuracy minus the paper's."
+        )
+        if any(k.startswith("ra_") for k, _ in metrics):
             caption += (
                 " RA: robust accuracy at eps 0.05 of PGD-20 and AutoAttack (standard) on the "
                 "same test inputs (all inputs; misclassified ones count as broken)."
@@ -135,11 +201,13 @@ def _table_sections(tables: dict[str, list[dict[str, Any]]], attacks: list[str])
     return sections
 
 
-def _diagnostics_sections(evaluations: dict[str, dict[str, Any]]) -> list[Section]:
-    """One section per model: every gradient-masking check, its numbers and verdict."""
+def _diagnostics_sections(evaluations: dict[str, list[dict[str, Any] | None]]) -> list[Section]:
+    """One section per model (its seed 0): every gradient-masking check, its numbers and
+    verdict."""
     sections = []
-    for name, ev in evaluations.items():
-        diag = ev.get("diagnostics")
+    for name, per_seed in evaluations.items():
+        ev = per_seed[0] if per_seed else None
+        diag = (ev or {}).get("diagnostics")
         if not diag:
             continue
         rows = [
@@ -174,8 +242,11 @@ def _build_report(
 ) -> Report:
     """The report: overview, claims, Tables 1-2, the figures, the diagnostics of every
     model and Section 3's experiment, in that order."""
-    sections = [_overview_section(result, prof), _claims_section(result.claims)]
-    sections += _table_sections(result.tables, result.attacks)
+    sections = [
+        _overview_section(result, prof),
+        _claims_section(result.claims, result.claim_figures),
+    ]
+    sections += _table_sections(result.tables, result.attacks, result.seeds)
     sections.append(Section("Figures", [Figure(path, caption) for caption, path in figures]))
     sections += _diagnostics_sections(result.evaluations)
     if result.theory is not None:

@@ -1,19 +1,23 @@
-"""Reproduce the paper end to end (Section 5, Appendix A): train every model, then render
-Tables 1 and 2, the equivalents of Figures 1-10, the Section 3 figure, the claims, and an
-offline HTML report.
+"""Reproduce the paper end to end (Section 5, Appendix A): train every model with N
+independent seeds, then render Tables 1 and 2 with intervals, the equivalents of Figures
+1-10, the Section 3 figure, the claims as comparisons with verdicts, and an offline HTML
+report.
 
-Runs are ordinary training runs (``robustrank.training.train``) under ``OUT/runs/<preset>``,
-each one a :class:`~robustrank.execution.RunTask` (train, then the strong evaluation of its
-final model, cached in the run directory) handed to an executor: ``local`` (this process,
-one run after another) or ``ray`` (in parallel, on this machine or a cluster). A finished
-run is reused and an interrupted one resumed, so calling :func:`reproduce` again continues
-where it stopped. Every run's ``threads`` is set to the same value, so its numbers do not
+Runs are ordinary training runs (``robustrank.training.train``) under
+``OUT/runs/<preset>/seed-<k>``, each one a :class:`~robustrank.execution.RunTask` (train,
+then the final evaluation of its model, cached in the run directory) handed to an executor:
+``local`` (this process, one run after another) or ``ray`` (in parallel, on this machine or
+a cluster). Seed ``k`` of a preset has ``seed = base seed + k``; a fine-tune starts from
+seed ``k`` of its natural parent. A finished run is reused and an interrupted one resumed,
+so calling :func:`reproduce` again continues where it stopped, and raising ``seeds`` trains
+only the new seeds. Every run's ``threads`` is set to the same value, so its numbers do not
 depend on the executor or the number of workers. Everything derived (figures, tables,
 report) is rebuilt from the runs each time.
 
 The steps live in sibling modules: :mod:`.profiles` (what runs), :mod:`.robust_eval`
-(AutoAttack, robustness curves and diagnostics of every final model), :mod:`.summary` (run
-summaries and Tables 1-2), :mod:`.claims` (the verdicts), :mod:`.figures` and
+(the paper's attacks with per-example outcomes, AutoAttack, robustness curves and
+diagnostics of every final model), :mod:`.summary` (run summaries, metrics over seeds and
+Tables 1-2), :mod:`.claims` (comparisons and verdicts), :mod:`.figures` and
 :mod:`.report_builder` (the written outputs). Their public names are re-exported here.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -29,13 +34,21 @@ from typing import Any
 from .._io import atomic_write_text as write_text_atomic
 from ..execution import Executor, ExecutorName, LocalExecutor, RunTask, create_executor
 from ..training import TrainConfig, config_from_dict
-from ..training.rundir import read_history
+from ..training.rundir import CONFIG_FILE, read_history
 from .claims import Claim, assess_claims
-from .figures import _figures
-from .profiles import Profile, ProfileName, load_profile, profile_configs
+from .figures import _figures, _forest_figures
+from .profiles import (
+    Profile,
+    ProfileName,
+    SeededRun,
+    check_seeds,
+    load_profile,
+    profile_configs,
+    seeded_runs,
+)
 from .report_builder import ReproduceResult, _write_outputs
 from .robust_eval import EvaluationSpec
-from .summary import RunSummary, _summarise, _tables, table_attacks
+from .summary import PresetSummary, RunSummary, _summarise, _tables, table_attacks
 from .summary import _method as _method  # re-exported: tests and callers import it from here
 
 __all__ = [
@@ -43,10 +56,12 @@ __all__ = [
     "Profile",
     "load_profile",
     "profile_configs",
+    "seeded_runs",
     "reproduce",
     "ReproduceResult",
     "ReproduceError",
     "RunSummary",
+    "PresetSummary",
     "Claim",
     "assess_claims",
     "EvaluationSpec",
@@ -61,15 +76,19 @@ class ReproduceError(RuntimeError):
 
 # --------------------------------------------------------------------------- pipeline
 
+_SEED_DIR = re.compile(r"^seed-[0-9]+$")
+
 
 def _check_out_dir(
-    out: Path, profile: Profile, configs: list[TrainConfig], overwrite: bool
+    out: Path, profile: Profile, configs: list[TrainConfig], seeds: int, overwrite: bool
 ) -> None:
-    """Refuse an ``out`` of another profile or not written by reproduce; then mark it."""
+    """Refuse an ``out`` of another profile, of an earlier run layout or not written by
+    reproduce; then mark it. The same profile with fewer (or more) seeds is accepted."""
     marker = out / PROFILE_FILE
-    if overwrite and marker.exists():
+    if overwrite and (marker.exists() or _only_preset_runs(out, configs, any_layout=True)):
         shutil.rmtree(out / "runs", ignore_errors=True)
-        marker.unlink()
+        marker.unlink(missing_ok=True)
+    _refuse_old_layout(out)
     if marker.exists():
         saved = json.loads(marker.read_text("utf-8"))
         if saved.get("profile") != profile.name:
@@ -83,24 +102,47 @@ def _check_out_dir(
             "--out (nothing was changed)"
         )
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(
-        marker,
-        json.dumps({"profile": profile.name, "runs": [c.name for c in configs]}, indent=2),
-    )
+    marker_data = {
+        "profile": profile.name,
+        "seeds": seeds,
+        "layout": "runs/<preset>/seed-<k>",
+        "runs": [c.name for c in configs],
+    }
+    write_text_atomic(marker, json.dumps(marker_data, indent=2))
 
 
-def _only_preset_runs(out: Path, configs: list[TrainConfig]) -> bool:
-    """``out`` holds nothing but ``runs/<preset>`` directories of this profile's presets.
+def _refuse_old_layout(out: Path) -> None:
+    """Runs of the layout before seeds (``runs/<preset>/config.yaml``) are not reused."""
+    runs = out / "runs"
+    old = sorted(p.parent.name for p in runs.glob(f"*/{CONFIG_FILE}")) if runs.is_dir() else []
+    if old:
+        raise ReproduceError(
+            f"{runs} holds runs of an earlier layout ({', '.join(old)} directly under "
+            "runs/<preset>); reproduce now keeps seed k of every preset in "
+            "runs/<preset>/seed-<k>. Choose another --out, or pass --overwrite to discard them"
+        )
+
+
+def _only_preset_runs(out: Path, configs: list[TrainConfig], any_layout: bool = False) -> bool:
+    """``out`` holds nothing but ``runs/<preset>/seed-<k>`` directories of this profile's
+    presets (with ``any_layout``: anything under ``runs/<preset>``).
 
     Such a directory is adopted: runs trained separately with ``robustrank train --preset
-    NAME --out OUT/runs/NAME`` (e.g. on several machines) are reused if their configs
+    NAME --out OUT/runs/NAME/seed-0`` (e.g. on several machines) are reused if their configs
     equal the profile's, and refused by :func:`train` with the differing keys otherwise.
     """
     names = {c.name for c in configs}
-    entries = list(out.iterdir())
+    entries = list(out.iterdir()) if out.is_dir() else []
     if [e.name for e in entries] != ["runs"] or not entries[0].is_dir():
         return False
-    return all(run.is_dir() and run.name in names for run in entries[0].iterdir())
+    for run in entries[0].iterdir():
+        if not (run.is_dir() and run.name in names):
+            return False
+        if any_layout:
+            continue
+        if not all(s.is_dir() and _SEED_DIR.match(s.name) for s in run.iterdir()):
+            return False
+    return True
 
 
 def _with_threads(configs: list[TrainConfig], threads: int) -> list[TrainConfig]:
@@ -111,15 +153,14 @@ def _with_threads(configs: list[TrainConfig], threads: int) -> list[TrainConfig]
     ]
 
 
-def _tasks(
-    configs: list[TrainConfig], runs_dir: Path, spec: EvaluationSpec | None
-) -> list[RunTask]:
-    """One task per run: train into ``runs_dir/<name>`` after the run it fine-tunes, then
-    evaluate the final model with ``spec``."""
+def _tasks(runs: list[SeededRun], runs_dir: Path, spec: EvaluationSpec | None) -> list[RunTask]:
+    """One task per seeded run: train into ``runs_dir/<preset>/seed-<k>`` after the run it
+    fine-tunes (seed ``k`` of its parent), then evaluate the final model with ``spec``."""
     evaluation = spec.model_dump() if spec is not None else None
     tasks = []
-    for config in configs:
-        run_dir = runs_dir / config.name
+    for run in runs:
+        config = run.config
+        run_dir = runs_dir / run.rel_dir
         after: tuple[str, ...] = ()
         if config.init.from_preset is not None:  # train() resolves the parent the same way
             parent = runs_dir / config.init.from_preset
@@ -130,24 +171,44 @@ def _tasks(
     return tasks
 
 
+# Histories and evaluations by preset, one entry per seed index.
+PerSeed = dict[str, list[Any]]
+
+
 def _run_all(
-    configs: list[TrainConfig],
+    runs: list[SeededRun],
     runs_dir: Path,
     spec: EvaluationSpec | None,
     executor: Executor,
     progress: bool,
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
-    """Train (or reuse, or resume) and evaluate every run on ``executor``; the histories
-    and the strong evaluations by run name."""
-    tasks = _tasks(configs, runs_dir, spec)
-    runs_dir.mkdir(parents=True, exist_ok=True)  # where every worker must see the runs
+) -> tuple[PerSeed, PerSeed]:
+    """Train (or reuse, or resume) and evaluate every seeded run on ``executor``; the
+    histories and the final evaluations by preset, as lists by seed index."""
+    tasks = _tasks(runs, runs_dir, spec)
+    for name in {run.preset for run in runs}:  # where every worker must see the runs
+        (runs_dir / name).mkdir(parents=True, exist_ok=True)
     try:
         outcomes = executor.map(tasks, progress=progress)
     except ValueError as err:  # RunError is a ValueError; the message names the run
         raise ReproduceError(f"{err}. Use another --out or --overwrite") from err
-    histories = {t.name: read_history(t.run_dir) for t in tasks}
-    evaluations = {o.name: o.evaluation for o in outcomes if o.evaluation is not None}
+    histories: PerSeed = {}
+    evaluations: PerSeed = {}
+    for run, task, outcome in zip(runs, tasks, outcomes):
+        histories.setdefault(run.preset, []).append(read_history(task.run_dir))
+        evaluations.setdefault(run.preset, []).append(outcome.evaluation)
     return histories, evaluations
+
+
+def _presets(
+    runs: list[SeededRun], histories: PerSeed, evaluations: PerSeed
+) -> dict[str, PresetSummary]:
+    """Every preset's :class:`PresetSummary` over its seeds, in config order."""
+    by_preset: dict[str, list[RunSummary]] = {}
+    for run in runs:
+        h, ev = histories[run.preset][run.index], evaluations[run.preset][run.index]
+        summary = _summarise(run.config, h, ev, seed_index=run.index)
+        by_preset.setdefault(run.preset, []).append(summary)
+    return {name: PresetSummary.from_runs(seeds) for name, seeds in by_preset.items()}
 
 
 def _theory(out: Path, spec: dict[str, Any]) -> tuple[dict[str, Any], Path]:
@@ -177,6 +238,7 @@ def reproduce(
     only: str | None = None,
     device: str = "cpu",
     seed: int | None = None,
+    seeds: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
     executor: str | ExecutorName = ExecutorName.local,
@@ -184,16 +246,20 @@ def reproduce(
     address: str | None = None,
     threads: int = 1,
 ) -> ReproduceResult:
-    """Train every model of Section 5 and render the paper's tables, figures and claims.
+    """Train every model of Section 5 with ``seeds`` seeds and render the paper's tables
+    (mean ± 95% interval), figures and claims (comparisons with verdicts).
 
     Args:
-        profile: ``"quick"`` (about a minute on two cores), ``"paper"`` (the paper's
+        profile: ``"quick"`` (a few minutes on two cores), ``"paper"`` (the paper's
             settings) or ``"tiny"`` (smoke test).
         out: output directory (default ``results/<profile>``). Finished runs there are
             reused, interrupted ones resumed.
         only: ``"fcnn"`` or ``"cnn"`` to run one architecture.
         device: ``"cpu"`` or ``"cuda"``.
-        seed: override every run's seed.
+        seed: base seed of every run (default: each preset's own); seed ``k`` gets
+            ``seed + k``.
+        seeds: independent seeds per preset (default: the profile's ``seeds``); runs live
+            in ``out/runs/<preset>/seed-<k>``.
         overwrite: discard previous runs in ``out``.
         progress: show progress bars.
         executor: ``"local"`` (this process, one run after another) or ``"ray"`` (Ray
@@ -207,35 +273,47 @@ def reproduce(
     """
     t0 = time.perf_counter()
     prof = load_profile(profile)
+    n_seeds = check_seeds(prof.seeds if seeds is None else seeds)
     out = Path(out) if out is not None else Path("results") / prof.name
     configs = _with_threads(profile_configs(prof, only=only, device=device, seed=seed), threads)
+    runs = seeded_runs(configs, n_seeds)
     with create_executor(executor, workers=workers, address=address) as runner:
         if isinstance(runner, LocalExecutor):
             runner.progress_per_run = True  # each run's epoch bar, as `train` shows it
-        _check_out_dir(out, prof, configs, overwrite)
+        _check_out_dir(out, prof, configs, n_seeds, overwrite)
         runs_dir = out / "runs"
-        histories, evaluations = _run_all(configs, runs_dir, prof.evaluation, runner, progress)
-    runs = {c.name: _summarise(c, histories[c.name], evaluations.get(c.name)) for c in configs}
+        histories, evaluations = _run_all(runs, runs_dir, prof.evaluation, runner, progress)
+    presets = _presets(runs, histories, evaluations)
     theory, theory_png = _theory(out, prof.theory) if prof.theory else (None, None)
-    figures = _figures(out, configs, histories, runs_dir, evaluations)
+    first = [r for r in runs if r.index == 0]
+    figures = _figures(
+        out,
+        [r.config for r in first],
+        {name: h[0] for name, h in histories.items()},
+        {r.preset: runs_dir / r.rel_dir for r in first},
+        {name: ev[0] for name, ev in evaluations.items() if ev[0] is not None},
+    )
     if theory_png is not None:
         figures.append(("Section 3: linear classifiers with and without projection", theory_png))
-    claims = assess_claims(runs)
+    claims = assess_claims(presets)
+    claim_figures = _forest_figures(out, claims)
     attacks = table_attacks(configs)
     result = ReproduceResult(
         profile=prof.name,
         out_dir=out,
-        runs=runs,
+        runs=presets,
         histories=histories,
-        tables=_tables(runs, attacks),
+        tables=_tables(presets, attacks),
         claims=claims,
         theory=theory,
-        figures=[p for _, p in figures],
+        figures=[p for _, p in figures] + [p for own in claim_figures for _, p in own],
         report_html=out / "report.html",
         report_md=out / "report.md",
         wall_time=time.perf_counter() - t0,
         attacks=attacks,
         evaluations=evaluations,
+        seeds=n_seeds,
+        claim_figures=claim_figures,
     )
-    _write_outputs(result, prof, configs, figures)
+    _write_outputs(result, prof, runs, figures)
     return result

@@ -1,13 +1,25 @@
-"""Strong evaluation of every reproduced model: AutoAttack, robustness curves, diagnostics.
+"""Strong evaluation of every reproduced model: AutoAttack, robustness curves, diagnostics,
+and the paper's attacks with per-example outcomes.
 
 After training, each run's final checkpoint is evaluated at the profile's eps (the paper's
-0.05) on a fixed seeded test subset:
+0.05) on fixed seeded test subsets:
 
-* the paper's PGD-20 and AutoAttack (Croce & Hein, 2020) on the same inputs, so the
+* the paper's attacks (the run's ``history.attacks`` with their history options: FGSM,
+  PGD-20 with alpha 0.005, GNM-5; Section 5) with early stopping on ``paper_n`` inputs
+  (the whole test set in the paper profile), when ``paper_n`` is set;
+* the paper's PGD-20 and AutoAttack (Croce & Hein, 2020) on ``n`` inputs, so the
   tables can show both robust accuracies side by side;
 * a robustness curve (FAB's minimal perturbations, one run), with PGD-20's and
   AutoAttack's successes at eps folded in (per-example worst case);
 * the gradient-masking diagnostics of :mod:`robustrank.diagnostics`.
+
+Per-example outcomes (``"outcomes"``: clean-correct and fooled-by-each-attack bit masks,
+hex-encoded by :func:`encode_mask`) let the claims compare two models input by input. The
+subsets depend on the spec's ``seed`` only, never on the run's seed, and both are prefixes
+of one seeded permutation of the test set (:func:`robustrank.data.eval_subset`), so the
+``n`` inputs lie inside the ``paper_n`` inputs and every model of a profile, whatever its
+seed, is evaluated on the same inputs. Seeded attacks (PGD's random start) take the run's
+seed, so the seeds of a preset also differ in attack randomness.
 
 Results are cached per run in its run directory (``OUT/runs/<run>/evaluation.json``, written
 by :func:`robustrank.execution.run_task`), keyed by the settings and the checkpoint's
@@ -22,13 +34,24 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor, nn
 
 from .._io import atomic_write_text
+from .._modes import eval_mode
 from .._types import PositiveInt
 from ..training import TrainConfig
 
-__all__ = ["EvaluationSpec", "evaluate_run", "cached_evaluation"]
+__all__ = [
+    "EvaluationSpec",
+    "evaluate_run",
+    "cached_evaluation",
+    "encode_mask",
+    "decode_mask",
+    "paper_attacks_spec",
+]
 
 Budget = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -61,7 +84,12 @@ class EvaluationSpec(_Strict):
 
     eps: Budget = 0.05
     n: PositiveInt = Field(1000, description="test inputs for PGD-20, the attack and the curve")
-    seed: int = Field(1, description="seed of the test subset")
+    paper_n: PositiveInt | None = Field(
+        None,
+        description="test inputs for the paper's attacks (history.attacks, early stop), "
+        "capped at the test set; None skips them",
+    )
+    seed: int = Field(1, description="seed of the test subsets")
     attack: str = Field("autoattack", description="the strong attack, by registered name")
     options: dict[str, Any] = Field(default_factory=dict, description="options of the attack")
     curve: CurveSpec | None = Field(default_factory=CurveSpec)
@@ -75,22 +103,130 @@ class EvaluationSpec(_Strict):
         return get_attack(name).name  # raises naming the registered attacks
 
 
+def encode_mask(mask: Tensor | np.ndarray) -> str:
+    """A bool mask as hex: bit ``i`` of the packed bytes (little bit order) is ``mask[i]``.
+
+    10000 inputs take 2500 characters; :func:`decode_mask` inverts it given the length.
+    """
+    bits = np.asarray(mask.cpu() if isinstance(mask, Tensor) else mask, dtype=bool).ravel()
+    return np.packbits(bits, bitorder="little").tobytes().hex()
+
+
+def decode_mask(text: str, n: int) -> np.ndarray:
+    """The ``n``-long bool mask that :func:`encode_mask` wrote as ``text``."""
+    raw = np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
+    if raw.size != (n + 7) // 8:
+        raise ValueError(
+            f"a mask of {n} inputs needs {(n + 7) // 8} bytes, got {raw.size}: the evaluation "
+            "file is damaged or from another subset size; delete evaluation.json to re-evaluate"
+        )
+    return np.unpackbits(raw, count=n, bitorder="little").astype(bool)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cache_key(spec: EvaluationSpec, checkpoint: Path) -> str:
-    return json.dumps({"spec": spec.model_dump(), "checkpoint": _sha256(checkpoint)})
+def paper_attacks_spec(config: TrainConfig, spec: EvaluationSpec) -> dict[str, Any]:
+    """What the paper-attack evaluation of ``config`` depends on besides the checkpoint:
+    the attacks with their complete history options, eps, the attack seed (the run's
+    seed) and the batch size (seeded random starts are drawn batch by batch)."""
+    h = config.history
+    return {
+        "attacks": {name: h.attack_options.get(name, {}) for name in h.attacks},
+        "eps": spec.eps,
+        "attack_seed": config.seed,
+        "batch_size": h.eval_batch_size,
+    }
+
+
+def _cache_key(spec: EvaluationSpec, checkpoint: Path, config: TrainConfig) -> str:
+    dump = spec.model_dump()
+    if dump["paper_n"] is None:  # keys written before paper_n existed stay valid
+        del dump["paper_n"]
+    key: dict[str, Any] = {"spec": dump, "checkpoint": _sha256(checkpoint)}
+    if spec.paper_n is not None:
+        key["paper_attacks"] = paper_attacks_spec(config, spec)
+    return json.dumps(key)
+
+
+def _correct_mask(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+    """Which inputs the model classifies correctly (bool, CPU), batched, in eval mode."""
+    out = []
+    with eval_mode(model), torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            out.append(model(x[s : s + batch_size]).argmax(1) == y[s : s + batch_size])
+    return torch.cat(out).cpu()
+
+
+def _outcomes(n: int, seed: int, correct: Tensor, results: dict[str, Any]) -> dict[str, Any]:
+    """The per-example outcomes of one subset: clean-correct and fooled masks (hex)."""
+    for name, res in results.items():
+        if res.n_correct != int(correct.sum()):
+            raise RuntimeError(
+                f"{name} attacked {res.n_correct} correctly classified inputs, the clean pass "
+                f"found {int(correct.sum())}: the model is not deterministic in eval mode"
+            )
+    return {
+        "n": n,
+        "seed": seed,
+        "correct": encode_mask(correct),
+        "fooled": {name: encode_mask(res.fooled) for name, res in results.items()},
+    }
+
+
+def _paper_attacks(
+    config: TrainConfig, model: nn.Module, spec: EvaluationSpec, x_all: Tensor, y_all: Tensor
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The paper's attacks as the history measures them (:func:`history_attack`, so the
+    same options), at ``spec.eps`` with the run's seed, early stop, on ``paper_n`` inputs.
+
+    Returns ``(results by attack, outcomes)``.
+    """
+    from ..data import eval_subset
+    from ..evaluation import evaluate
+    from ..training.measurements import history_attack
+
+    assert spec.paper_n is not None
+    n = min(spec.paper_n, len(x_all))
+    x, y = eval_subset(x_all, y_all, n, seed=spec.seed)
+    x, y = x.to(config.device), y.to(config.device)
+    h = config.history.model_copy(update={"eps": spec.eps, "eval_seed": config.seed})
+    bs = h.eval_batch_size
+    results = {
+        name: evaluate(model, history_attack(h, name, model), x, y, batch_size=bs, early_stop=True)
+        for name in h.attacks
+    }
+    outcomes = _outcomes(n, spec.seed, _correct_mask(model, x, y, bs), results)
+    return {name: r.to_dict() for name, r in results.items()}, outcomes
+
+
+def _curve(model: nn.Module, x: Tensor, y: Tensor, spec: EvaluationSpec, folds: dict) -> dict:
+    """The FAB robustness curve with PGD-20's and the strong attack's successes folded in."""
+    from ..curves import robustness_curve
+
+    assert spec.curve is not None
+    t0 = time.perf_counter()
+    curve = robustness_curve(
+        model, x, y, spec.curve.eps, spec.curve.attack, checks=False, **spec.curve.options
+    )
+    curve.seconds = time.perf_counter() - t0
+    for name, res in folds.items():
+        curve.fold(name, spec.eps, res.fooled)
+    return curve.to_dict()
 
 
 def evaluate_run(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) -> dict[str, Any]:
-    """PGD-20 and the strong attack at eps, the curve and the diagnostics of one checkpoint.
+    """The paper's attacks, PGD-20 and the strong attack at eps, the curve and the
+    diagnostics of one checkpoint.
 
-    Keys: ``"pgd"`` and ``spec.attack`` (each an ``EvalResult.to_dict()``), ``"curve"`` and
+    Keys: ``"pgd"`` and ``spec.attack`` (each an ``EvalResult.to_dict()``);
+    ``"outcomes"``: ``{"strong": ..., "paper": ...}``, each ``{"n", "seed", "correct",
+    "fooled": {attack: mask}}`` (hex masks, :func:`decode_mask`); ``"paper_attacks"``
+    (``EvalResult.to_dict()`` by attack) when ``spec.paper_n`` is set; ``"curve"`` and
     ``"diagnostics"`` when the spec asks for them.
     """
     from ..attacks import create_attack
-    from ..curves import robustness_curve
     from ..data import eval_subset, load_dataset
     from ..diagnostics import diagnose
     from ..evaluation import evaluate
@@ -98,22 +234,22 @@ def evaluate_run(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) ->
 
     model, _ = load_checkpoint(checkpoint, config.device)
     x_all, y_all = load_dataset(config.dataset, "test")
+    out: dict[str, Any] = {"outcomes": {}}
+    if spec.paper_n is not None:
+        out["paper_attacks"], out["outcomes"]["paper"] = _paper_attacks(
+            config, model, spec, x_all, y_all
+        )
     x, y = eval_subset(x_all, y_all, spec.n, seed=spec.seed)
     x, y = x.to(config.device), y.to(config.device)
-    out: dict[str, Any] = {}
     pgd = evaluate(model, create_attack("pgd", model, spec.eps, seed=0), x, y, early_stop=True)
     strong = create_attack(spec.attack, model, spec.eps, **spec.options)
     auto = evaluate(model, strong, x, y, early_stop=True, checks=False)
     out["pgd"], out[spec.attack] = pgd.to_dict(), auto.to_dict()
+    folds = {"pgd": pgd, spec.attack: auto}
+    correct = _correct_mask(model, x, y, 500)
+    out["outcomes"]["strong"] = _outcomes(spec.n, spec.seed, correct, folds)
     if spec.curve is not None:
-        t0 = time.perf_counter()
-        curve = robustness_curve(
-            model, x, y, spec.curve.eps, spec.curve.attack, checks=False, **spec.curve.options
-        )
-        curve.seconds = time.perf_counter() - t0
-        curve.fold("pgd", spec.eps, pgd.fooled)
-        curve.fold(spec.attack, spec.eps, auto.fooled)
-        out["curve"] = curve.to_dict()
+        out["curve"] = _curve(model, x, y, spec, folds)
     if spec.diagnostics is not None:
         d = spec.diagnostics
         xd, yd = x[: d.n], y[: d.n]
@@ -127,9 +263,9 @@ def evaluate_run(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) ->
 def cached_evaluation(
     config: TrainConfig, checkpoint: Path, spec: EvaluationSpec, cache: Path
 ) -> dict[str, Any]:
-    """:func:`evaluate_run`, cached in ``cache`` under the spec and the checkpoint's SHA-256
-    (written atomically, with its time in ``"seconds"``)."""
-    key = _cache_key(spec, checkpoint)
+    """:func:`evaluate_run`, cached in ``cache`` under the spec, the paper attacks' settings
+    and the checkpoint's SHA-256 (written atomically, with its time in ``"seconds"``)."""
+    key = _cache_key(spec, checkpoint, config)
     if cache.exists():
         saved = json.loads(cache.read_text("utf-8"))
         if saved.get("key") == key:

@@ -1,22 +1,47 @@
-"""Run summaries and the paper's Tables 1 and 2 (Section 5).
+"""Run summaries and the paper's Tables 1 and 2 (Section 5), with intervals.
 
-Everything here is derived from the runs' configs and last history rows: which attacks'
-fooling ratios a table shows (``history.attacks``), and what kind of run a preset is
-(natural, adversarial or regularised training).
+A :class:`RunSummary` holds one run's final numbers (one preset, one seed): the last history
+row, and the final evaluation (:mod:`.robust_eval`) when it ran. A :class:`PresetSummary`
+gathers the seeds of one preset; each of its metrics is a :class:`Metric`: the mean over
+seeds with the 95% Student-t interval over seeds (:func:`robustrank.stats.seed_summary`,
+N >= 2) and, for fooling ratios and robust accuracies, the Wilson (1927) sampling interval
+over the evaluation inputs of every seed.
+
+What a run is (natural, adversarial or regularised training) and which attacks' fooling
+ratios the tables show (``history.attacks``) are read from the configs.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from ..training import TrainConfig
+import numpy as np
 
-__all__ = ["RunKind", "RunSummary", "run_kind", "table_attacks"]
+from ..stats import Interval, SeedStat, format_interval, seed_summary, wilson_interval
+from ..training import TrainConfig
+from .robust_eval import decode_mask
+
+__all__ = [
+    "RunKind",
+    "RunSummary",
+    "PresetSummary",
+    "Metric",
+    "Outcomes",
+    "FOCUS_LAYERS",
+    "run_kind",
+    "table_attacks",
+    "table_metrics",
+]
+
+# Layers the paper points at (Section 5): FCNN W1; CNN W1 and W2. The tables show their
+# effective rank and sparsity, and the claims compare them.
+FOCUS_LAYERS: dict[str, list[str]] = {"fcnn": ["W1"], "cnn": ["W1", "W2"]}
 
 
 class RunKind(StrEnum):
@@ -40,15 +65,42 @@ def run_kind(config: TrainConfig) -> RunKind:
 
 
 @dataclass
+class Outcomes:
+    """Per-example outcomes of one evaluation subset (:mod:`.robust_eval`): ``correct[i]``
+    (clean input ``i`` classified correctly) and ``fooled[attack][i]``; ``n`` inputs drawn
+    with ``seed``."""
+
+    n: int
+    seed: int
+    correct: np.ndarray
+    fooled: dict[str, np.ndarray]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Outcomes:
+        """Decode the hex masks of an evaluation's ``outcomes`` entry."""
+        n = int(data["n"])
+        fooled = {a: decode_mask(m, n) for a, m in data["fooled"].items()}
+        return cls(n, int(data["seed"]), decode_mask(data["correct"], n), fooled)
+
+    def robust(self, attack: str) -> np.ndarray:
+        """Correct and not fooled by ``attack``: the robust-accuracy outcome of each input."""
+        return self.correct & ~self.fooled[attack]
+
+
+@dataclass
 class RunSummary:
-    """Final numbers of one run (the last history row) plus what defines the run.
+    """Final numbers of one run (one preset, one seed) plus what defines the run.
 
     ``kind`` and ``parent`` (the preset it was fine-tuned from) and the non-zero lambdas
     ``l1``, ``nuclear`` and ``joint`` come from the config; the claims use them to pick
     the natural reference of each run and the regulariser ablations (Section 5).
-    ``strong`` holds the strong evaluation at eps (:mod:`.robust_eval`): ``ra_pgd``,
-    ``ra_autoattack`` and ``fr_autoattack`` on the same inputs; ``diagnostic_warnings``
-    the names of the failed gradient-masking checks (None when not diagnosed).
+    ``fooling`` holds the fooling ratio of every table attack: from the final evaluation
+    of the paper's attacks when it ran, else from the last history row. ``strong`` holds the
+    strong evaluation at eps (:mod:`.robust_eval`): ``ra_pgd``, ``ra_autoattack`` and
+    ``fr_autoattack``. ``counts`` gives ``[successes, trials]`` behind each ratio
+    (``fr_<attack>``, ``ra_pgd``, ...) for its Wilson interval; ``outcomes`` the
+    per-example outcomes by subset (``"paper"``, ``"strong"``). ``seed`` is the config's
+    seed, ``seed_index`` its ``k`` in ``runs/<preset>/seed-<k>``.
     """
 
     preset: str
@@ -69,6 +121,148 @@ class RunSummary:
     joint: float = 0.0
     strong: dict[str, float] = field(default_factory=dict)
     diagnostic_warnings: list[str] | None = None
+    seed: int = 0
+    seed_index: int = 0
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    outcomes: dict[str, Outcomes] = field(default_factory=dict)
+
+    def value(self, key: str) -> float | None:
+        """The metric ``key``: ``test_acc``, ``fr_<attack>``, ``ra_pgd``, ``ra_autoattack``,
+        ``fr_autoattack``, ``eff_rank_<layer>`` or ``eff_sparsity_<layer>``."""
+        if key == "test_acc":
+            return self.test_acc
+        if key in self.strong:
+            return self.strong[key]
+        for prefix, values in (
+            ("fr_", self.fooling),
+            ("eff_rank_", self.eff_rank),
+            ("eff_sparsity_", self.eff_sparsity),
+        ):
+            if key.startswith(prefix) and key[len(prefix) :] in values:
+                return values[key[len(prefix) :]]
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields (the outcome masks stay in the run's ``evaluation.json``)."""
+        d = asdict(replace(self, outcomes={}))
+        del d["outcomes"]
+        return d
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric of a preset over its seeds: ``stat`` (mean, t-interval over seeds for
+    N >= 2, per-seed values) and, for ratios, ``wilson`` (each seed's Wilson interval over
+    its evaluation inputs) and ``pooled`` (the Wilson interval of the counts pooled over
+    seeds: the sampling noise of the mean alone)."""
+
+    stat: SeedStat
+    wilson: tuple[Interval, ...] | None = None
+    pooled: Interval | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"mean", "ci95", "n_seeds", "per_seed"}`` plus ``"wilson95"`` (per seed) and
+        ``"wilson95_pooled"`` for ratios."""
+        d = self.stat.to_dict()
+        if self.wilson is not None:
+            d["wilson95"] = [w.to_list() for w in self.wilson]
+            d["wilson95_pooled"] = None if self.pooled is None else self.pooled.to_list()
+        return d
+
+    def format(self, digits: int = 3) -> str:
+        """``"0.934 ± 0.012 [±0.005]"``: mean ± t half-width over seeds (absent for one
+        seed), then the pooled Wilson half-width in brackets (ratios only)."""
+        text = format_interval(self.stat.mean, self.stat.ci95, digits)
+        if self.pooled is not None:
+            h = max(self.pooled.hi - self.stat.mean, self.stat.mean - self.pooled.lo, 0.0)
+            text += f" [±{h:.{digits}f}]"
+        return text
+
+
+def _metric(runs: list[RunSummary], key: str) -> Metric | None:
+    """``key`` over the seeds of ``runs``; None when a seed lacks it or it is NaN there."""
+    values = [r.value(key) for r in runs]
+    if not values or any(v is None or not math.isfinite(v) for v in values):
+        return None
+    stat = seed_summary([float(v) for v in values])  # type: ignore[arg-type]
+    counts = [r.counts.get(key) for r in runs]
+    if any(c is None for c in counts):
+        return Metric(stat)
+    wilson = tuple(wilson_interval(k, n) for k, n in counts)  # type: ignore[misc]
+    pooled = wilson_interval(sum(c[0] for c in counts), sum(c[1] for c in counts))  # type: ignore[index]
+    return Metric(stat, wilson, pooled)
+
+
+@dataclass
+class PresetSummary:
+    """The seeds of one preset (``runs``, by seed index) and what defines the preset."""
+
+    preset: str
+    family: str
+    method: str
+    paper_row: str | None
+    paper_accuracy: float | None
+    kind: RunKind
+    parent: str | None
+    l1: dict[str, float]
+    nuclear: dict[str, float]
+    joint: float
+    runs: list[RunSummary]
+
+    @classmethod
+    def from_runs(cls, runs: list[RunSummary]) -> PresetSummary:
+        """Gather the seeds of one preset (sorted by seed index)."""
+        if not runs or len({r.preset for r in runs}) != 1:
+            raise ValueError("a PresetSummary needs the runs of exactly one preset")
+        runs = sorted(runs, key=lambda r: r.seed_index)
+        r = runs[0]
+        return cls(
+            r.preset, r.family, r.method, r.paper_row, r.paper_accuracy, r.kind, r.parent,
+            dict(r.l1), dict(r.nuclear), r.joint, runs,
+        )  # fmt: skip
+
+    @property
+    def n_seeds(self) -> int:
+        """How many seeds were summarised."""
+        return len(self.runs)
+
+    def metric(self, key: str) -> Metric | None:
+        """The metric ``key`` (see :meth:`RunSummary.value`) over the seeds, or None."""
+        return _metric(self.runs, key)
+
+    def metric_keys(self) -> list[str]:
+        """Every metric the seeds share: accuracy, fooling ratios, the strong evaluation,
+        effective rank and sparsity of every layer."""
+        first = self.runs[0]
+        keys = ["test_acc"] + [f"fr_{a}" for a in first.fooling] + list(first.strong)
+        keys += [f"eff_rank_{k}" for k in first.eff_rank]
+        keys += [f"eff_sparsity_{k}" for k in first.eff_sparsity]
+        return keys
+
+    def metrics(self) -> dict[str, Metric]:
+        """Every available metric (:meth:`metric_keys`) by key."""
+        out = {k: self.metric(k) for k in self.metric_keys()}
+        return {k: m for k, m in out.items() if m is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the preset's definition, ``n_seeds``, ``seeds`` (config seeds),
+        ``metrics`` (:meth:`Metric.to_dict` by key) and ``per_seed`` run summaries."""
+        return {
+            "preset": self.preset,
+            "family": self.family,
+            "method": self.method,
+            "paper_row": self.paper_row,
+            "paper_accuracy": self.paper_accuracy,
+            "kind": str(self.kind),
+            "parent": self.parent,
+            "l1": self.l1,
+            "nuclear": self.nuclear,
+            "joint": self.joint,
+            "n_seeds": self.n_seeds,
+            "seeds": [r.seed for r in self.runs],
+            "metrics": {k: m.to_dict() for k, m in self.metrics().items()},
+            "per_seed": [r.to_dict() for r in self.runs],
+        }
 
 
 def _family(config: TrainConfig) -> str:
@@ -97,25 +291,51 @@ def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
 
 
-def _strong(evaluation: dict[str, Any] | None) -> dict[str, float]:
-    """``ra_pgd``, ``ra_autoattack``, ``fr_autoattack`` from a :mod:`.robust_eval` result."""
-    if not evaluation:
-        return {}
+def _strong(evaluation: dict[str, Any]) -> tuple[dict[str, float], dict[str, list[int]]]:
+    """``ra_pgd``, ``ra_autoattack``, ``fr_autoattack`` from a :mod:`.robust_eval` result,
+    and the counts behind them."""
+    if "pgd" not in evaluation or "autoattack" not in evaluation:
+        return {}, {}
     pgd, aa = evaluation["pgd"], evaluation["autoattack"]
-    return {
+    values = {
         "ra_pgd": pgd["robust_accuracy"],
         "ra_autoattack": aa["robust_accuracy"],
         "fr_autoattack": aa["fooling_ratio"],
     }
+    counts = {
+        "ra_pgd": [pgd["n_robust"], pgd["n"]],
+        "ra_autoattack": [aa["n_robust"], aa["n"]],
+        "fr_autoattack": [aa["n_fooled"], aa["n_correct"]],
+    }
+    return values, counts
+
+
+def _fooling(
+    config: TrainConfig, last: dict[str, Any], evaluation: dict[str, Any]
+) -> tuple[dict[str, float], dict[str, list[int]]]:
+    """Fooling ratio of every history attack: the final evaluation of the paper's attacks
+    (with its counts) when it ran, else the last history row (no counts)."""
+    paper = evaluation.get("paper_attacks")
+    if paper:
+        fooling = {a: r["fooling_ratio"] for a, r in paper.items()}
+        return fooling, {f"fr_{a}": [r["n_fooled"], r["n_correct"]] for a, r in paper.items()}
+    return {a: last[f"fr_{a}"] for a in config.history.attacks if f"fr_{a}" in last}, {}
 
 
 def _summarise(
-    config: TrainConfig, history: list[dict[str, Any]], evaluation: dict[str, Any] | None = None
+    config: TrainConfig,
+    history: list[dict[str, Any]],
+    evaluation: dict[str, Any] | None = None,
+    seed_index: int = 0,
 ) -> RunSummary:
     """The summary of one run from its config, history (Section 5's final numbers) and
-    strong evaluation (:mod:`.robust_eval`, optional)."""
+    final evaluation (:mod:`.robust_eval`, optional)."""
     last = history[-1] if history else {}
-    diag = (evaluation or {}).get("diagnostics")
+    evaluation = evaluation or {}
+    diag = evaluation.get("diagnostics")
+    fooling, counts = _fooling(config, last, evaluation)
+    strong, strong_counts = _strong(evaluation)
+    outcomes = {k: Outcomes.from_json(v) for k, v in evaluation.get("outcomes", {}).items()}
     return RunSummary(
         preset=config.name,
         family=_family(config),
@@ -123,7 +343,7 @@ def _summarise(
         paper_row=config.paper.row if config.paper else None,
         paper_accuracy=config.paper.accuracy if config.paper else None,
         test_acc=last.get("test_acc"),
-        fooling={a: last[f"fr_{a}"] for a in config.history.attacks if f"fr_{a}" in last},
+        fooling=fooling,
         eff_rank=_prefixed(last, "eff_rank_"),
         eff_sparsity=_prefixed(last, "eff_sparsity_"),
         epochs=int(last.get("epoch", 0)),
@@ -133,8 +353,12 @@ def _summarise(
         l1=_nonzero(config.regularizers.l1),
         nuclear=_nonzero(config.regularizers.nuclear),
         joint=float(config.regularizers.joint),
-        strong=_strong(evaluation),
+        strong=strong,
         diagnostic_warnings=None if diag is None else list(diag["warnings"]),
+        seed=config.seed,
+        seed_index=seed_index,
+        counts={**counts, **strong_counts},
+        outcomes=outcomes,
     )
 
 
@@ -150,34 +374,79 @@ def table_attacks(configs: Iterable[TrainConfig]) -> list[str]:
     return attacks
 
 
+# The strong evaluation's metrics (robust_eval), shown when present: key, label.
+STRONG_METRICS = (
+    ("ra_pgd", "RA PGD-20"),
+    ("ra_autoattack", "RA AutoAttack"),
+    ("fr_autoattack", "FR AutoAttack"),
+)
+
+
+def table_metrics(family: str, attacks: list[str]) -> list[tuple[str, str]]:
+    """The metric columns of a table, ``(key, label)``: clean accuracy, the fooling ratio
+    of every attack, the strong evaluation, and the focus layers' effective rank and
+    sparsity (the structure the claims compare)."""
+    cols = [("test_acc", "our acc.")] + [(f"fr_{a}", f"FR {a.upper()}") for a in attacks]
+    cols += list(STRONG_METRICS)
+    for layer in FOCUS_LAYERS.get(family, []):
+        cols += [(f"eff_rank_{layer}", f"eff. rank {layer}")]
+        cols += [(f"eff_sparsity_{layer}", f"eff. sparsity {layer}")]
+    return cols
+
+
 def _paper_table(family: str) -> str:
     """Table 1 holds the FCNN (MNIST), Table 2 the CNN (Fashion-MNIST)."""
     return "table1" if family == "fcnn" else "table2"
 
 
-def _table_row(s: RunSummary, attacks: list[str]) -> dict[str, Any]:
-    difference = (
-        s.test_acc - s.paper_accuracy
-        if s.test_acc is not None and s.paper_accuracy is not None
+def _metric_columns(key: str, m: Metric | None, ratio: bool) -> dict[str, Any]:
+    """``key`` (formatted ``mean ± half-width``), ``key_mean``, ``key_ci_lo``, ``key_ci_hi``
+    and, for ratios, ``key_wilson_lo``, ``key_wilson_hi`` (pooled over seeds)."""
+    ci = None if m is None else m.stat.ci95
+    cols: dict[str, Any] = {
+        key: None if m is None else m.format(),
+        f"{key}_mean": None if m is None else m.stat.mean,
+        f"{key}_ci_lo": None if ci is None else ci.lo,
+        f"{key}_ci_hi": None if ci is None else ci.hi,
+    }
+    if ratio:
+        pooled = None if m is None else m.pooled
+        cols[f"{key}_wilson_lo"] = None if pooled is None else pooled.lo
+        cols[f"{key}_wilson_hi"] = None if pooled is None else pooled.hi
+    return cols
+
+
+def _table_row(p: PresetSummary, attacks: list[str]) -> dict[str, Any]:
+    """One table row: the preset, the paper's accuracy, our accuracy's difference from it,
+    and every metric of :func:`table_metrics` as :func:`_metric_columns`."""
+    row: dict[str, Any] = {
+        "method": p.method,
+        "preset": p.preset,
+        "n_seeds": p.n_seeds,
+        "paper": p.paper_accuracy,
+    }
+    acc = p.metric("test_acc")
+    row["difference"] = (
+        acc.stat.mean - p.paper_accuracy
+        if acc is not None and p.paper_accuracy is not None
         else None
     )
-    row: dict[str, Any] = {
-        "method": s.method,
-        "preset": s.preset,
-        "paper": s.paper_accuracy,
-        "ours": s.test_acc,
-        "difference": difference,
-    }
-    row.update({f"fr_{a}": s.fooling.get(a) for a in attacks})
-    row.update(s.strong)
+    strong = any(r.strong for r in p.runs)
+    for key, _ in table_metrics(p.family, attacks):
+        if key in dict(STRONG_METRICS) and not strong:
+            continue
+        ratio = key.startswith(("fr_", "ra_"))
+        row.update(_metric_columns(key, p.metric(key), ratio))
     return row
 
 
-def _tables(runs: dict[str, RunSummary], attacks: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Tables 1 and 2: clean accuracy, paper vs ours, and one fooling ratio per attack."""
+def _tables(
+    presets: dict[str, PresetSummary], attacks: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Tables 1 and 2: every metric of :func:`table_metrics` with its intervals."""
     tables: dict[str, list[dict[str, Any]]] = {"table1": [], "table2": []}
-    for s in runs.values():
-        tables[_paper_table(s.family)].append(_table_row(s, attacks))
+    for p in presets.values():
+        tables[_paper_table(p.family)].append(_table_row(p, attacks))
     return tables
 
 
