@@ -182,8 +182,12 @@ def test_reference_update_without_line_search_overshoots_by_half_a_percent(probl
     p = problem
     _, norms = FAB(p.model, 0.05, targeted=False, search_steps=0).minimal_perturbation(p.x, p.y)
     u = 1 - 0.9 * 1.05
-    ratio = norms.double() / p.min_norm()
-    assert torch.allclose(ratio, torch.full_like(ratio, 1 + 0.1 * u / (1 + u)), atol=2e-4)
+    exact = p.min_norm()
+    ratio = norms.double() / exact
+    # 2e-4 of dynamics plus float32 resolution of the iterates (inputs near 0.5 have an ulp
+    # of 6e-8, which is 1.4e-4 of the smallest minimal norm here, 4.3e-4)
+    tol = 2e-4 + 2 * 6e-8 / exact
+    assert bool(((ratio - (1 + 0.1 * u / (1 + u))).abs() <= tol).all())
 
 
 @pytest.mark.parametrize("targeted", [False, True])
