@@ -706,7 +706,7 @@ def analyze_cmd(
 def reproduce_cmd(
     profile: str = typer.Option(
         "quick",
-        help="quick (about 1 min per seed on 2 cores), paper (the paper's settings), tiny",
+        help="quick (about 8 min per seed on 2 cores), paper (the paper's settings), tiny",
     ),
     out: Path = typer.Option(None, help="output directory (default: results/<profile>)"),
     only: str = typer.Option(None, help="run one architecture: fcnn or cnn"),

@@ -59,7 +59,7 @@ def _profiles() -> dict[str, Any]:
 
 
 def load_profile(name: str | ProfileName) -> Profile:
-    """A bundled reproduce profile: ``tiny`` (tests), ``quick`` (about a minute), ``paper``."""
+    """A bundled reproduce profile: ``tiny`` (tests), ``quick`` (about eight minutes), ``paper``."""
     name = name.value if isinstance(name, ProfileName) else str(name)
     table = _profiles()
     if name not in table:
