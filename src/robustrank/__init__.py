@@ -47,6 +47,11 @@ _LAZY = {
     "list_presets": "training",
     "mi_per_layer": "information",
     "run_theory_experiment": "linear_theory",
+    "diagnose": "diagnostics",
+    "robustness_curve": "curves",
+    "create_executor": "execution",
+    "run_sweep": "sweeps",
+    "budget_study": "experiments.budgets",
 }
 
 
