@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "exclusive_lock"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
@@ -35,3 +37,31 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def exclusive_lock(path: Path, owner: str, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold an exclusive, non-blocking POSIX ``flock`` on ``path`` (released by the OS if
+    the process dies) and write ``owner`` into it; if another process holds it, raise
+    ``busy(text that process wrote)``. Not available on Windows, where nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            raise busy(f.read().strip() or "unknown") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{owner}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -23,12 +23,11 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, exclusive_lock
 from ..execution import RunOutcome, RunTask, create_executor
 from .space import apply_values, merge_overrides
 from .spec import SpecError, SweepSpec, load_spec
@@ -109,33 +108,16 @@ def _normalised(data: Any) -> Any:
 # --------------------------------------------------------------------------- directory
 
 
-@contextlib.contextmanager
-def _driver_lock(out: Path) -> Iterator[None]:
-    """One driver per sweep directory (POSIX flock, released by the OS if it dies)."""
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(out / LOCK_FILE, "a+", encoding="utf-8") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            who = f.read().strip() or "unknown"
-            raise SweepError(
-                f"another robustrank sweep ({who}) is running in {out}; wait for it or stop "
-                "it, or choose another --out"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{socket.gethostname()} {os.getpid()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+def _driver_lock(out: Path) -> contextlib.AbstractContextManager[None]:
+    """One driver per sweep directory (released by the OS if it dies)."""
+    return exclusive_lock(
+        out / LOCK_FILE,
+        f"{socket.gethostname()} {os.getpid()}",
+        lambda who: SweepError(
+            f"another robustrank sweep ({who}) is running in {out}; wait for it or stop "
+            "it, or choose another --out"
+        ),
+    )
 
 
 def _clear(out: Path) -> None:

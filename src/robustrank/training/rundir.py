@@ -17,14 +17,13 @@ The resume state is safetensors + JSON (no pickle).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from .._io import atomic_write_bytes
+from .._io import atomic_write_bytes, exclusive_lock
 from .config import ConfigError, TrainConfig, config_from_dict
 
 __all__ = [
@@ -64,37 +63,16 @@ DONE_FILE = "done.json"
 LOCK_FILE = ".robustrank.lock"
 
 
-@contextmanager
-def _run_lock(out_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the run directory so two processes never train into it.
-
-    POSIX ``flock`` (released by the OS if the process dies); not available on Windows,
-    where runs are not locked.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / LOCK_FILE, "a+", encoding="utf-8") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            pid = f.read().strip() or "unknown"
-            raise RunError(
-                f"another process (pid {pid}) is training in {out_dir}; wait for it to finish "
-                "or stop it before starting, resuming or overwriting this run"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+def _run_lock(out_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold an exclusive lock on the run directory so two processes never train into it."""
+    return exclusive_lock(
+        out_dir / LOCK_FILE,
+        str(os.getpid()),
+        lambda pid: RunError(
+            f"another process (pid {pid}) is training in {out_dir}; wait for it to finish "
+            "or stop it before starting, resuming or overwriting this run"
+        ),
+    )
 
 
 def _append_line(path: Path, line: str) -> int:
