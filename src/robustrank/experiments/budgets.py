@@ -33,10 +33,10 @@ from typing import Any
 import yaml
 
 from .._io import atomic_write_text
+from .._mappings import deep_merge
 from ..execution import RunTask, create_executor
 from ..training import TrainConfig, config_from_dict, list_presets, load_preset, read_history
 from ..training.rundir import CONFIG_FILE, DONE_FILE
-from .profiles import _deep_merge
 
 __all__ = [
     "BudgetError",
@@ -271,7 +271,7 @@ def _fine_tune_config(
     name: str, max_epochs: int, every: int, threads: int, overrides: dict, preset_run: Path
 ) -> TrainConfig:
     """The preset with ``overrides``, run for ``max_epochs`` with history every ``every``."""
-    data = _deep_merge(load_preset(name).plain(), overrides)
+    data = deep_merge(load_preset(name).plain(), overrides)
     data["epochs"], data["threads"] = max_epochs, threads
     data["history"]["every_epochs"] = every
     data["init"]["preset_run"] = str(preset_run)
@@ -296,7 +296,7 @@ def _tasks(
     tasks: list[RunTask] = []
     after: tuple[str, ...] = ()
     if natural_run is None:
-        data = _deep_merge(load_preset(natural).plain(), settings["overrides"])
+        data = deep_merge(load_preset(natural).plain(), settings["overrides"])
         data["threads"] = settings["threads"]
         config = config_from_dict(data, source=f"budget study: {natural}")
         natural_dir = os.path.normpath(runs / natural)

@@ -4,7 +4,6 @@ independent seeds of each preset it trains (:func:`seeded_runs`)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -14,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from .._mappings import deep_merge
 from .._types import PositiveInt
 from ..training import TrainConfig, config_from_dict, load_preset
 from .robust_eval import EvaluationSpec
@@ -94,17 +94,6 @@ def _evaluation_spec(profile: str, raw: dict[str, Any] | None) -> EvaluationSpec
         raise ValueError(f"profile {profile!r}, evaluation: {err}") from err
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``extra``, nested mappings merged key by key (inputs unchanged)."""
-    out = copy.deepcopy(base)
-    for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def profile_configs(
     profile: Profile, only: str | None = None, device: str = "cpu", seed: int | None = None
 ) -> list[TrainConfig]:
@@ -119,8 +108,8 @@ def profile_configs(
         for preset in spec["presets"]:
             base = load_preset(preset).plain()
             kind = "finetune" if base.get("init", {}).get("from_preset") else "natural"
-            data = _deep_merge(base, spec.get("all", {}))
-            data = _deep_merge(data, spec.get(kind, {}))
+            data = deep_merge(base, spec.get("all", {}))
+            data = deep_merge(data, spec.get(kind, {}))
             data["device"] = device
             if seed is not None:
                 data["seed"] = seed

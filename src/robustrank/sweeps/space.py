@@ -12,6 +12,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from .._mappings import deep_merge
+
 __all__ = ["SpaceError", "parse_path", "set_path", "apply_values", "merge_overrides"]
 
 #: Mappings keyed by layer: the rest of a dotted path below them is one layer key.
@@ -54,18 +56,9 @@ def _set(config: dict[str, Any], key: str, value: Any, merge: bool) -> None:
         node = child
     last = path[-1]
     if merge and isinstance(value, Mapping) and isinstance(node.get(last), dict):
-        _deep_merge(node[last], value)
+        node[last] = deep_merge(node[last], value)
     else:
         node[last] = copy.deepcopy(value)
-
-
-def _deep_merge(target: dict[Any, Any], update: Mapping[Any, Any]) -> None:
-    """Update ``target`` in place; nested mappings merge, keys are taken literally."""
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            _deep_merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
 
 
 def set_path(config: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
