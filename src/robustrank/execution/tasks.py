@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,6 @@ class RunOutcome:
     seconds: float
     worker: str
     reused: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data."""
@@ -92,7 +91,6 @@ class RunOutcome:
             "seconds": self.seconds,
             "worker": self.worker,
             "reused": self.reused,
-            **({"extra": self.extra} if self.extra else {}),
         }
 
 
