@@ -131,6 +131,7 @@ def test_study_outputs(study):
     csv_rows = list(csv.DictReader((out / "budgets.csv").open()))
     md = (out / "budgets.md").read_text()
     assert (out / "budgets-fcnn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 1 ep | 2 ep | 3 ep |" in md  # every recorded summary budget up to max_epochs
     for name, entry in data["presets"].items():
         history = read_history(out / "runs" / name)
         assert [r["epoch"] for r in entry["rows"]] == [0, 1, 2, 3]

@@ -51,7 +51,7 @@ __all__ = [
 
 STUDY_FILE = "study.json"
 #: budgets the markdown summary shows when the run reaches them (plus the preset's own)
-SUMMARY_BUDGETS = (10, 20, 50, 100, 200, 500, 1000)
+SUMMARY_BUDGETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 _METRIC_PREFIXES = ("fr_", "eff_rank_", "eff_sparsity_")
 
 
@@ -413,7 +413,7 @@ def _plot_layers(configs: list[TrainConfig], rows: list[dict[str, Any]]) -> list
 
 
 def _summary_budgets(study: BudgetStudy) -> list[int]:
-    marks = [b for b in SUMMARY_BUDGETS if b < study.max_epochs]
+    marks = [b for b in SUMMARY_BUDGETS if b < study.max_epochs and b % study.every == 0]
     return [*marks, study.max_epochs]
 
 
