@@ -226,14 +226,52 @@ def test_ray_and_local_executors_give_identical_runs(ray_instance, tmp_path):
         assert ro.run_dir == str(tmp_path / "b" / ro.name)
         assert _no_clock(ro.final) == _no_clock(lo.final), ro.name
         assert _no_clock(ro.evaluation) == _no_clock(lo.evaluation), ro.name
-    # the natural run finished before either fine-tune started (each writes its pid into
-    # its lock file when it starts), and the driver heard of it first
+    # the natural run finished training before either fine-tune started (each writes its
+    # pid into its lock file when it starts); the driver heard of every run once
     parent = tmp_path / "b" / "fcnn-natural"
-    assert finished[0].name == "fcnn-natural"
+    assert sorted(o.name for o in finished) == sorted(o.name for o in remote)
     done = (parent / DONE_FILE).stat().st_mtime_ns
     for child in remote[:2]:
         assert (Path(child.run_dir) / LOCK_FILE).stat().st_mtime_ns >= done
     assert (parent / LOCK_FILE).read_text().strip() == remote[2].worker.rsplit(":", 1)[1]
+
+
+class _FakeRemote:
+    """Stands in for a Ray remote function: records each submission, returns a token."""
+
+    def __init__(self, kind: str, calls: list) -> None:
+        self.kind, self.calls = kind, calls
+
+    def options(self, **options):
+        assert options["num_cpus"] == 1 and options["retry_exceptions"] is False
+        return self
+
+    def remote(self, task, *args):
+        token = (self.kind, task.name)
+        self.calls.append((token, task.evaluation is not None, args))
+        return token
+
+
+def test_ray_fine_tunes_wait_for_the_parents_training_not_its_evaluation():
+    pytest.importorskip("ray")
+    from robustrank.execution.ray_executor import RayExecutor
+
+    ex, calls = RayExecutor(workers=2), []
+    ex._remote, ex._evaluator = _FakeRemote("train", calls), _FakeRemote("eval", calls)
+    tasks = _family(Path("/runs"))
+    tasks.append(RunTask(_config("fcnn-pgd"), "/runs/fcnn-pgd", ("/runs/fcnn-natural",)))
+    refs = ex._submit(tasks, dependency_order(tasks))
+    by_token = {token: (evaluated, args) for token, evaluated, args in calls}
+    # every run trains without its evaluation; a fine-tune's only argument is its parent's
+    # training; an evaluation follows its own run's training and carries the spec
+    for task in tasks:
+        evaluated, args = by_token[("train", task.name)]
+        assert not evaluated
+        assert args == (() if not task.after else (("train", "fcnn-natural"),))
+    for task in tasks[:3]:
+        assert by_token[("eval", task.name)] == (True, (("train", task.name),))
+    assert ("eval", "fcnn-pgd") not in by_token  # no evaluation asked: training only
+    assert refs == [("eval", t.name) for t in tasks[:3]] + [("train", "fcnn-pgd")]
 
 
 def test_ray_reports_the_worker_error_unchanged(ray_instance):

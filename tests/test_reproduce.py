@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from robustrank.data import eval_subset, load_dataset
 from robustrank.experiments.figures import _mi_record
 from robustrank.experiments.reproduce import (
+    ProfileName,
     ReproduceError,
     _check_out_dir,
     load_profile,
@@ -466,15 +467,25 @@ def test_seeds_must_be_a_positive_integer(tmp_path):
 
 def test_profiles_declare_seeds_and_paper_attack_subsets():
     # one seed by default (the time budgets); more with --seeds N
-    assert [load_profile(p).seeds for p in ("tiny", "quick", "paper")] == [1, 1, 1]
-    paper = load_profile("paper")
+    assert [load_profile(p).seeds for p in ProfileName] == [1, 1, 1, 1]
+    paper, long = load_profile("paper"), load_profile("paper-long")
     assert paper.evaluation.paper_n == 10000  # the whole test set for FGSM, PGD and GNM
-    assert paper.evaluation.n == 1000  # the strong attack keeps its subset
+    assert paper.evaluation.n == 500  # the strong attack's subset: one seed within the hour
+    # paper-long: the same runs and attacks, the strong evaluation on 1000 inputs
+    assert long.evaluation.model_dump() == {**paper.evaluation.model_dump(), "n": 1000}
+    assert profile_configs(long) == profile_configs(paper)
+    assert (long.families, long.theory) == (paper.families, paper.theory)
+
+
+def test_profile_names_are_the_bundled_profiles():
+    from robustrank.experiments.profiles import _profiles
+
+    assert list(ProfileName) == list(_profiles())  # one registry: the enum is the YAML's keys
 
 
 def test_profiles_cover_every_table_row():
     presets = set(list_presets())
-    for name in ("quick", "paper"):
+    for name in ("quick", "paper", "paper-long"):
         configs = profile_configs(load_profile(name))
         names = [c.name for c in configs]
         assert set(names) <= presets

@@ -14,6 +14,7 @@ import typer
 from .attacks import list_attacks
 from .data import list_datasets
 from .execution import ExecutorName
+from .experiments.profiles import ProfileName
 
 if TYPE_CHECKING:
     from .experiments.reproduce import ReproduceResult
@@ -706,7 +707,7 @@ def analyze_cmd(
 def reproduce_cmd(
     profile: str = typer.Option(
         "quick",
-        help="quick (about 8 min per seed on 2 cores), paper (the paper's settings), tiny",
+        help=f"one of {', '.join(ProfileName)} (their descriptions: README, Profiles)",
     ),
     out: Path = typer.Option(None, help="output directory (default: results/<profile>)"),
     only: str = typer.Option(None, help="run one architecture: fcnn or cnn"),

@@ -5,6 +5,9 @@ Ray (Moritz et al., "Ray: A Distributed Framework for Emerging AI Applications",
 that reserves as many CPUs as the run's ``threads``. A fine-tune waits for its natural run
 through Ray's own task dependencies (the parent's result is an argument of the child), so
 independent runs go in parallel and dependent ones in order without a scheduler of ours.
+A run with an evaluation is two Ray tasks, training and then evaluation, and the runs that
+start from it wait for its training only: a natural run's (long) strong evaluation goes in
+parallel with its fine-tunes.
 
 A task whose worker dies (killed, out of memory, lost node) is retried by Ray up to
 ``max_retries`` times; the retry resumes the run from its run directory's resume state
@@ -64,10 +67,22 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
 
 
 def _run_remote(task: RunTask, *after: RunOutcome) -> RunOutcome:
-    """The body of every Ray task. ``after`` holds the outcomes of the tasks this one
-    waits for: Ray passes them only once those tasks have finished, which orders the runs."""
+    """The body of every training Ray task. ``after`` holds the outcomes of the tasks this
+    one waits for: Ray passes them only once those tasks have finished, which orders the
+    runs."""
     del after
     return run_task(task, progress=False)
+
+
+def _evaluate_remote(task: RunTask, trained: RunOutcome) -> RunOutcome:
+    """The evaluation Ray task of a run, after its training task (``trained``): the run is
+    finished, so :func:`run_task` only reuses it and evaluates (or reads the cache)."""
+    out = run_task(task, progress=False)
+    return replace(out, reused=trained.reused, seconds=trained.seconds + out.seconds)
+
+
+def _training_only(task: RunTask) -> RunTask:
+    return replace(task, evaluation=None) if task.evaluation is not None else task
 
 
 def _absolute(task: RunTask) -> RunTask:
@@ -119,6 +134,8 @@ class RayExecutor:
             )
         self._started = False
         self._remote: Any = None
+        self._evaluator: Any = None
+        self._submitted: list[Any] = []
 
     # ------------------------------------------------------------------ Ray itself
 
@@ -145,6 +162,7 @@ class RayExecutor:
             self._started = True
         if self._remote is None:
             self._remote = ray.remote(_run_remote)
+            self._evaluator = ray.remote(_evaluate_remote)
         return ray
 
     def _check_fits(self, ray: Any, tasks: Sequence[RunTask]) -> None:
@@ -190,19 +208,26 @@ class RayExecutor:
         return [replace(outcomes[i], run_dir=given[i].run_dir) for i in range(len(tasks))]
 
     def _submit(self, tasks: Sequence[RunTask], order: list[int]) -> list[Any]:
-        """Submit every task, parents first; a task's parents' refs are its arguments."""
-        by_dir: dict[str, Any] = {}
+        """Submit every task, parents first; a task's parents' training refs are its
+        arguments. Returns each task's final ref (its evaluation's, else its training's)."""
+        trained: dict[str, Any] = {}
         refs: list[Any] = [None] * len(tasks)
+        self._submitted = []
         for i in order:
             task = tasks[i]
-            parents = [by_dir[d] for d in task.after if d in by_dir]
-            remote = self._remote.options(
-                num_cpus=task.threads or 1,
-                max_retries=self.max_retries,
-                retry_exceptions=False,  # retry dead workers, not errors of the run itself
-                name=f"robustrank:{task.name}",
-            )
-            refs[i] = by_dir[task.run_dir] = remote.remote(task, *parents)
+            parents = [trained[d] for d in task.after if d in trained]
+            options = {
+                "num_cpus": task.threads or 1,
+                "max_retries": self.max_retries,
+                "retry_exceptions": False,  # retry dead workers, not errors of the run itself
+            }
+            train = self._remote.options(**options, name=f"robustrank:{task.name}")
+            refs[i] = trained[task.run_dir] = train.remote(_training_only(task), *parents)
+            self._submitted.append(refs[i])
+            if task.evaluation is not None:
+                evaluate = self._evaluator.options(**options, name=f"robustrank:{task.name}:eval")
+                refs[i] = evaluate.remote(task, refs[i])
+                self._submitted.append(refs[i])
         return refs
 
     def _collect(
@@ -230,7 +255,7 @@ class RayExecutor:
                     bar.set_postfix_str(tasks[i].name)
                     bar.update(1)
         except BaseException:
-            self._cancel(ray, pending)
+            self._cancel(ray, [*pending, *self._submitted])  # training tasks of pending runs too
             raise
         finally:
             bar.close()
@@ -273,7 +298,7 @@ class RayExecutor:
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._started = False
-        self._remote = None
+        self._remote = self._evaluator = None
 
     def __enter__(self) -> RayExecutor:
         return self

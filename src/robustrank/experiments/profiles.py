@@ -36,6 +36,7 @@ class ProfileName(StrEnum):
     tiny = "tiny"
     quick = "quick"
     paper = "paper"
+    paper_long = "paper-long"
 
 
 @dataclass
@@ -59,7 +60,9 @@ def _profiles() -> dict[str, Any]:
 
 
 def load_profile(name: str | ProfileName) -> Profile:
-    """A bundled reproduce profile: ``tiny`` (tests), ``quick`` (about eight minutes), ``paper``."""
+    """A bundled reproduce profile (:class:`ProfileName`): ``tiny`` (tests), ``quick`` (about
+    eight minutes), ``paper`` (the paper's settings), ``paper-long`` (``paper`` with the
+    strong evaluation on twice the inputs)."""
     name = name.value if isinstance(name, ProfileName) else str(name)
     table = _profiles()
     if name not in table:
