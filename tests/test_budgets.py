@@ -243,9 +243,15 @@ def test_parse_overrides():
         "lr": 0.01,
         "regularizers": {"l1": {1: 0.1}},
     }
+    # a layer key below regularizers.l1 / .nuclear is the layer, as in sweeps (int index)
+    assert parse_overrides(["regularizers.nuclear.2=0.05", "regularizers.l1.W1=0.1"]) == {
+        "regularizers": {"nuclear": {2: 0.05}, "l1": {"W1": 0.1}}
+    }
     for bad in ("lr", "=3", "history..x=1", "lr=[1"):
         with pytest.raises(BudgetError, match="--set"):
             parse_overrides([bad])
+    with pytest.raises(BudgetError, match="--set.*lr is 0.1, not a mapping"):
+        parse_overrides(["lr=0.1", "lr.x=2"])
 
 
 def test_cli_budgets(tmp_path, natural_dir):

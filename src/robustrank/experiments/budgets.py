@@ -242,26 +242,25 @@ def _check_natural_run(run_dir: Path, preset: str) -> None:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["history.track_mi=false", "lr=0.01"]`` -> ``{"history": {"track_mi": False},
-    "lr": 0.01}``: dotted keys, values parsed as YAML (the ``--set`` options of the CLI)."""
-    out: dict[str, Any] = {}
+    "lr": 0.01}``: dotted keys as in sweeps (:func:`robustrank.sweeps.space.parse_path`:
+    ``regularizers.l1.1`` is layer 1), values parsed as YAML (the ``--set`` options)."""
+    from ..sweeps.space import SpaceError, apply_values
+
+    values: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
+        if not sep:
             raise BudgetError(
                 f"--set {item!r}: write KEY=VALUE with a dotted key, e.g. history.track_mi=false"
             )
         try:
-            value = yaml.safe_load(text)
+            values[key.strip()] = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise BudgetError(f"--set {item!r}: the value is not valid YAML ({err})") from None
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise BudgetError(f"--set {item!r}: {part} was already set to a value")
-        node[parts[-1]] = value
-    return out
+    try:
+        return apply_values({}, values)
+    except SpaceError as err:
+        raise BudgetError(f"--set: {err}") from None
 
 
 # --------------------------------------------------------------------------- tasks
