@@ -260,7 +260,7 @@ def test_ray_fine_tunes_wait_for_the_parents_training_not_its_evaluation():
     ex._remote, ex._evaluator = _FakeRemote("train", calls), _FakeRemote("eval", calls)
     tasks = _family(Path("/runs"))
     tasks.append(RunTask(_config("fcnn-pgd"), "/runs/fcnn-pgd", ("/runs/fcnn-natural",)))
-    refs = ex._submit(tasks, dependency_order(tasks))
+    refs, submitted = ex._submit(tasks, dependency_order(tasks))
     by_token = {token: (evaluated, args) for token, evaluated, args in calls}
     # every run trains without its evaluation; a fine-tune's only argument is its parent's
     # training; an evaluation follows its own run's training and carries the spec
@@ -272,6 +272,7 @@ def test_ray_fine_tunes_wait_for_the_parents_training_not_its_evaluation():
         assert by_token[("eval", task.name)] == (True, (("train", task.name),))
     assert ("eval", "fcnn-pgd") not in by_token  # no evaluation asked: training only
     assert refs == [("eval", t.name) for t in tasks[:3]] + [("train", "fcnn-pgd")]
+    assert sorted(submitted) == sorted(token for token, _, _ in calls)  # all, to cancel
 
 
 def test_ray_reports_the_worker_error_unchanged(ray_instance):

@@ -81,10 +81,6 @@ def _evaluate_remote(task: RunTask, trained: RunOutcome) -> RunOutcome:
     return replace(out, reused=trained.reused, seconds=trained.seconds + out.seconds)
 
 
-def _training_only(task: RunTask) -> RunTask:
-    return replace(task, evaluation=None) if task.evaluation is not None else task
-
-
 def _absolute(task: RunTask) -> RunTask:
     """``task`` with absolute paths: a Ray worker need not share the driver's directory."""
     return replace(
@@ -135,7 +131,6 @@ class RayExecutor:
         self._started = False
         self._remote: Any = None
         self._evaluator: Any = None
-        self._submitted: list[Any] = []
 
     # ------------------------------------------------------------------ Ray itself
 
@@ -202,17 +197,22 @@ class RayExecutor:
             return []
         ray = self._ensure_ray()
         self._check_fits(ray, tasks)
-        refs = self._submit(tasks, order)
-        outcomes = self._collect(ray, tasks, refs, order, progress, on_done)
+        refs, submitted = self._submit(tasks, order)
+        try:
+            outcomes = self._collect(ray, tasks, refs, order, progress, on_done)
+        except BaseException:
+            self._cancel(ray, submitted)  # every task not yet finished, training ones too
+            raise
         # report the run directories as the caller gave them, like the local executor
         return [replace(outcomes[i], run_dir=given[i].run_dir) for i in range(len(tasks))]
 
-    def _submit(self, tasks: Sequence[RunTask], order: list[int]) -> list[Any]:
+    def _submit(self, tasks: Sequence[RunTask], order: list[int]) -> tuple[list[Any], list[Any]]:
         """Submit every task, parents first; a task's parents' training refs are its
-        arguments. Returns each task's final ref (its evaluation's, else its training's)."""
+        arguments. Returns each task's final ref (its evaluation's, else its training's),
+        and every ref submitted."""
         trained: dict[str, Any] = {}
         refs: list[Any] = [None] * len(tasks)
-        self._submitted = []
+        submitted: list[Any] = []
         for i in order:
             task = tasks[i]
             parents = [trained[d] for d in task.after if d in trained]
@@ -222,13 +222,13 @@ class RayExecutor:
                 "retry_exceptions": False,  # retry dead workers, not errors of the run itself
             }
             train = self._remote.options(**options, name=f"robustrank:{task.name}")
-            refs[i] = trained[task.run_dir] = train.remote(_training_only(task), *parents)
-            self._submitted.append(refs[i])
+            refs[i] = trained[task.run_dir] = train.remote(replace(task, evaluation=None), *parents)
+            submitted.append(refs[i])
             if task.evaluation is not None:
                 evaluate = self._evaluator.options(**options, name=f"robustrank:{task.name}:eval")
                 refs[i] = evaluate.remote(task, refs[i])
-                self._submitted.append(refs[i])
-        return refs
+                submitted.append(refs[i])
+        return refs, submitted
 
     def _collect(
         self,
@@ -239,7 +239,8 @@ class RayExecutor:
         progress: bool,
         on_done: OnDone | None,
     ) -> dict[int, RunOutcome]:
-        """Wait for the tasks in completion order; cancel the rest on a failure or Ctrl-C."""
+        """Wait for the tasks in completion order (:meth:`map` cancels the rest on a failure
+        or Ctrl-C)."""
         index = {ref: i for i, ref in enumerate(refs)}
         pending = [refs[i] for i in order]  # parents before children: a parent's error wins
         outcomes: dict[int, RunOutcome] = {}
@@ -254,9 +255,6 @@ class RayExecutor:
                         on_done(outcomes[i])
                     bar.set_postfix_str(tasks[i].name)
                     bar.update(1)
-        except BaseException:
-            self._cancel(ray, [*pending, *self._submitted])  # training tasks of pending runs too
-            raise
         finally:
             bar.close()
         return outcomes
