@@ -26,6 +26,7 @@ __all__ = [
     "SeededRun",
     "seeded_runs",
     "seed_dir_name",
+    "is_seed_dir_name",
     "check_seeds",
 ]
 
@@ -121,9 +122,18 @@ def profile_configs(
     return configs
 
 
+_SEED_PREFIX = "seed-"
+
+
 def seed_dir_name(index: int) -> str:
     """The directory of seed ``index`` under ``runs/<preset>``: ``seed-<index>``."""
-    return f"seed-{index}"
+    return f"{_SEED_PREFIX}{index}"
+
+
+def is_seed_dir_name(name: str) -> bool:
+    """Whether ``name`` is a :func:`seed_dir_name` (``seed-`` and ASCII digits)."""
+    index = name.removeprefix(_SEED_PREFIX)
+    return name.startswith(_SEED_PREFIX) and index.isascii() and index.isdigit()
 
 
 @dataclass(frozen=True)

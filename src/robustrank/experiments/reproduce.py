@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from .profiles import (
     ProfileName,
     SeededRun,
     check_seeds,
+    is_seed_dir_name,
     load_profile,
     profile_configs,
     seeded_runs,
@@ -75,8 +75,6 @@ class ReproduceError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- pipeline
-
-_SEED_DIR = re.compile(r"^seed-[0-9]+$")
 
 
 def _check_out_dir(
@@ -140,7 +138,7 @@ def _only_preset_runs(out: Path, configs: list[TrainConfig], any_layout: bool = 
             return False
         if any_layout:
             continue
-        if not all(s.is_dir() and _SEED_DIR.match(s.name) for s in run.iterdir()):
+        if not all(s.is_dir() and is_seed_dir_name(s.name) for s in run.iterdir()):
             return False
     return True
 
@@ -250,8 +248,9 @@ def reproduce(
     (mean ± 95% interval), figures and claims (comparisons with verdicts).
 
     Args:
-        profile: ``"quick"`` (a few minutes on two cores), ``"paper"`` (the paper's
-            settings) or ``"tiny"`` (smoke test).
+        profile: a bundled profile (:class:`ProfileName`): ``"quick"`` (a few minutes on
+            two cores), ``"paper"`` (the paper's settings), ``"paper-long"`` (``paper`` with
+            the strong evaluation on 1000 inputs) or ``"tiny"`` (smoke test).
         out: output directory (default ``results/<profile>``). Finished runs there are
             reused, interrupted ones resumed.
         only: ``"fcnn"`` or ``"cnn"`` to run one architecture.
