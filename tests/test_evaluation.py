@@ -96,6 +96,12 @@ def test_fooling_and_robust_accuracy_with_deterministic_attack(model, xy):
         n_correct - n_fooled,
     )
     assert res.clean_accuracy == pytest.approx(n_correct / 60)
+    # the per-input masks: correct before the attack, and fooled (only among the correct)
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+        adv = model(x_adv).argmax(1) == y
+    assert torch.equal(res.correct, clean) and torch.equal(res.fooled, clean & ~adv)
+    assert "correct" not in res.to_dict() and "fooled" not in res.to_dict()
 
 
 @pytest.mark.parametrize("name", ["fgsm", "pgd", "gnm"])

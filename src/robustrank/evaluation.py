@@ -217,7 +217,8 @@ class EvalResult:
     ``forward`` / ``backward`` its model evaluations in rows (see
     :meth:`robustrank.attacks.Attack.counts`), ``details`` attack-specific statistics (e.g.
     AutoAttack's per-component breakdown, :meth:`robustrank.attacks.Attack.details`).
-    ``fooled`` is the per-input bool mask on the CPU (not serialised by :meth:`to_dict`).
+    ``fooled`` and ``correct`` are the per-input bool masks (fooled; classified correctly
+    before the attack) on the CPU, not serialised by :meth:`to_dict`.
     """
 
     attack: str
@@ -234,6 +235,7 @@ class EvalResult:
     backward: int = 0
     details: dict[str, Any] = field(default_factory=dict)
     fooled: Tensor | None = field(default=None, repr=False, compare=False)
+    correct: Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_robust(self) -> int:
@@ -252,9 +254,9 @@ class EvalResult:
         return self.n_fooled / self.n_correct if self.n_correct else math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        """Flat JSON-friendly dict: settings, counts and ratios (without the mask)."""
-        d = asdict(replace(self, fooled=None))
-        del d["fooled"]
+        """Flat JSON-friendly dict: settings, counts and ratios (without the masks)."""
+        d = asdict(replace(self, fooled=None, correct=None))
+        del d["fooled"], d["correct"]
         d.update(
             n_robust=self.n_robust,
             clean_accuracy=self.clean_accuracy,
@@ -308,6 +310,7 @@ def _evaluate_on(
         backward=counts["backward"],
         details=attack.details(),
         fooled=fooled,
+        correct=correct.cpu(),
     )
 
 
