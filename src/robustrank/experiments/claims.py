@@ -98,13 +98,14 @@ def _claim(title: str, comparisons: list[Comparison]) -> Claim:
     """A claim from its comparisons: verdict by :func:`summarise`, counts, one line each."""
     if not comparisons:
         return Claim(title, "not measured", ["no comparison could be made"], [])
-    counts = {v: sum(c.verdict == v for c in comparisons) for v in Verdict}
+    claim = Claim(title, str(summarise(comparisons)), [], comparisons)
+    n = claim.counts()
     head = (
-        f"{counts[Verdict.supported]} supported, {counts[Verdict.inconclusive]} inconclusive, "
-        f"{counts[Verdict.contradicted]} contradicted of {len(comparisons)} comparisons"
+        f"{n['supported']} supported, {n['inconclusive']} inconclusive, "
+        f"{n['contradicted']} contradicted of {n['total']} comparisons"
     )
-    lines = [head] + [_line(c) for c in comparisons]
-    return Claim(title, str(summarise(comparisons)), lines, comparisons)
+    claim.evidence = [head] + [_line(c) for c in comparisons]
+    return claim
 
 
 # --------------------------------------------------------------------------- pairing
@@ -182,14 +183,20 @@ def _outcome_comparison(
     return c
 
 
-def _fooling_comparison(
-    a: PresetSummary, b: PresetSummary, attack: str, label: str
+def _ratio_comparison(
+    a: PresetSummary,
+    b: PresetSummary,
+    measure: str,
+    attack: str,
+    direction: Direction,
+    label: str,
 ) -> Comparison | None:
-    """Fooling ratio of ``a`` minus ``b`` under ``attack`` (claimed lower): paired by input
-    when both have per-example outcomes, else over the per-seed ratios."""
-    c = _outcome_comparison(a, b, "fr", attack, "less", label)
+    """Fooling ratio (``measure="fr"``) or robust accuracy (``"ra"``) of ``a`` minus ``b``
+    under ``attack``: paired by input when both have per-example outcomes, else over the
+    per-seed values of ``<measure>_<attack>``."""
+    c = _outcome_comparison(a, b, measure, attack, direction, label)
     if c is None:
-        c = _seed_comparison(a, b, f"fr_{attack}", "less", label, "ratio")
+        c = _seed_comparison(a, b, f"{measure}_{attack}", direction, label, "ratio")
     return c
 
 
@@ -256,7 +263,7 @@ def _claim_regularised_robustness(runs: dict[str, PresetSummary]) -> Claim:
     for s, nat, _ in _pairs(runs, RunKind.regularised):
         for attack in s.runs[0].fooling:
             label = f"{s.preset} vs {nat.preset}, {attack.upper()} fooling ratio"
-            c = _fooling_comparison(s, nat, attack, label)
+            c = _ratio_comparison(s, nat, "fr", attack, "less", label)
             if c is not None:
                 comparisons.append(c)
     return _claim("Claim 2: low-rank and sparse weights promote robustness", comparisons)
@@ -282,9 +289,7 @@ def _claim_regularised_autoattack(runs: dict[str, PresetSummary]) -> Claim | Non
     comparisons = []
     for s, nat, _ in _pairs(runs, RunKind.regularised):
         label = f"{s.preset} vs {nat.preset}, AutoAttack robust accuracy"
-        c = _outcome_comparison(s, nat, "ra", "autoattack", "greater", label)
-        if c is None:
-            c = _seed_comparison(s, nat, "ra_autoattack", "greater", label, "ratio")
+        c = _ratio_comparison(s, nat, "ra", "autoattack", "greater", label)
         if c is not None:
             comparisons.append(c)
     if not comparisons:
