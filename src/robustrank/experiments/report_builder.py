@@ -21,7 +21,11 @@ __all__ = ["ReproduceResult"]
 Block = Paragraph | Table | Figure
 
 # The paper's tables: key, title, dataset (Section 5).
-_TABLES = (("table1", "Table 1: FCNN", "MNIST"), ("table2", "Table 2: CNN", "F-MNIST"))
+# table key, model family, title, dataset
+_TABLES = (
+    ("table1", "fcnn", "Table 1: FCNN", "MNIST"),
+    ("table2", "cnn", "Table 2: CNN", "F-MNIST"),
+)
 
 
 @dataclass
@@ -175,11 +179,10 @@ def _table_sections(
     strong evaluation's robust accuracies (RA) when it ran, and the focus layers'
     structure; every cell ``mean ± half-width`` over seeds."""
     sections = []
-    for key, title, ds in _TABLES:
+    for key, family, title, ds in _TABLES:
         rows = tables[key]
         if not rows:
             continue
-        family = "fcnn" if key == "table1" else "cnn"
         metrics = [(k, label) for k, label in table_metrics(family, attacks) if k in rows[0]]
         columns = ["method", "preset", "seeds", "paper acc."] + [lab for _, lab in metrics]
         columns.append("difference")
