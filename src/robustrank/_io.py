@@ -7,13 +7,16 @@ interrupted write leaves the previous version intact.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "exclusive_lock"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "csv_text", "exclusive_lock"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
@@ -37,6 +40,21 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV of ``rows``; the columns are the union of their keys in first-seen order, a
+    missing key or None an empty cell ("" when there is no column)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    if not columns:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 @contextmanager

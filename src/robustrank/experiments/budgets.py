@@ -20,8 +20,6 @@ resumes), ``budgets.json``, ``budgets.csv`` (one row per preset and epoch),
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -32,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, csv_text
 from .._mappings import deep_merge
 from ..execution import RunTask, create_executor
 from ..training import TrainConfig, config_from_dict, list_presets, load_preset, read_history
@@ -494,18 +492,17 @@ def budgets_markdown(study: BudgetStudy) -> str:
 
 
 def _budgets_csv(study: BudgetStudy) -> str:
-    columns: list[str] = ["preset", "paper_accuracy", "epoch"]
-    for p in study.presets.values():
-        for row in p.rows:
-            columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for p in study.presets.values():
-        for row in p.rows:
-            full = {"preset": p.preset, "paper_accuracy": p.paper_accuracy, **row}
-            writer.writerow(["" if not _present(full.get(c)) else full.get(c) for c in columns])
-    return buf.getvalue()
+    """One line per preset and recorded epoch (missing and non-finite values empty)."""
+    rows = [
+        {
+            "preset": p.preset,
+            "paper_accuracy": p.paper_accuracy,
+            **{k: v if _present(v) else None for k, v in row.items()},
+        }
+        for p in study.presets.values()
+        for row in p.rows
+    ]
+    return csv_text(rows)
 
 
 def _present(value: Any) -> bool:

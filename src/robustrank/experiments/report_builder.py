@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text as write_text_atomic
+from .._io import csv_text
 from ..report import Figure, Paragraph, Report, Section, Table, render_html, render_markdown
 from .claims import Claim
 from .profiles import Profile, SeededRun
-from .summary import PresetSummary, _csv_text, table_metrics
+from .summary import PresetSummary, table_metrics
 
 __all__ = ["ReproduceResult"]
 
@@ -100,15 +101,15 @@ def _write_outputs(
 ) -> None:
     """Write the tables, history, ``results.json`` and both renderings of the report."""
     out = result.out_dir
-    write_text_atomic(out / "tables" / "table1.csv", _csv_text(result.tables["table1"]))
-    write_text_atomic(out / "tables" / "table2.csv", _csv_text(result.tables["table2"]))
+    write_text_atomic(out / "tables" / "table1.csv", csv_text(result.tables["table1"]))
+    write_text_atomic(out / "tables" / "table2.csv", csv_text(result.tables["table2"]))
     long_rows = [
         {"preset": name, "seed_index": k, **row}
         for name, per_seed in result.histories.items()
         for k, h in enumerate(per_seed)
         for row in h
     ]
-    write_text_atomic(out / "history.csv", _csv_text(long_rows))
+    write_text_atomic(out / "history.csv", csv_text(long_rows))
     payload = _results_payload(result, prof, runs)
     write_text_atomic(out / "results.json", json.dumps(payload, indent=2, default=str))
     report = _build_report(result, prof, figures)

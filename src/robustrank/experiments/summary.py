@@ -13,8 +13,6 @@ ratios the tables show (``history.attacks``) are read from the configs.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -448,17 +446,3 @@ def _tables(
     for p in presets.values():
         tables[_paper_table(p.family)].append(_table_row(p, attacks))
     return tables
-
-
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    """CSV of ``rows``; the columns are the union of their keys in first-seen order."""
-    if not rows:
-        return ""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()

@@ -12,14 +12,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._io import csv_text
 from ..stats import SeedStat, seed_summary
 from .space import _LAYER_MAPS, parse_path
 
@@ -84,16 +83,7 @@ def rows_csv(rows: Sequence[Mapping[str, Any]]) -> str:
         rest = {k: v for k, v in row.items() if k != "values"}
         head = {k: rest.pop(k) for k in ("trial", "index") if k in rest}
         flat.append({**head, **values, **rest})
-    columns: list[str] = []
-    for row in flat:
-        columns += [k for k in row if k not in columns]
-    if not columns:
-        return ""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(flat)
-    return buf.getvalue()
+    return csv_text(flat)
 
 
 # --------------------------------------------------------------------------- Pareto front
