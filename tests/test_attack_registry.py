@@ -261,6 +261,12 @@ def test_decorator_registers_and_returns_the_class():
     spec = get_attack("random-sign")
     assert spec.description.startswith("Random-sign baseline") and spec.takes_seed
     assert "random-sign" in list_attacks()
+    assert spec.title == "random-sign"  # tables name an untitled attack by its name
+    register_attack("titled", cls, title="Random Sign")
+    assert get_attack("titled").title == "Random Sign"
+    assert get_attack("autoattack").title == "AutoAttack"
+    with pytest.raises(TypeError, match="title must be a string"):
+        register_attack("bad-title", cls, title=3)
 
 
 @pytest.mark.usefixtures("clean_registry")

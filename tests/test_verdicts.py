@@ -14,6 +14,8 @@ from robustrank.experiments.summary import (
     RunKind,
     RunSummary,
     _table_row,
+    strong_attack_of,
+    table_metrics,
 )
 
 N_INPUTS = 400
@@ -21,23 +23,28 @@ N_INPUTS = 400
 T975 = {1: 12.706204736174707, 2: 4.302652729911275}
 
 
-def _run(preset, kind, k, *, fooled=None, correct=None, rank=4.0, sparsity=100.0, **extra):
-    """One seed's RunSummary with per-example outcomes (pgd on the paper subset,
-    autoattack on the strong subset) when ``fooled`` is given."""
+def _run(
+    preset, kind, k, *, fooled=None, correct=None, rank=4.0, sparsity=100.0, strong_attack=None,
+    **extra,
+):  # fmt: skip
+    """One seed's RunSummary with per-example outcomes (pgd on the paper subset, the
+    strong attack, autoattack unless named, on the strong subset) when ``fooled`` is given."""
     outcomes = {}
     fooling, strong = {}, {}
+    attack = strong_attack or "autoattack"
     if fooled is not None:
         correct = np.ones(N_INPUTS, bool) if correct is None else correct
         fooled = fooled & correct
-        o = Outcomes(N_INPUTS, 1, correct, {"pgd": fooled, "autoattack": fooled})
+        o = Outcomes(N_INPUTS, 1, correct, {"pgd": fooled, attack: fooled})
         outcomes = {"paper": o, "strong": o}
         fooling = {"pgd": float(fooled.sum() / correct.sum())}
-        strong = {"ra_autoattack": float(o.robust("autoattack").mean())}
+        strong = {f"ra_{attack}": float(o.robust(attack).mean())}
     family = extra.pop("family", "fcnn")
     s = RunSummary(
         preset, family, preset, None, None, 0.9, fooling, {"W1": rank}, {"W1": sparsity}, 1, None
     )
     s.kind, s.seed, s.seed_index, s.outcomes, s.strong = RunKind(kind), k, k, outcomes, strong
+    s.strong_attack = attack if strong else None
     for key, value in extra.items():
         setattr(s, key, value)
     return s
@@ -290,3 +297,25 @@ def test_metrics_are_means_with_t_intervals_and_wilson_intervals():
     one = PresetSummary.from_runs(runs[:1])
     assert one.metric("fr_pgd").stat.ci95 is None
     assert _table_row(one, ["pgd"])["fr_pgd"].startswith("0.300 [±")  # Wilson only
+
+
+def test_the_strong_attack_is_named_by_the_evaluation_not_fixed_to_autoattack():
+    """A profile whose strong attack is another registered one (APGD-CE here) gets its
+    columns, labels and claim from the registry: ra_apgd-ce, "RA APGD-CE"."""
+    rng = np.random.default_rng(3)
+    nat_f, reg_f = _masks(0.9, 2, rng), _masks(0.3, 2, rng)
+    nat = [_run("nat", "natural", k, fooled=nat_f[k], strong_attack="apgd-ce") for k in range(2)]
+    reg = [
+        _run("reg", "regularised", k, fooled=reg_f[k], strong_attack="apgd-ce", parent="nat",
+             l1={"1": 0.01})
+        for k in range(2)
+    ]  # fmt: skip
+    presets = _presets(nat, reg)
+    claim = _by_title(assess_claims(presets), "Claim 2 under APGD-CE")
+    assert claim.verdict == "supported"
+    assert claim.comparisons[0].label == "reg vs nat, APGD-CE robust accuracy"
+    labels = dict(table_metrics("fcnn", ["pgd"], strong_attack_of(presets.values())))
+    assert labels["ra_apgd-ce"] == "RA APGD-CE" and "ra_autoattack" not in labels
+    row = _table_row(presets["reg"], ["pgd"])
+    expected = np.mean([(~f).mean() for f in reg_f])  # every input correct: RA = 1 - fooled
+    assert row["ra_apgd-ce_mean"] == pytest.approx(expected)

@@ -753,14 +753,21 @@ def reproduce_cmd(
 
 def _echo_reproduce(result: ReproduceResult) -> None:
     """Tables 1-2 (mean ± t half-width over seeds, [±Wilson]) and the claim verdicts."""
+    from .attacks import get_attack
+    from .experiments.summary import strong_attack_of
+
     for key, title in (("table1", "Table 1 (FCNN, MNIST)"), ("table2", "Table 2 (CNN, F-MNIST)")):
         rows = result.tables[key]
         if not rows:
             continue
         typer.echo(f"\n{title}, {result.seeds} seed(s): mean ± 95% t [± Wilson sampling]")
-        metrics = ["test_acc"] + [f"fr_{a}" for a in result.attacks] + ["ra_autoattack"]
+        strong = strong_attack_of(result.runs.values())
+        ra = [] if strong is None else [f"ra_{strong}"]
+        metrics = ["test_acc"] + [f"fr_{a}" for a in result.attacks] + ra
         metrics = [m for m in metrics if m in rows[0]]
-        heads = {"test_acc": "acc.", "ra_autoattack": "RA-AA"}
+        heads = {"test_acc": "acc."}
+        if strong is not None:
+            heads[f"ra_{strong}"] = "RA-" + get_attack(strong).title
         heads = {m: heads.get(m, "FR-" + m[3:].upper()) for m in metrics}
         width = {m: max(len(heads[m]), *(len(str(r.get(m) or "-")) for r in rows)) for m in metrics}
         typer.echo(

@@ -119,12 +119,14 @@ class AttackSpec:
         cls: the :class:`~robustrank.attacks.Attack` subclass.
         defaults: read-only default options (e.g. the paper's PGD ``steps=20``).
         description: one line for listings (``robustrank attacks``).
+        title: how tables and reports name it (e.g. ``"AutoAttack"``); the name if empty.
     """
 
     name: str
     cls: type[Attack]
     defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
     description: str = ""
+    title: str = ""
     _sig: _Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -147,6 +149,9 @@ class AttackSpec:
             )
         if not isinstance(self.description, str):
             raise TypeError(f"description must be a string, got {self.description!r}")
+        if not isinstance(self.title, str):
+            raise TypeError(f"title must be a string, got {self.title!r}")
+        object.__setattr__(self, "title", self.title or self.name)
         if not isinstance(self.defaults, Mapping):
             raise TypeError(f"defaults must be a mapping option -> value, got {self.defaults!r}")
         object.__setattr__(self, "_sig", _signature(cls))
@@ -193,6 +198,7 @@ def register_attack(
     defaults: Mapping[str, Any] | None = None,
     *,
     description: str = "",
+    title: str = "",
     overwrite: bool = False,
 ) -> Callable[[type[T]], type[T]]: ...
 
@@ -204,6 +210,7 @@ def register_attack(
     defaults: Mapping[str, Any] | None = None,
     *,
     description: str = "",
+    title: str = "",
     overwrite: bool = False,
 ) -> type[T]: ...
 
@@ -214,6 +221,7 @@ def register_attack(
     defaults: Mapping[str, Any] | None = None,
     *,
     description: str = "",
+    title: str = "",
     overwrite: bool = False,
 ) -> type[T] | Callable[[type[T]], type[T]]:
     """Register an :class:`~robustrank.attacks.Attack` subclass under ``name``.
@@ -222,7 +230,8 @@ def register_attack(
     class decorator, ``@register_attack("my-attack", defaults={"steps": 10})``; both return
     the class. The name is stripped and lower-cased. ``defaults`` must be options that
     ``cls.__init__`` takes (checked now). ``description`` defaults to the first line of the
-    class docstring. A class that does not set its own ``name`` attribute gets this name
+    class docstring, ``title`` (how tables and reports name the attack) to the name. A
+    class that does not set its own ``name`` attribute gets this name
     (reports and :class:`~robustrank.evaluation.EvalResult` use it).
 
     Raises:
@@ -237,13 +246,13 @@ def register_attack(
         )
     if cls is None:
         return lambda c: register_attack(
-            name, c, defaults, description=description, overwrite=overwrite
+            name, c, defaults, description=description, title=title, overwrite=overwrite
         )
     key = _normalise(name)
     if not description and isinstance(cls, type):
         doc = cls.__dict__.get("__doc__") or ""
         description = doc.strip().splitlines()[0] if doc.strip() else ""
-    spec = AttackSpec(key, cls, {} if defaults is None else defaults, description)
+    spec = AttackSpec(key, cls, {} if defaults is None else defaults, description, title)
     if key in _REGISTRY and not overwrite:
         raise ValueError(
             f"attack {key!r} is already registered ({_REGISTRY[key].cls.__name__}); "
@@ -330,18 +339,22 @@ def builtin_attacks() -> dict[str, AttackSpec]:
 
 def _register_builtins() -> None:
     """The paper's attacks and settings (Section 5; eps = 0.05 for all of them)."""
-    register_attack("fgsm", FGSM, description="FGSM (Goodfellow et al., 2015): one eps step")
+    register_attack(
+        "fgsm", FGSM, description="FGSM (Goodfellow et al., 2015): one eps step", title="FGSM"
+    )
     register_attack(
         "pgd",
         PGD,
         {"alpha": 0.005, "steps": 20, "random_start": True},
         description="l_inf PGD with a random start (Madry et al., 2018)",
+        title="PGD",
     )
     register_attack(
         "gnm",
         GNM,
         {"steps": 5},
         description="GNM (Balda et al., 2018): linearised logit margins, T steps",
+        title="GNM",
     )
     _BUILTIN.update(_REGISTRY)
 
@@ -354,40 +367,47 @@ def _register_evaluation_attacks() -> None:
         APGD,
         {"loss": "ce"},
         description="APGD with the cross-entropy (Croce & Hein, 2020): step-size free PGD",
+        title="APGD-CE",
     )
     register_attack(
         "apgd-dlr",
         APGD,
         {"loss": "dlr"},
         description="APGD with the DLR loss, invariant to logit scaling (Croce & Hein, 2020)",
+        title="APGD-DLR",
     )
     register_attack(
         "apgd-t",
         APGDT,
         description="targeted APGD with the targeted DLR loss, 9 target classes",
+        title="APGD-T",
     )
     register_attack(
         "fab",
         FAB,
         {"targeted": False},
         description="FAB (Croce & Hein, 2020b): minimal-norm boundary attack, untargeted",
+        title="FAB",
     )
     register_attack(
         "fab-t",
         FAB,
         {"targeted": True},
         description="FAB, targeted at the 9 most likely other classes",
+        title="FAB-T",
     )
     register_attack(
         "square",
         Square,
         description="Square (Andriushchenko et al., 2020): gradient-free random search",
+        title="Square",
     )
     register_attack(
         "autoattack",
         AutoAttack,
         {"version": "standard"},
         description="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square; per-example worst case",
+        title="AutoAttack",
     )
 
 

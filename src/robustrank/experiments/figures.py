@@ -194,6 +194,7 @@ def _robustness_figure(
 ) -> list[Captioned]:
     """Robust accuracy and fooling ratio against eps of every final model of a family."""
     from .. import plots
+    from ..attacks import get_attack
 
     curves = {c.name: evaluations[c.name]["curve"] for c in configs if c.name in evaluations}
     curves = {name: curve for name, curve in curves.items() if curve is not None}
@@ -201,12 +202,13 @@ def _robustness_figure(
         return []
     first = next(iter(curves.values()))
     path = plots.plot_robustness_curves(curves, fig_dir / f"{fam}_robustness_curves.png")
+    folded = dict.fromkeys(get_attack(c["attack"]).title for c in first["confirmations"])
     return [
         (
             f"Robustness curves of the final {fam.upper()} models ({ref['dataset']}, "
             f"{first['n']} test inputs): each input's smallest breaking l_inf budget from one "
-            f"{first['attack'].upper()} minimal-perturbation run, with PGD-20's and "
-            "AutoAttack's successes at eps = 0.05 folded in per example (diamonds: the "
+            f"{first['attack'].upper()} minimal-perturbation run, with the successes of "
+            f"{' and '.join(folded)} at eps = 0.05 folded in per example (diamonds: the "
             "resulting robust accuracy there).",
             path,
         )

@@ -12,10 +12,11 @@ from typing import Any
 
 from .._io import atomic_write_text as write_text_atomic
 from .._io import csv_text
+from ..attacks import get_attack
 from ..report import Figure, Paragraph, Report, Section, Table, render_html, render_markdown
 from .claims import Claim
 from .profiles import Profile, SeededRun
-from .summary import PresetSummary, table_metrics
+from .summary import PresetSummary, strong_attack_of, table_metrics
 
 __all__ = ["ReproduceResult"]
 
@@ -174,7 +175,10 @@ def _claims_section(claims: list[Claim], claim_figures: list[list[tuple[str, Pat
 
 
 def _table_sections(
-    tables: dict[str, list[dict[str, Any]]], attacks: list[str], seeds: int
+    tables: dict[str, list[dict[str, Any]]],
+    attacks: list[str],
+    seeds: int,
+    strong_attack: str | None,
 ) -> list[Section]:
     """Tables 1 and 2: accuracy, paper vs ours, one fooling-ratio column per attack, the
     strong evaluation's robust accuracies (RA) when it ran, and the focus layers'
@@ -184,7 +188,8 @@ def _table_sections(
         rows = tables[key]
         if not rows:
             continue
-        metrics = [(k, label) for k, label in table_metrics(family, attacks) if k in rows[0]]
+        metrics = table_metrics(family, attacks, strong_attack)
+        metrics = [(k, label) for k, label in metrics if k in rows[0]]
         columns = ["method", "preset", "seeds", "paper acc."] + [lab for _, lab in metrics]
         columns.append("difference")
         keys = ["method", "preset", "n_seeds", "paper"] + [k for k, _ in metrics]
@@ -195,10 +200,10 @@ def _table_sections(
             "more); [±h]: Wilson 95% sampling interval over the evaluation inputs. "
             "difference: our mean accuracy minus the paper's."
         )
-        if any(k.startswith("ra_") for k, _ in metrics):
+        if strong_attack is not None and any(k.startswith("ra_") for k, _ in metrics):
             caption += (
-                " RA: robust accuracy at eps 0.05 of PGD-20 and AutoAttack (standard) on the "
-                "same test inputs (all inputs; misclassified ones count as broken)."
+                f" RA: robust accuracy at eps 0.05 of PGD-20 and {get_attack(strong_attack).title}"
+                " on the same test inputs (all inputs; misclassified ones count as broken)."
             )
         table = Table(columns, [[r.get(k) for k in keys] for r in rows], caption=caption)
         sections.append(Section(f"{title} (dataset: {ds})", [table]))
@@ -250,7 +255,8 @@ def _build_report(
         _overview_section(result, prof),
         _claims_section(result.claims, result.claim_figures),
     ]
-    sections += _table_sections(result.tables, result.attacks, result.seeds)
+    strong = strong_attack_of(result.runs.values())
+    sections += _table_sections(result.tables, result.attacks, result.seeds, strong)
     sections.append(Section("Figures", [Figure(path, caption) for caption, path in figures]))
     sections += _diagnostics_sections(result.evaluations)
     if result.theory is not None:

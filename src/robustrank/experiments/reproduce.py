@@ -198,13 +198,14 @@ def _run_all(
 
 
 def _presets(
-    runs: list[SeededRun], histories: PerSeed, evaluations: PerSeed
+    runs: list[SeededRun], histories: PerSeed, evaluations: PerSeed, spec: EvaluationSpec | None
 ) -> dict[str, PresetSummary]:
     """Every preset's :class:`PresetSummary` over its seeds, in config order."""
     by_preset: dict[str, list[RunSummary]] = {}
+    strong_attack = spec.attack if spec is not None else None
     for run in runs:
         h, ev = histories[run.preset][run.index], evaluations[run.preset][run.index]
-        summary = _summarise(run.config, h, ev, seed_index=run.index)
+        summary = _summarise(run.config, h, ev, seed_index=run.index, strong_attack=strong_attack)
         by_preset.setdefault(run.preset, []).append(summary)
     return {name: PresetSummary.from_runs(seeds) for name, seeds in by_preset.items()}
 
@@ -282,7 +283,7 @@ def reproduce(
         _check_out_dir(out, prof, configs, n_seeds, overwrite)
         runs_dir = out / "runs"
         histories, evaluations = _run_all(runs, runs_dir, prof.evaluation, runner, progress)
-    presets = _presets(runs, histories, evaluations)
+    presets = _presets(runs, histories, evaluations, prof.evaluation)
     theory, theory_png = _theory(out, prof.theory) if prof.theory else (None, None)
     first = [r for r in runs if r.index == 0]
     figures = _figures(

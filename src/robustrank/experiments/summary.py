@@ -34,6 +34,8 @@ __all__ = [
     "FOCUS_LAYERS",
     "run_kind",
     "table_attacks",
+    "strong_attack_of",
+    "strong_metrics",
     "table_metrics",
 ]
 
@@ -94,9 +96,10 @@ class RunSummary:
     the natural reference of each run and the regulariser ablations (Section 5).
     ``fooling`` holds the fooling ratio of every table attack: from the final evaluation
     of the paper's attacks when it ran, else from the last history row. ``strong`` holds the
-    strong evaluation at eps (:mod:`.robust_eval`): ``ra_pgd``, ``ra_autoattack`` and
-    ``fr_autoattack``. ``counts`` gives ``[successes, trials]`` behind each ratio
-    (``fr_<attack>``, ``ra_pgd``, ...) for its Wilson interval; ``outcomes`` the
+    strong evaluation at eps (:mod:`.robust_eval`) of ``strong_attack`` (a registered
+    name, e.g. ``autoattack``): ``ra_pgd``, ``ra_<attack>`` and ``fr_<attack>``.
+    ``counts`` gives ``[successes, trials]`` behind each ratio (``fr_<attack>``,
+    ``ra_pgd``, ...) for its Wilson interval; ``outcomes`` the
     per-example outcomes by subset (``"paper"``, ``"strong"``). ``seed`` is the config's
     seed, ``seed_index`` its ``k`` in ``runs/<preset>/seed-<k>``.
     """
@@ -123,10 +126,11 @@ class RunSummary:
     seed_index: int = 0
     counts: dict[str, list[int]] = field(default_factory=dict)
     outcomes: dict[str, Outcomes] = field(default_factory=dict)
+    strong_attack: str | None = None
 
     def value(self, key: str) -> float | None:
-        """The metric ``key``: ``test_acc``, ``fr_<attack>``, ``ra_pgd``, ``ra_autoattack``,
-        ``fr_autoattack``, ``eff_rank_<layer>`` or ``eff_sparsity_<layer>``."""
+        """The metric ``key``: ``test_acc``, ``fr_<attack>``, ``ra_pgd``, ``ra_<strong
+        attack>``, ``fr_<strong attack>``, ``eff_rank_<layer>`` or ``eff_sparsity_<layer>``."""
         if key == "test_acc":
             return self.test_acc
         if key in self.strong:
@@ -220,6 +224,11 @@ class PresetSummary:
         )  # fmt: skip
 
     @property
+    def strong_attack(self) -> str | None:
+        """The strong attack of the seeds' final evaluation (None when none ran)."""
+        return next((r.strong_attack for r in self.runs if r.strong_attack), None)
+
+    @property
     def n_seeds(self) -> int:
         """How many seeds were summarised."""
         return len(self.runs)
@@ -289,21 +298,23 @@ def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
 
 
-def _strong(evaluation: dict[str, Any]) -> tuple[dict[str, float], dict[str, list[int]]]:
-    """``ra_pgd``, ``ra_autoattack``, ``fr_autoattack`` from a :mod:`.robust_eval` result,
-    and the counts behind them."""
-    if "pgd" not in evaluation or "autoattack" not in evaluation:
+def _strong(
+    evaluation: dict[str, Any], attack: str | None
+) -> tuple[dict[str, float], dict[str, list[int]]]:
+    """``ra_pgd``, ``ra_<attack>``, ``fr_<attack>`` from a :mod:`.robust_eval` result of the
+    strong attack ``attack``, and the counts behind them."""
+    if attack is None or "pgd" not in evaluation or attack not in evaluation:
         return {}, {}
-    pgd, aa = evaluation["pgd"], evaluation["autoattack"]
+    pgd, strong = evaluation["pgd"], evaluation[attack]
     values = {
         "ra_pgd": pgd["robust_accuracy"],
-        "ra_autoattack": aa["robust_accuracy"],
-        "fr_autoattack": aa["fooling_ratio"],
+        f"ra_{attack}": strong["robust_accuracy"],
+        f"fr_{attack}": strong["fooling_ratio"],
     }
     counts = {
         "ra_pgd": [pgd["n_robust"], pgd["n"]],
-        "ra_autoattack": [aa["n_robust"], aa["n"]],
-        "fr_autoattack": [aa["n_fooled"], aa["n_correct"]],
+        f"ra_{attack}": [strong["n_robust"], strong["n"]],
+        f"fr_{attack}": [strong["n_fooled"], strong["n_correct"]],
     }
     return values, counts
 
@@ -325,14 +336,16 @@ def _summarise(
     history: list[dict[str, Any]],
     evaluation: dict[str, Any] | None = None,
     seed_index: int = 0,
+    strong_attack: str | None = None,
 ) -> RunSummary:
     """The summary of one run from its config, history (Section 5's final numbers) and
-    final evaluation (:mod:`.robust_eval`, optional)."""
+    final evaluation (:mod:`.robust_eval`, optional; ``strong_attack`` names its strong
+    attack, ``EvaluationSpec.attack``)."""
     last = history[-1] if history else {}
     evaluation = evaluation or {}
     diag = evaluation.get("diagnostics")
     fooling, counts = _fooling(config, last, evaluation)
-    strong, strong_counts = _strong(evaluation)
+    strong, strong_counts = _strong(evaluation, strong_attack)
     outcomes = {k: Outcomes.from_json(v) for k, v in evaluation.get("outcomes", {}).items()}
     return RunSummary(
         preset=config.name,
@@ -357,6 +370,7 @@ def _summarise(
         seed_index=seed_index,
         counts={**counts, **strong_counts},
         outcomes=outcomes,
+        strong_attack=strong_attack if strong else None,
     )
 
 
@@ -372,20 +386,34 @@ def table_attacks(configs: Iterable[TrainConfig]) -> list[str]:
     return attacks
 
 
-# The strong evaluation's metrics (robust_eval), shown when present: key, label.
-STRONG_METRICS = (
-    ("ra_pgd", "RA PGD-20"),
-    ("ra_autoattack", "RA AutoAttack"),
-    ("fr_autoattack", "FR AutoAttack"),
-)
+def strong_metrics(attack: str) -> list[tuple[str, str]]:
+    """The strong evaluation's metrics (:mod:`.robust_eval`), ``(key, label)``: PGD-20's
+    robust accuracy and the strong attack's robust accuracy and fooling ratio, labelled
+    with the attack's registered title."""
+    from ..attacks import get_attack
+
+    title = get_attack(attack).title
+    return [
+        ("ra_pgd", "RA PGD-20"),
+        (f"ra_{attack}", f"RA {title}"),
+        (f"fr_{attack}", f"FR {title}"),
+    ]
 
 
-def table_metrics(family: str, attacks: list[str]) -> list[tuple[str, str]]:
+def strong_attack_of(presets: Iterable[PresetSummary]) -> str | None:
+    """The strong attack of the first preset evaluated by one, or None."""
+    return next((p.strong_attack for p in presets if p.strong_attack), None)
+
+
+def table_metrics(
+    family: str, attacks: list[str], strong_attack: str | None = None
+) -> list[tuple[str, str]]:
     """The metric columns of a table, ``(key, label)``: clean accuracy, the fooling ratio
-    of every attack, the strong evaluation, and the focus layers' effective rank and
-    sparsity (the structure the claims compare)."""
+    of every attack, the strong evaluation of ``strong_attack`` (when given), and the focus
+    layers' effective rank and sparsity (the structure the claims compare)."""
     cols = [("test_acc", "our acc.")] + [(f"fr_{a}", f"FR {a.upper()}") for a in attacks]
-    cols += list(STRONG_METRICS)
+    if strong_attack is not None:
+        cols += strong_metrics(strong_attack)
     for layer in FOCUS_LAYERS.get(family, []):
         cols += [(f"eff_rank_{layer}", f"eff. rank {layer}")]
         cols += [(f"eff_sparsity_{layer}", f"eff. sparsity {layer}")]
@@ -429,10 +457,7 @@ def _table_row(p: PresetSummary, attacks: list[str]) -> dict[str, Any]:
         if acc is not None and p.paper_accuracy is not None
         else None
     )
-    strong = any(r.strong for r in p.runs)
-    for key, _ in table_metrics(p.family, attacks):
-        if key in dict(STRONG_METRICS) and not strong:
-            continue
+    for key, _ in table_metrics(p.family, attacks, p.strong_attack):
         ratio = key.startswith(("fr_", "ra_"))
         row.update(_metric_columns(key, p.metric(key), ratio))
     return row
