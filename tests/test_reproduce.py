@@ -542,3 +542,15 @@ def test_method_labels_use_the_paper_rows_or_its_notation():
     assert _method(joint) == "lambda_joint = 0.0001, lambda_{1,1} = 0.01"
     pgd = load_preset("fcnn-pgd").model_copy(update={"paper": None})
     assert _method(pgd) == "PGD adv. train."
+
+
+def test_evaluation_spec_names_a_registered_strong_attack_other_than_pgd():
+    from pydantic import ValidationError
+
+    from robustrank.experiments.robust_eval import EvaluationSpec
+
+    assert EvaluationSpec(attack="APGD-CE").attack == "apgd-ce"
+    with pytest.raises(ValidationError, match="cannot be 'pgd'"):
+        EvaluationSpec(attack="pgd")
+    with pytest.raises(ValidationError, match="unknown attack"):
+        EvaluationSpec(attack="autoatack")

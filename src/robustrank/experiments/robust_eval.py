@@ -99,7 +99,13 @@ class EvaluationSpec(_Strict):
     def _known_attack(cls, name: str) -> str:
         from ..attacks import get_attack
 
-        return get_attack(name).name  # raises naming the registered attacks
+        name = get_attack(name).name  # raises naming the registered attacks
+        if name == "pgd":
+            raise ValueError(
+                "the strong attack cannot be 'pgd': PGD-20 is always evaluated beside it "
+                "(ra_pgd); choose a stronger one, e.g. 'autoattack' or 'apgd-ce'"
+            )
+        return name
 
 
 def encode_mask(mask: Tensor | np.ndarray) -> str:
