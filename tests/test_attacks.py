@@ -336,9 +336,9 @@ def test_early_stop_returns_first_fooling_iterate_of_pgd():
 @pytest.mark.parametrize(
     "make, exc, match",
     [
-        (lambda m: FGSM(m, -0.1), ValueError, "eps must be a finite number >= 0"),
-        (lambda m: FGSM(m, float("nan")), ValueError, "eps must be a finite number"),
-        (lambda m: FGSM(m, float("inf")), ValueError, "eps must be a finite number"),
+        (lambda m: FGSM(m, -0.1), ValueError, r"eps must be an l_inf budget in \[0, 1\]"),
+        (lambda m: FGSM(m, float("nan")), ValueError, r"eps must be an l_inf budget in \[0, 1\]"),
+        (lambda m: FGSM(m, float("inf")), ValueError, r"eps must be an l_inf budget in \[0, 1\]"),
         (lambda m: FGSM(m, "0.1"), TypeError, "eps must be a real number"),
         (lambda m: PGD(m, 0.1, 0.01, 0), ValueError, "steps must be an integer >= 1"),
         (lambda m: PGD(m, 0.1, 0.01, 2.5), TypeError, "steps must be an integer"),

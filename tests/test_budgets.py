@@ -231,7 +231,7 @@ def test_errors(tmp_path, natural_dir):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(BudgetError, match="not written by the budget study"):
+    with pytest.raises(BudgetError, match=r"not empty \(notes.txt\) and has no robustrank marker"):
         budget_study("fcnn", foreign, max_epochs=1, natural_run=natural_dir)
     assert not any(p.exists() for p in (tmp_path / "a", tmp_path / "b", tmp_path / "e"))
 
@@ -271,3 +271,28 @@ def test_cli_budgets(tmp_path, natural_dir):
     assert [r["epoch"] for r in saved["presets"]["fcnn-l1-1e-2"]["rows"]] == [0, 1, 2]
     result = CliRunner().invoke(app, [*args[:-8], "--preset", "fcnn-natural"])
     assert result.exit_code == 2 and "does not fine-tune" in result.output
+
+
+def test_every_file_the_study_writes_is_in_its_layout_and_overwrite_keeps_user_files(
+    study, tmp_path
+):
+    import shutil
+
+    from robustrank.experiments.budgets import BUDGETS_DIR, _check_out
+    from robustrank.ownership import unowned
+
+    assert unowned(study.out_dir, BUDGETS_DIR) == []
+    out = tmp_path / "copy"
+    shutil.copytree(study.out_dir, out)
+    decoys = {".git/HEAD": "ref\n", "notes.txt": "mine\n", "runs/my-run/w.pt": "weights"}
+    for rel, text in decoys.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    other = {**json.loads((out / "study.json").read_text()), "max_epochs": 9}
+    with pytest.raises(BudgetError, match="other settings.*--overwrite"):
+        _check_out(out, other)
+    _check_out(out, other, overwrite=True)
+    assert all((out / rel).read_text() == text for rel, text in decoys.items())
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == sorted([".robustrank.json", "study.json", *decoys])
+    assert json.loads((out / "study.json").read_text())["max_epochs"] == 9

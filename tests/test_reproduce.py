@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from robustrank.data import eval_subset, load_dataset
 from robustrank.experiments.figures import _mi_record
 from robustrank.experiments.reproduce import (
+    REPRODUCE_DIR,
     ProfileName,
     ReproduceError,
     _check_out_dir,
@@ -428,14 +429,15 @@ def test_runs_of_the_layout_before_seeds_are_refused(tmp_path, marked):
     (run / "config.yaml").write_text("name: fcnn-natural\n")
     if marked:
         (tmp_path / "profile.json").write_text(json.dumps({"profile": "tiny"}))
-    with pytest.raises(ReproduceError, match="earlier layout.*seed-<k>.*--overwrite"):
+    with pytest.raises(ReproduceError, match="earlier layout.*seed-<k>.*delete them yourself"):
         reproduce("tiny", tmp_path, progress=False)
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
-    # --overwrite discards them (checked without training: the directory step alone)
+    # --overwrite deletes only directories robustrank marked as its own: these have no
+    # marker (checked without training: the directory step alone)
     prof = load_profile("tiny")
-    _check_out_dir(tmp_path, prof, profile_configs(prof), 2, overwrite=True)
-    assert not (tmp_path / "runs").exists()
-    assert json.loads((tmp_path / "profile.json").read_text())["seeds"] == 2
+    with pytest.raises(ReproduceError, match="delete (it|them) yourself"):
+        _check_out_dir(tmp_path, prof, profile_configs(prof), 2, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
 
 
 @pytest.mark.slow
@@ -554,3 +556,44 @@ def test_evaluation_spec_names_a_registered_strong_attack_other_than_pgd():
         EvaluationSpec(attack="pgd")
     with pytest.raises(ValidationError, match="unknown attack"):
         EvaluationSpec(attack="autoatack")
+
+
+def _user_files(directory):
+    """Decoys a user keeps beside the outputs: a repository, notes, a data folder."""
+    files = {".git/HEAD": "ref\n", "notes.txt": "mine\n", "data/x.npz": "npz", "runs/mine.txt": "m"}
+    for rel, text in files.items():
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        (directory / rel).write_text(text)
+    return files
+
+
+def test_every_file_reproduce_writes_is_in_its_layout(tiny):
+    from robustrank.ownership import unowned
+
+    assert unowned(tiny.out_dir, REPRODUCE_DIR) == []
+
+
+def test_overwrite_on_its_own_output_deletes_only_what_reproduce_wrote(tiny, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(tiny.out_dir, out)
+    decoys = _user_files(out)
+    prof = load_profile("quick")  # another profile: refused without --overwrite
+    with pytest.raises(ReproduceError, match="profile 'tiny'.*--overwrite"):
+        _check_out_dir(out, prof, profile_configs(prof), 1, overwrite=False)
+    _check_out_dir(out, prof, profile_configs(prof), 1, overwrite=True)
+    assert all((out / rel).read_text() == text for rel, text in decoys.items())
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == sorted([".robustrank.json", "profile.json", *decoys])
+    assert json.loads((out / "profile.json").read_text())["profile"] == "quick"
+    # the same profile again, with --overwrite, on the cleared directory: accepted
+    _check_out_dir(out, prof, profile_configs(prof), 1, overwrite=True)
+
+
+def test_overwrite_in_a_directory_with_a_foreign_profile_json_deletes_nothing(tmp_path):
+    (tmp_path / "profile.json").write_text(json.dumps({"profile": "mine", "x": 1}))
+    (tmp_path / "runs" / "my-own-experiment").mkdir(parents=True)
+    (tmp_path / "runs" / "my-own-experiment" / "model.pt").write_text("weights")
+    with pytest.raises(ReproduceError, match="no robustrank marker"):
+        reproduce("tiny", tmp_path, overwrite=True, progress=False)
+    assert (tmp_path / "runs" / "my-own-experiment" / "model.pt").read_text() == "weights"
+    assert json.loads((tmp_path / "profile.json").read_text())["profile"] == "mine"

@@ -313,8 +313,9 @@ def test_refuses_another_spec_in_the_same_directory(finished, tmp_path):
         run_sweep(other, out, progress=False)
     assert (out / "trials.json").read_text() == before
     (tmp_path / "x.txt").write_text("mine")
-    with pytest.raises(SweepError, match="not a sweep directory"):
+    with pytest.raises(SweepError, match=r"not empty \(.*x.txt\) and has no robustrank marker"):
         run_sweep(other, tmp_path, progress=False)
+    assert not (tmp_path / ".sweep.lock").exists()  # a refused directory is left as it was
     # --overwrite starts the other sweep over in a directory of its own
     one = spec_from_dict(_spec(name="one", space={"seed": [3]}))
     again = tmp_path / "again"

@@ -97,7 +97,10 @@ def test_yaml_round_trip(tmp_path):
             {"regularizers": {"nuclear": {9: 0.1}}},
             r"layer index 9 does not exist; FCNN has layers 1\.\.6",
         ),
-        ({"adversarial": {"eps": -0.01}}, r"adversarial\.eps: eps must be a finite number >= 0"),
+        (
+            {"adversarial": {"eps": -0.01}},
+            r"adversarial\.eps: eps must be an l_inf budget in \[0, 1\]",
+        ),
         ({"history": {"eps": -1.0}}, r"history\.eps: eps must be"),
         ({"lr": 0.0}, r"lr: lr must be a finite number > 0"),
         ({"epochs": 0}, r"epochs: epochs must be an integer >= 1"),
@@ -316,7 +319,7 @@ def test_run_directory_rules(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(RunError, match="not a robustrank run directory"):
+    with pytest.raises(RunError, match=r"not empty \(notes.txt\) and has no robustrank marker"):
         train(cfg, other, overwrite=True, progress=False)
     assert (other / "notes.txt").read_text() == "keep me"
 
@@ -437,7 +440,7 @@ def test_a_run_directory_in_use_is_refused(tmp_path):
     pytest.importorskip("fcntl")
     run = tmp_path / "run"
     cfg = tiny(epochs=1, history={"evaluate": False})
-    with training.rundir._run_lock(run):  # as if another process were training there
+    with training.rundir.run_lock(run):  # as if another process were training there
         with pytest.raises(RunError, match=r"another process \(pid \d+\) is training in"):
             train(cfg, run, progress=False)
     train(cfg, run, progress=False)  # free again; the lock file does not count as content

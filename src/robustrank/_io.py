@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "csv_text", "exclusive_lock"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "csv_text", "exclusive_lock", "log"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
@@ -83,3 +83,12 @@ def exclusive_lock(path: Path, owner: str, busy: Callable[[str], Exception]) -> 
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def log(message: str) -> None:
+    """Write one line to stderr without breaking a progress bar on screen (tqdm.write)."""
+    import sys
+
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)

@@ -1,5 +1,5 @@
-"""Mode handling shared by attacks, evaluation, layer probing and runs: eval mode and the
-CPU thread count."""
+"""Mode handling shared by attacks, evaluation, layer probing and runs: eval mode, the
+CPU thread count and the device."""
 
 from __future__ import annotations
 
@@ -9,7 +9,21 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["eval_mode", "torch_threads"]
+__all__ = ["eval_mode", "torch_threads", "resolve_device"]
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``name`` as a device; a CUDA device on a machine without CUDA raises ValueError."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device {name!r} is not a device name ({err}); use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {str(name)!r} requested but CUDA is not available in this torch "
+            "build/machine; use device: cpu (--device cpu)"
+        )
+    return dev
 
 
 @contextmanager

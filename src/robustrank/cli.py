@@ -6,6 +6,8 @@ Python, or a model named by import path (with ``--trust-code``), works here too.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,6 +17,7 @@ from .attacks import list_attacks
 from .data import list_datasets
 from .execution import ExecutorName
 from .experiments.profiles import ProfileName
+from .sweeps.spec import DEFAULT_MAX_TRIALS
 
 if TYPE_CHECKING:
     from .experiments.reproduce import ReproduceResult
@@ -121,10 +124,12 @@ def _dataset_ref(model, meta: dict, dataset: str | None, data_path: Path | None)
 
 
 def _check_device(device: str | None) -> str:
-    import torch
+    from ._modes import resolve_device
 
-    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
-        _fail(f"--device {device}: CUDA is not available here; use --device cpu")
+    try:
+        resolve_device(device or "cpu")
+    except ValueError as err:
+        _fail(f"--device {device}: {err}")
     return device or "cpu"
 
 
@@ -244,36 +249,56 @@ def info(
 # === attacks / evaluation commands ===
 
 
-def _parse_eps_grid(text: str) -> list[float]:
+def _parse_eps_grid(text: str, option: str = "--eps-grid") -> list[float]:
+    """Comma-separated l_inf budgets, each in [0, 1] and listed once."""
+    from ._types import check_budget
+
     try:
         grid = [float(t) for t in text.replace(" ", "").split(",") if t]
     except ValueError:
-        _fail(f"--eps-grid must be comma-separated numbers like 0.01,0.02,0.05, got {text!r}")
+        _fail(f"{option} must be comma-separated numbers like 0.01,0.02,0.05, got {text!r}")
     if not grid:
-        _fail("--eps-grid is empty; pass numbers like 0.01,0.02,0.05")
-    return grid
+        _fail(f"{option} is empty; pass numbers like 0.01,0.02,0.05")
+    twice = sorted({e for e in grid if grid.count(e) > 1})
+    if twice:
+        _fail(f"{option} lists {', '.join(f'{e:g}' for e in twice)} twice; list each eps once")
+    try:
+        return [check_budget(e, option) for e in grid]
+    except ValueError as err:
+        _fail(str(err))
+
+
+def _check_outputs(paths, overwrite: bool) -> None:
+    """Refuse output files in the way before any work (robustrank.ownership.check_files)."""
+    from .ownership import OwnershipError, check_files
+
+    try:
+        check_files(paths, overwrite=overwrite)
+    except OwnershipError as err:
+        _fail(str(err))
 
 
 def _result_paths(out, json_path, csv_path, attack: str, overwrite: bool):
     if out is not None:
         json_path = json_path or out / f"eval-{attack.lower()}.json"
         csv_path = csv_path or out / f"eval-{attack.lower()}.csv"
-    for p in (json_path, csv_path):
-        if p is not None and p.exists() and not overwrite:
-            _fail(f"{p} exists; refusing to overwrite it (pass --overwrite or another path)")
+    _check_outputs([json_path, csv_path], overwrite)
     return json_path, csv_path
 
 
 def _parse_options(items: list[str] | None, spec) -> dict:
     """``--option KEY=VALUE`` pairs, values parsed as YAML (``5``, ``dlr``, ``[a, b]``)."""
-    import yaml
+    from .yamlio import YAMLInputError, load_yaml
 
     options = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             _fail(f"--option {item!r}: write KEY=VALUE, e.g. --option n_restarts=5")
-        options[key.strip()] = yaml.safe_load(value)
+        try:
+            options[key.strip()] = load_yaml(value, f"--option {key.strip()}")
+        except YAMLInputError as err:
+            _fail(str(err))
     try:
         spec.check_options(options)
     except ValueError as err:
@@ -333,6 +358,8 @@ def evaluate_cmd(
         spec = get_attack(attack)
     except ValueError as err:
         _fail(str(err))
+    grid = _parse_eps_grid(eps_grid) if eps_grid is not None else _parse_eps_grid(str(eps), "--eps")
+    json_path, csv_path = _result_paths(out, json_path, csv_path, spec.name, overwrite)
     model, meta, ref, x, y = _model_and_subset(
         checkpoint,
         trust_code=trust_code,
@@ -343,8 +370,6 @@ def evaluate_cmd(
         seed=seed,
         data_dir=data_dir,
     )
-    grid = _parse_eps_grid(eps_grid) if eps_grid is not None else [eps]
-    json_path, csv_path = _result_paths(out, json_path, csv_path, spec.name, overwrite)
     asked = {"steps": steps, "alpha": alpha}
     unsupported = [k for k, v in asked.items() if v is not None and not spec.accepts(k)]
     if unsupported:
@@ -412,10 +437,10 @@ def diagnose_cmd(
     Exits with 0 when every check passes and 1 when any warns.
     """
     from .diagnostics import diagnose
+    from .ownership import record_files
 
     target = None if out is None else out / "diagnostics.json"
-    if target is not None and target.exists() and not overwrite:
-        _fail(f"{target} exists; refusing to overwrite it (pass --overwrite or another --out)")
+    _check_outputs([target], overwrite)
     model, meta, ref, x, y = _model_and_subset(
         checkpoint,
         trust_code=trust_code,
@@ -449,6 +474,7 @@ def diagnose_cmd(
     typer.echo(report.format())
     if target is not None:
         typer.echo(f"wrote {report.save_json(target)}")
+        record_files([target])
     raise typer.Exit(1 if report.warnings else 0)
 
 
@@ -479,12 +505,13 @@ def curve_cmd(
     from ._io import atomic_write_text
     from .attacks import supported_options
     from .curves import robustness_curve
+    from .ownership import record_files
     from .plots import plot_robustness_curves
 
     targets = [out / "curve.json", out / "curve.png"]
-    existing = [str(p) for p in targets if p.exists()]
-    if existing and not overwrite:
-        _fail(f"{', '.join(existing)} exist; refusing to overwrite (pass --overwrite)")
+    _check_outputs(targets, overwrite)
+    grid = _parse_eps_grid(eps_grid)
+    conf = None if confirm_eps is None else _parse_eps_grid(confirm_eps, "--confirm-eps")
     model, _, ref, x, y = _model_and_subset(
         checkpoint,
         trust_code=trust_code,
@@ -495,8 +522,6 @@ def curve_cmd(
         seed=seed,
         data_dir=data_dir,
     )
-    grid = _parse_eps_grid(eps_grid)
-    conf = None if confirm_eps is None else _parse_eps_grid(confirm_eps)
     try:
         curve = robustness_curve(
             model,
@@ -516,6 +541,7 @@ def curve_cmd(
     record = {"checkpoint": str(checkpoint), "dataset": ref.plain(), **curve.to_dict()}
     atomic_write_text(targets[0], json.dumps(record, indent=2) + "\n")
     plot_robustness_curves({checkpoint.stem: curve}, targets[1])
+    record_files(targets)
     typer.echo(f"{'eps':>7} {'robust acc':>10} {'fooling':>8}")
     for e, ra, fr in zip(curve.eps, curve.robust_accuracy, curve.fooling_ratio):
         typer.echo(f"{e:>7g} {ra:>10.4f} {fr:>8.4f}")
@@ -622,11 +648,14 @@ def theory_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace existing outputs"),
 ) -> None:
     """Section 3: Theorem 1 (projection onto the data subspace) checked numerically."""
-    from .linear_theory import format_theory_summary, run_theory_experiment, write_theory_outputs
+    from .linear_theory import (
+        format_theory_summary,
+        run_theory_experiment,
+        theory_paths,
+        write_theory_outputs,
+    )
 
-    existing = [p for p in (out / "theory.json", out / "theory.png") if p.exists()]
-    if existing and not overwrite:
-        _fail(f"{existing[0]} exists; refusing to overwrite it (pass --overwrite or another --out)")
+    _check_outputs(theory_paths(out), overwrite)
     try:
         result = run_theory_experiment(n=n, k=k, samples=samples, seed=seed, instances=instances)
     except (ValueError, TypeError) as err:
@@ -666,9 +695,9 @@ def analyze_cmd(
     from .information import format_mi_table, mi_per_layer
     from .metrics import format_structure_report, structure_report
     from .models import atomic_write_bytes
+    from .ownership import record_files
 
-    if out is not None and out.exists() and not overwrite:
-        _fail(f"{out} exists; refusing to overwrite it (pass --overwrite or another --out)")
+    _check_outputs([out], overwrite)
     model, meta = _load_model_or_checkpoint(str(checkpoint), trust_code, _check_device(device))
     ref = _dataset_ref(model, meta, dataset, data_path)
     x, y = _test_subset(ref, n, seed, data_dir)
@@ -697,6 +726,7 @@ def analyze_cmd(
             "checkpoint_metadata": meta,
         }
         atomic_write_bytes(out, json.dumps(report, indent=2).encode())
+        record_files([out])
         typer.echo(f"wrote {out}")
 
 
@@ -803,6 +833,9 @@ def budgets_cmd(
     workers: WorkersOpt = None,
     threads: ThreadsOpt = 1,
     progress: ProgressOpt = True,
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="delete a study of other settings in --out first (its files)"
+    ),
 ) -> None:
     """Clean accuracy, fooling ratios and structure against fine-tuning epochs (one long
     run per preset; every shorter budget is read off it)."""
@@ -822,6 +855,7 @@ def budgets_cmd(
             workers=workers,
             threads=threads,
             progress=progress,
+            overwrite=overwrite,
         )
     except (ExecutionError, ValueError) as err:
         _fail(str(err))
@@ -885,6 +919,13 @@ def sweep_cmd(
     ),
     progress: ProgressOpt = True,
     trust_code: TrustOpt = False,
+    max_trials: int | None = typer.Option(
+        None,
+        "--max-trials",
+        min=1,
+        help="refuse a spec of more trials than this (default: the spec's max_trials, else "
+        f"{DEFAULT_MAX_TRIALS:,})",
+    ),
 ) -> None:
     """Sweep a search space (lambdas per layer, eps, epochs, seeds): one run per trial.
 
@@ -916,6 +957,7 @@ def sweep_cmd(
             progress=progress,
             overwrite=overwrite,
             trust_code=trust_code,
+            max_trials=max_trials,
         )
     except (SpecError, SweepError, ExecutionError, ConfigError, RunError, ValueError) as err:
         _fail(str(err))
@@ -925,8 +967,47 @@ def sweep_cmd(
     _echo_sweep(result)
 
 
-def main() -> None:
-    app()
+DEBUG_ENV = "ROBUSTRANK_DEBUG"
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help=f"show the traceback of an error (or set {DEBUG_ENV}=1)"
+    ),
+) -> None:
+    """robustrank: low-rank and sparse weights vs. adversarial robustness."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def _error_line(err: BaseException) -> str:
+    """One line naming an unexpected error and what to do about it."""
+    if isinstance(err, OSError):
+        where = f" ({err.filename})" if err.filename else ""
+        return (
+            f"{err.strerror or err}{where}; check the path, its permissions and the free disk "
+            "space (interrupted work resumes when the same command is run again)"
+        )
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text or 'no message'} (run with --debug for the traceback)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``robustrank`` entry point: errors as one line with exit code 2, the traceback
+    only with ``--debug`` (anywhere on the command line) or ``ROBUSTRANK_DEBUG=1``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        args = ["--debug", *(a for a in args if a != "--debug")]
+    try:
+        app(args, standalone_mode=True)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001 - the last line of defence for users
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        typer.secho(f"error: {_error_line(err)}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .attacks import Attack, builtin_attacks, check_model, create_attack, eval_mode, get_attack
-from .models import atomic_write_bytes
+from .data import check_labels
+from .models import atomic_write_bytes, output_classes
+from .ownership import check_files, record_files
 
 __all__ = [
     "AttackName",
@@ -110,6 +112,14 @@ def _check_data(x: Tensor, y: Tensor) -> None:
         )
     if x.shape[0] == 0:
         raise ValueError("cannot evaluate on an empty set: x has no examples")
+
+
+def _check_labels(model: nn.Module, x: Tensor, y: Tensor, device: torch.device) -> None:
+    """Every label must be a class the model predicts (its output width on one input), so
+    an out-of-range label is an error instead of a silent misclassification."""
+    num_classes = output_classes(model, x[:1].to(device))
+    if num_classes is not None:
+        check_labels(y, num_classes, "labels y")
 
 
 def _check_batch_size(batch_size: Any) -> int:
@@ -203,6 +213,7 @@ def accuracy(
     _check_data(x, y)
     batch_size = _check_batch_size(batch_size)
     dev = _device(model, device)
+    _check_labels(model, x, y, dev)
     pred = _predictions(model, x, batch_size, dev)
     return float((pred == y.to(dev)).float().mean())
 
@@ -340,6 +351,7 @@ def evaluate(
             "with make_attack(name, model, eps)"
         )
     dev = _device(model, device)
+    _check_labels(model, x, y, dev)
     if checks:
         check_model(model, x[:32].to(dev), y[:32].to(dev), stacklevel=3)
     correct = _predictions(model, x, batch_size, dev) == y.to(dev)
@@ -448,6 +460,9 @@ def eps_sweep(
     grid = [float(e) for e in eps_grid]
     if not grid:
         raise ValueError("eps_grid is empty; pass at least one eps, e.g. [0.01, 0.05, 0.1]")
+    if len(set(grid)) < len(grid):
+        twice = sorted({e for e in grid if grid.count(e) > 1})
+        raise ValueError(f"eps_grid lists {twice} more than once; list each eps once")
     if isinstance(attack, Attack):
         raise TypeError(
             "eps_sweep needs an attack name or a factory eps -> Attack, not an Attack "
@@ -465,6 +480,7 @@ def eps_sweep(
 
     attacks = [factory(eps) for eps in grid]  # validates every eps before any work
     dev = _device(model, device)
+    _check_labels(model, x, y, dev)
     if checks:
         check_model(model, x[:32].to(dev), y[:32].to(dev), stacklevel=3)
     correct = _predictions(model, x, batch_size, dev) == y.to(dev)
@@ -547,18 +563,12 @@ def save_results(
 ) -> list[Path]:
     """Write results as JSON (``{"metadata", "results"}``) and/or CSV, atomically.
 
-    Existing files are never replaced unless ``overwrite``; the check happens for every
-    target before anything is written. ``nan`` ratios are written as JSON ``null`` and
-    as ``nan`` in the CSV.
+    Existing files are never replaced unless ``overwrite``, and then only files robustrank
+    wrote (:func:`robustrank.ownership.check_files`); the check happens for every target
+    before anything is written. ``nan`` ratios are written as JSON ``null`` and as ``nan``
+    in the CSV.
     """
-    targets = [Path(p) for p in (json_path, csv_path) if p is not None]
-    if not overwrite:
-        existing = [str(p) for p in targets if p.exists()]
-        if existing:
-            raise FileExistsError(
-                f"refusing to overwrite {', '.join(existing)}; choose another path or pass "
-                "overwrite=True (--overwrite)"
-            )
+    check_files([json_path, csv_path], overwrite=overwrite)
     written = []
     if json_path is not None:
         doc = {
@@ -578,4 +588,5 @@ def save_results(
             writer.writerow([d[c] for c in _COLUMNS] + [r.params.get(k, "") for k in extra])
         atomic_write_bytes(csv_path, buf.getvalue().encode())
         written.append(Path(csv_path))
+    record_files(written)
     return written

@@ -60,6 +60,7 @@ __all__ = [
     "effective_sparsity_vector",
     "compare_projection",
     "run_theory_experiment",
+    "theory_paths",
     "format_theory_summary",
     "write_theory_outputs",
 ]
@@ -309,7 +310,7 @@ def _instance(
     else:
         # w = rho * (Bayes direction V e_1) + (unit noise direction), rho log-uniform
         if family.endswith("sparse-noise"):
-            nnz = int(torch.randint(1, 51, (1,), generator=g))
+            nnz = int(torch.randint(1, min(50, n) + 1, (1,), generator=g))  # <= n nonzeros
             noise = torch.zeros(n, dtype=_DT)
             noise[torch.randperm(n, generator=g)[:nnz]] = torch.randn(nnz, generator=g, dtype=_DT)
             extra["noise_nnz"] = nnz
@@ -528,20 +529,23 @@ def write_theory_outputs(
 ) -> tuple[Path, Path]:
     """Write ``theory.json`` and ``theory.png`` into ``out_dir`` atomically.
 
-    Refuses (FileExistsError) to replace existing outputs unless ``overwrite``.
+    Refuses to replace existing outputs unless ``overwrite``, and then replaces only files
+    robustrank wrote (:func:`robustrank.ownership.check_files`).
     """
     from .models import atomic_write_bytes
+    from .ownership import check_files, record_files
     from .plots import plot_theory
 
-    out = Path(out_dir)
-    json_path, png_path = out / "theory.json", out / "theory.png"
-    existing = [str(p) for p in (json_path, png_path) if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"refusing to overwrite {', '.join(existing)}; pass overwrite=True (--overwrite) "
-            "or choose another output directory"
-        )
+    json_path, png_path = theory_paths(out_dir)
+    check_files([json_path, png_path], overwrite=overwrite)
     data = json.dumps(result.to_dict(), indent=2, allow_nan=False).encode()
     atomic_write_bytes(json_path, data)
     plot_theory(result, png_path)
+    record_files([json_path, png_path])
     return json_path, png_path
+
+
+def theory_paths(out_dir: str | Path) -> tuple[Path, Path]:
+    """``theory.json`` and ``theory.png`` in ``out_dir``: what the experiment writes."""
+    out = Path(out_dir)
+    return out / "theory.json", out / "theory.png"

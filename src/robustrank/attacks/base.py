@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .._modes import eval_mode
+from .._types import check_budget
 from ..models import prefers_channels_last
 
 __all__ = ["Attack", "AttackResult", "eval_mode", "RANGE_TOLERANCE", "seeded_generator"]
@@ -28,10 +29,7 @@ RANGE_TOLERANCE = 1e-6
 def _check_eps(eps: Any) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
-    eps = float(eps)
-    if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
-    return eps
+    return check_budget(float(eps))
 
 
 def _check_steps(steps: Any) -> int:

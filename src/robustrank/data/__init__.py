@@ -12,14 +12,15 @@
   :mod:`~robustrank.data.fetching`); nothing is ever pickled.
 - CIFAR-10 (:mod:`~robustrank.data.cifar10`) is read from the official binary
   distribution at a path you give; ``npz`` (:mod:`~robustrank.data.npz`) reads your arrays.
-- :mod:`~robustrank.data.idx` (IDX files), :mod:`~robustrank.data.batching` (mini-batches).
+- :mod:`~robustrank.data.idx` (IDX files), :mod:`~robustrank.data.batching` (mini-batches),
+  :mod:`~robustrank.data.labels` (:func:`check_labels`: labels against a model's classes).
 """
 
 from __future__ import annotations
 
 from .batching import batches, eval_subset
 from .cache import DATA_ENV, KINDS, SPLITS, default_data_dir
-from .errors import DataError, DataIntegrityError, DataUnavailableError, IDXFormatError
+from .errors import DataError, DataIntegrityError, DataUnavailableError, IDXFormatError, LabelError
 from .fetching import (
     FetchResult,
     VerifyResult,
@@ -30,6 +31,7 @@ from .fetching import (
     verify,
 )
 from .idx import read_idx, read_idx_file, write_idx
+from .labels import check_labels
 from .loading import dataset_fingerprint, dataset_info, load_dataset
 from .refs import DatasetRef
 from .registry import DatasetInfo, DatasetSpec, get_dataset, list_datasets, register_dataset
@@ -49,6 +51,8 @@ __all__ = [
     "DataIntegrityError",
     "DataUnavailableError",
     "IDXFormatError",
+    "LabelError",
+    "check_labels",
     "FetchResult",
     "VerifyResult",
     "default_data_dir",

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError", "DataIntegrityError", "DataUnavailableError", "IDXFormatError"]
+__all__ = [
+    "DataError",
+    "DataIntegrityError",
+    "DataUnavailableError",
+    "IDXFormatError",
+    "LabelError",
+]
 
 
 class DataError(RuntimeError):
@@ -15,6 +21,10 @@ class DataIntegrityError(DataError):
 
 class DataUnavailableError(DataError):
     """No source could provide verified data for a dataset."""
+
+
+class LabelError(DataIntegrityError, ValueError):
+    """Labels outside the classes of the model they are used with (see ``check_labels``)."""
 
 
 class IDXFormatError(ValueError):

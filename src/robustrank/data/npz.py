@@ -4,11 +4,21 @@ x is ``(N, C, H, W)``, uint8 (divided by 255) or floating point in [0, 1]; y hol
 integer labels >= 0, one per example. The file is read with ``np.load(allow_pickle=False)``
 (object arrays are refused), and every problem is reported with the file, the key and
 the fix. Write one with ``np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)``.
+
+Nothing is allocated from what a header claims: before any array is loaded, every member's
+``.npy`` header is read and checked against the others (x and y lengths agree, the splits'
+C x H x W agree) and against the zip member it sits in: the bytes its shape and dtype
+declare must be exactly the member's uncompressed size (what really bounds memory), a
+member may not claim more than deflate can expand its compressed bytes to, and no array
+may exceed :data:`MAX_NPZ_ARRAY_BYTES`. Labels must lie in ``0..MAX_LABEL``.
 """
 
 from __future__ import annotations
 
+import math
 import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +30,16 @@ from .errors import DataIntegrityError, DataUnavailableError
 from .hashing import file_digest
 from .registry import DatasetInfo, DatasetSpec, register_dataset
 
-__all__ = ["KEYS", "load_npz", "npz_info", "npz_fingerprint"]
+__all__ = ["KEYS", "MAX_LABEL", "MAX_NPZ_ARRAY_BYTES", "load_npz", "npz_info", "npz_fingerprint"]
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
+#: Largest array an npz may hold, in uncompressed bytes (4 GiB; CIFAR-10's training images
+#: as float32 take 0.6 GB).
+MAX_NPZ_ARRAY_BYTES = 1 << 32
+#: Largest class label (labels are class indices 0..K-1; K is at most 2**20).
+MAX_LABEL = (1 << 20) - 1
+#: Deflate expands data at most about 1032-fold; a member claiming more is forged.
+_MAX_DEFLATE_RATIO = 1100
 _SPLITS = ("train", "test")
 _SAVE = "np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
 
@@ -35,7 +52,13 @@ def _error(path: Path, key: str | None, problem: str, fix: str) -> DataIntegrity
 def _open(path: Path) -> np.lib.npyio.NpzFile:
     if not path.is_file():
         raise DataUnavailableError(f"npz file {path} does not exist. Fix: write it with {_SAVE}")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic == b"\x93NUMPY":  # np.load would read the whole array, sized by its header
+        raise _error(path, None, "holds a single array, not an .npz archive", f"use {_SAVE}")
     try:
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not a zip archive")
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise _error(path, None, f"cannot read as .npz ({exc})", f"write it with {_SAVE}") from exc
@@ -54,28 +77,73 @@ def _open(path: Path) -> np.lib.npyio.NpzFile:
     return npz
 
 
-def _header(npz: np.lib.npyio.NpzFile, path: Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
+@dataclass(frozen=True)
+class _Member:
+    """One array's .npy header, and how many data bytes its zip member really holds."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    data_bytes: int
+
+
+def _check_member(path: Path, key: str, info: zipfile.ZipInfo) -> None:
+    """The zip member's sizes are possible: stored as is, or deflated within deflate's ratio."""
+    fix = f"write the file again with {_SAVE} (or np.savez_compressed)"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _error(path, key, f"uses zip compression method {info.compress_type}", fix)
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if (stored and info.file_size != info.compress_size) or (
+        info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 4096
+    ):
+        problem = (
+            f"claims {info.file_size:,} bytes uncompressed from {info.compress_size:,} "
+            "compressed, more than its compression can produce (a forged or corrupt archive)"
+        )
+        raise _error(path, key, problem, fix)
+
+
+def _header(npz: np.lib.npyio.NpzFile, path: Path, key: str) -> _Member:
     """Shape and dtype of one member, read from its .npy header (the data is not loaded)."""
     fmt = np.lib.format
-    with npz.zip.open(f"{key}.npy") as fh:
-        version = fmt.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(fh)
-        else:  # rare format version: load the array to see its shape
-            arr = _array(npz, path, key)
-            return arr.shape, arr.dtype
-    return tuple(shape), np.dtype(dtype)
+    name = f"{key}.npy"
+    fix = f"write the file again with {_SAVE}"
+    try:
+        info = npz.zip.getinfo(name)
+    except KeyError as exc:  # pragma: no cover - _open checked the keys
+        raise _error(path, key, "is not in the archive", fix) from exc
+    _check_member(path, key, info)
+    try:
+        with npz.zip.open(name) as fh:
+            version = fmt.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version} (np.savez writes 1.0)")
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(fh)
+            offset = fh.tell()
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _error(path, key, f"has no readable .npy header ({exc})", fix) from exc
+    return _Member(tuple(shape), np.dtype(dtype), info.file_size - offset)
+
+
+def _check_size(path: Path, key: str, member: _Member) -> None:
+    """The bytes the header declares are the member's bytes, and within the limit."""
+    declared = math.prod(member.shape) * member.dtype.itemsize
+    what = f"declares shape {member.shape} of {member.dtype} ({declared:,} bytes)"
+    if declared > MAX_NPZ_ARRAY_BYTES:
+        limit = f"robustrank's limit of {MAX_NPZ_ARRAY_BYTES:,} bytes per array"
+        raise _error(path, key, f"{what}, above {limit}", "use a smaller dataset or a subset")
+    if declared != member.data_bytes:
+        problem = f"{what}, but its archive member holds {member.data_bytes:,} bytes of data"
+        raise _error(path, key, problem, f"the file is corrupt: write it again with {_SAVE}")
 
 
 def _array(npz: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
+    """One member's array (call after :func:`_checked_headers`, which bounds its size)."""
     try:
         return npz[key]
-    except ValueError as exc:  # object arrays need pickle, which is refused
-        raise _error(
-            path, key, f"cannot be loaded without unpickling ({exc})", "save numeric arrays only"
-        ) from exc
+    except (OSError, EOFError, ValueError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:
+        fix = f"the file is corrupt: write it again with {_SAVE}"
+        raise _error(path, key, f"cannot be read ({exc})", fix) from exc
 
 
 def _check_x_header(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -110,19 +178,36 @@ def _check_x_header(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtyp
         raise _error(path, key, "holds no examples", "store at least one example per split")
 
 
-def _check_y(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
-    if y.dtype.hasobject or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
-        raise _error(path, key, f"has dtype {y.dtype}", "store class labels as integers")
-    if y.ndim != 1:
-        raise _error(path, key, f"has shape {y.shape}", "store one label per example: shape (N,)")
-    if len(y) != n:
+def _check_y_header(path: Path, key: str, member: _Member, n: int) -> None:
+    """Labels: an integer vector with one entry per image of the split (from the header)."""
+    shape, dtype = member.shape, member.dtype
+    if dtype.hasobject:
+        problem = "is an object array (it cannot be loaded without unpickling, which is refused)"
+        raise _error(path, key, problem, "store class labels as integers")
+    if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
+        raise _error(path, key, f"has dtype {dtype}", "store class labels as integers")
+    if len(shape) != 1:
+        raise _error(path, key, f"has shape {shape}", "store one label per example: shape (N,)")
+    if shape[0] != n:
         x_key = key.replace("y_", "x_")
-        problem = f"has {len(y)} labels for {n} images in {x_key}"
+        problem = f"has {shape[0]} labels for {n} images in {x_key}"
         raise _error(path, key, problem, f"store exactly one label per image of {x_key}")
-    y64 = y.astype(np.int64)
-    if (y64 < 0).any():
-        raise _error(path, key, f"has negative label {y64.min()}", "use labels 0..K-1")
-    return y64
+
+
+def _check_y(path: Path, key: str, y: np.ndarray) -> np.ndarray:
+    """The labels as int64, each in 0..MAX_LABEL (compared in their own dtype: a uint64
+    label of 2**63 is out of range, not negative)."""
+    if y.size == 0:
+        return y.astype(np.int64)
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0:
+        raise _error(path, key, f"has negative label {lo}", "use labels 0..K-1")
+    if hi > MAX_LABEL:
+        problem = (
+            f"has label {hi}, out of range (class labels are 0..K-1, K at most {MAX_LABEL + 1:,})"
+        )
+        raise _error(path, key, problem, "store class indices 0..K-1")
+    return y.astype(np.int64)
 
 
 def _check_x_values(path: Path, key: str, x: np.ndarray) -> None:
@@ -141,12 +226,14 @@ def _check_x_values(path: Path, key: str, x: np.ndarray) -> None:
 
 
 def _checked_headers(npz: np.lib.npyio.NpzFile, path: Path) -> dict[str, tuple[int, ...]]:
+    """Every member's header checked (types, shapes, lengths, sizes) before any is loaded;
+    the x shapes by split."""
+    members = {key: _header(npz, path, key) for key in KEYS}
     shapes = {}
     for split in _SPLITS:
         key = f"x_{split}"
-        shape, dtype = _header(npz, path, key)
-        _check_x_header(path, key, shape, dtype)
-        shapes[split] = shape
+        _check_x_header(path, key, members[key].shape, members[key].dtype)
+        shapes[split] = members[key].shape
     if shapes["train"][1:] != shapes["test"][1:]:
         raise _error(
             path,
@@ -154,6 +241,10 @@ def _checked_headers(npz: np.lib.npyio.NpzFile, path: Path) -> dict[str, tuple[i
             f"has C x H x W {shapes['test'][1:]} but x_train has {shapes['train'][1:]}",
             "store both splits at the same size",
         )
+    for split in _SPLITS:
+        _check_y_header(path, f"y_{split}", members[f"y_{split}"], shapes[split][0])
+    for key in KEYS:
+        _check_size(path, key, members[key])
     return shapes
 
 
@@ -164,9 +255,9 @@ def load_npz(split: str, path: Path | None, **_: object) -> tuple[Tensor, Tensor
         raise DataUnavailableError(f"npz needs a path to an .npz file written with {_SAVE}")
     path = Path(path)
     with _open(path) as npz:
-        shapes = _checked_headers(npz, path)
+        _checked_headers(npz, path)
+        y = _check_y(path, f"y_{split}", _array(npz, path, f"y_{split}"))
         x = _array(npz, path, f"x_{split}")
-        y = _check_y(path, f"y_{split}", _array(npz, path, f"y_{split}"), shapes[split][0])
     _check_x_values(path, f"x_{split}", x)
     if x.dtype == np.uint8:
         xt = torch.from_numpy(x).to(torch.float32).div_(255.0)
@@ -181,10 +272,7 @@ def npz_info(path: Path) -> DatasetInfo:
     path = Path(path)
     with _open(path) as npz:
         shapes = _checked_headers(npz, path)
-        top = max(
-            int(_check_y(path, f"y_{s}", _array(npz, path, f"y_{s}"), shapes[s][0]).max())
-            for s in _SPLITS
-        )
+        top = max(int(_check_y(path, f"y_{s}", _array(npz, path, f"y_{s}")).max()) for s in _SPLITS)
     c, h, w = shapes["train"][1:]
     return DatasetInfo((c, h, w), top + 1)
 

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .._modes import torch_threads
+from ..training.rundir import EVALUATION_FILE
 
 __all__ = ["ExecutionError", "RunTask", "RunOutcome", "run_task", "EVALUATION_FILE"]
-
-EVALUATION_FILE = "evaluation.json"
 
 
 class ExecutionError(RuntimeError):
@@ -128,7 +127,11 @@ def run_task(task: RunTask, *, progress: bool = False) -> RunOutcome:
         spec = EvaluationSpec.model_validate(task.evaluation)
         with torch_threads(config.threads):
             evaluation = cached_evaluation(
-                config, run_dir / FINAL_FILE, spec, run_dir / EVALUATION_FILE
+                config,
+                run_dir / FINAL_FILE,
+                spec,
+                run_dir / EVALUATION_FILE,
+                trust_code=task.trust_code,
             )
     final = dict(result.history[-1]) if result.history else {}
     return RunOutcome(

@@ -33,8 +33,17 @@ import yaml
 from .._io import atomic_write_text, csv_text
 from .._mappings import deep_merge
 from ..execution import RunTask, create_executor
-from ..training import TrainConfig, config_from_dict, list_presets, load_preset, read_history
-from ..training.rundir import CONFIG_FILE, DONE_FILE
+from ..ownership import OutputKind, OwnershipError, claim_dir, read_record
+from ..training import (
+    TrainConfig,
+    config_from_dict,
+    list_presets,
+    load_preset,
+    prune_attack_options,
+    read_history,
+)
+from ..training.rundir import CONFIG_FILE, DONE_FILE, RUN_DIR
+from ..yamlio import load_yaml, load_yaml_file
 
 __all__ = [
     "BudgetError",
@@ -48,6 +57,13 @@ __all__ = [
 ]
 
 STUDY_FILE = "study.json"
+
+#: What a budget study directory holds; ``--overwrite`` deletes these and nothing else.
+BUDGETS_DIR = OutputKind(
+    "budgets",
+    files=(STUDY_FILE, "budgets.json", "budgets.csv", "budgets.md", "budgets-*.png"),
+    children={"runs/*": RUN_DIR},
+)
 #: budgets the markdown summary shows when the run reaches them (plus the preset's own)
 SUMMARY_BUDGETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 _METRIC_PREFIXES = ("fr_", "eff_rank_", "eff_sparsity_")
@@ -224,13 +240,21 @@ def _natural_preset(configs: list[TrainConfig], natural_run: Path | None) -> str
     return parent
 
 
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    """The config a run directory records, as plain data."""
+    saved = load_yaml_file(run_dir / CONFIG_FILE) or {}
+    if not isinstance(saved, dict):
+        raise BudgetError(f"{run_dir / CONFIG_FILE} is not a run config (a mapping)")
+    return saved
+
+
 def _check_natural_run(run_dir: Path, preset: str) -> None:
     if not (run_dir / DONE_FILE).exists():
         raise BudgetError(
             f"--natural-run {run_dir} is not a finished run (no {DONE_FILE}); wait for it to "
             "finish, or omit --natural-run to let the study train the natural run itself"
         )
-    saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    saved = _run_config(run_dir)
     if saved.get("name") != preset:
         raise BudgetError(
             f"--natural-run {run_dir} holds run {saved.get('name')!r}, but the fine-tunes start "
@@ -252,7 +276,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
                 f"--set {item!r}: write KEY=VALUE with a dotted key, e.g. history.track_mi=false"
             )
         try:
-            values[key.strip()] = yaml.safe_load(text)
+            values[key.strip()] = load_yaml(text, f"--set {key.strip()}")
         except yaml.YAMLError as err:
             raise BudgetError(f"--set {item!r}: the value is not valid YAML ({err})") from None
     try:
@@ -264,11 +288,17 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- tasks
 
 
+def _merged(preset: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``preset`` with ``overrides`` deep-merged; overriding ``history.attacks`` drops the
+    preset's options of the attacks no longer listed."""
+    return prune_attack_options(preset, deep_merge(preset, overrides))
+
+
 def _fine_tune_config(
     name: str, max_epochs: int, every: int, threads: int, overrides: dict, preset_run: Path
 ) -> TrainConfig:
     """The preset with ``overrides``, run for ``max_epochs`` with history every ``every``."""
-    data = deep_merge(load_preset(name).plain(), overrides)
+    data = _merged(load_preset(name).plain(), overrides)
     data["epochs"], data["threads"] = max_epochs, threads
     data["history"]["every_epochs"] = every
     data["init"]["preset_run"] = str(preset_run)
@@ -293,7 +323,7 @@ def _tasks(
     tasks: list[RunTask] = []
     after: tuple[str, ...] = ()
     if natural_run is None:
-        data = deep_merge(load_preset(natural).plain(), settings["overrides"])
+        data = _merged(load_preset(natural).plain(), settings["overrides"])
         data["threads"] = settings["threads"]
         config = config_from_dict(data, source=f"budget study: {natural}")
         natural_dir = os.path.normpath(runs / natural)
@@ -314,27 +344,41 @@ def _tasks(
     return tasks
 
 
-def _check_out(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse an ``out`` holding another study (or anything else); then mark it."""
-    marker = out / STUDY_FILE
+def _earlier_study(out: Path) -> bool:
+    """An unmarked study of an earlier robustrank: its record and its layout only."""
+    names = {p.split("/")[0] for p in (*BUDGETS_DIR.files, *BUDGETS_DIR.children)}
+    return (out / STUDY_FILE).is_file() and all(p.name in names for p in out.iterdir())
+
+
+def _settings_conflict(out: Path, current: dict[str, Any]) -> str | None:
+    """What differs between the study in ``out`` and ``current`` settings (None: nothing)."""
+    saved = read_record(out / STUDY_FILE, lambda d: isinstance(d, dict), "a budget study record")
+    diff = sorted(k for k in current if saved is not None and saved.get(k) != current[k])
+    if not diff:
+        return None
+    shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
+    return (
+        f"{out} holds a study with other settings ({shown}). A finished run cannot be "
+        "extended or changed in place (its config records epochs); choose a new --out, or "
+        "pass --overwrite to delete that study"
+    )
+
+
+def _check_out(out: Path, settings: dict[str, Any], overwrite: bool = False) -> None:
+    """Refuse an ``out`` holding another study (unless ``overwrite``, which deletes what the
+    study wrote there) or anything robustrank did not write; then mark it."""
     text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
-    if marker.exists():
-        saved, current = json.loads(marker.read_text("utf-8")), json.loads(text)
-        diff = sorted(k for k in current if saved.get(k) != current[k])
-        if diff:
-            shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
-            raise BudgetError(
-                f"{out} holds a study with other settings ({shown}). A finished run cannot "
-                "be extended or changed in place (its config records epochs); choose a new "
-                "--out (nothing was changed)"
-            )
-    elif out.exists() and (not out.is_dir() or any(p.name != "runs" for p in out.iterdir())):
-        raise BudgetError(
-            f"{out} is not empty and was not written by the budget study; choose another "
-            "--out (nothing was changed)"
+    try:
+        claim_dir(
+            out,
+            BUDGETS_DIR,
+            overwrite=overwrite,
+            adopt=_earlier_study,
+            conflict=lambda: _settings_conflict(out, json.loads(text)),
         )
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, text)
+    except OwnershipError as err:
+        raise BudgetError(str(err)) from None
+    atomic_write_text(out / STUDY_FILE, text)
 
 
 # --------------------------------------------------------------------------- results
@@ -376,7 +420,7 @@ def _natural_summary(run_dir: Path) -> dict[str, Any]:
     history = read_history(run_dir)
     rows = _budget_rows(history)
     final = rows[-1] if rows else {}
-    saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    saved = _run_config(run_dir)
     return {
         "preset": saved.get("name"),
         "run_dir": str(run_dir),
@@ -550,6 +594,7 @@ def budget_study(
     workers: int | None = None,
     threads: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> BudgetStudy:
     """Fine-tune every preset of ``family`` for ``max_epochs`` epochs from one natural run
     and measure each budget (Section 5, Tables 1-2; the paper does not state its budgets).
@@ -569,6 +614,8 @@ def budget_study(
         executor, workers: see :func:`robustrank.execution.create_executor`.
         threads: CPU threads of every run (its ``threads`` config key).
         progress: show a progress bar over the runs.
+        overwrite: delete a study of other settings in ``out`` first (only the files and
+            runs robustrank wrote there; see :mod:`robustrank.ownership`).
     """
     t0 = time.perf_counter()
     if max_epochs < 1 or every < 1 or threads < 1:
@@ -592,7 +639,7 @@ def budget_study(
         "natural_run": None if natural_run is None else str(natural_run.resolve()),
     }
     tasks = _tasks(names, natural, out, natural_run, settings)
-    _check_out(out, settings)
+    _check_out(out, settings, overwrite)
     _run(tasks, out, executor, workers, progress)
     study = _collect(tasks, settings, out, natural_run, natural)
     study.wall_time = time.perf_counter() - t0

@@ -10,12 +10,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from .._mappings import deep_merge
 from .._types import PositiveInt
 from ..training import TrainConfig, config_from_dict, load_preset
+from ..yamlio import load_yaml
 from .robust_eval import EvaluationSpec
 
 __all__ = [
@@ -57,7 +57,7 @@ class Profile:
 
 def _profiles() -> dict[str, Any]:
     text = (resources.files("robustrank") / "experiments" / "profiles.yaml").read_text("utf-8")
-    return yaml.safe_load(text)
+    return load_yaml(text, "robustrank/experiments/profiles.yaml")
 
 
 def load_profile(name: str | ProfileName) -> Profile:

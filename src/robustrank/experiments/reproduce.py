@@ -23,17 +23,19 @@ Tables 1-2), :mod:`.claims` (comparisons and verdicts), :mod:`.figures` and
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text as write_text_atomic
+from .._modes import resolve_device
 from ..execution import Executor, ExecutorName, LocalExecutor, RunTask, create_executor
+from ..ownership import OutputKind, OwnershipError, claim_dir, read_record
 from ..training import TrainConfig, config_from_dict
-from ..training.rundir import CONFIG_FILE, read_history
+from ..training.rundir import CONFIG_FILE, RUN_DIR, read_history
 from .claims import Claim, assess_claims
 from .figures import _figures, _forest_figures
 from .profiles import (
@@ -69,6 +71,25 @@ __all__ = [
 
 PROFILE_FILE = "profile.json"
 
+#: What a reproduce output holds; ``--overwrite`` deletes these and nothing else.
+REPRODUCE_DIR = OutputKind(
+    "reproduce",
+    files=(
+        PROFILE_FILE,
+        "results.json",
+        "history.csv",
+        "report.html",
+        "report.md",
+        "tables/*.csv",
+        "figures/*.png",
+        "figures/claims/*.png",
+        "theory/theory.json",
+        "theory/theory.png",
+    ),
+    children={"runs/*/seed-*": RUN_DIR},
+)
+_TOP_LEVEL = {p.split("/")[0] for p in (*REPRODUCE_DIR.files, *REPRODUCE_DIR.children)}
+
 
 class ReproduceError(RuntimeError):
     """The output directory or the profile cannot be used as asked."""
@@ -80,33 +101,55 @@ class ReproduceError(RuntimeError):
 def _check_out_dir(
     out: Path, profile: Profile, configs: list[TrainConfig], seeds: int, overwrite: bool
 ) -> None:
-    """Refuse an ``out`` of another profile, of an earlier run layout or not written by
-    reproduce; then mark it. The same profile with fewer (or more) seeds is accepted."""
-    marker = out / PROFILE_FILE
-    if overwrite and (marker.exists() or _only_preset_runs(out, configs, any_layout=True)):
-        shutil.rmtree(out / "runs", ignore_errors=True)
-        marker.unlink(missing_ok=True)
+    """Refuse an ``out`` of another profile (unless ``overwrite``), of an earlier run layout
+    or not written by reproduce; with ``overwrite`` delete what reproduce wrote there
+    (:mod:`robustrank.ownership`); then mark it. The same profile with fewer (or more)
+    seeds is accepted."""
+    adopt = functools.partial(_earlier_output, configs=configs)
     _refuse_old_layout(out)
-    if marker.exists():
-        saved = json.loads(marker.read_text("utf-8"))
-        if saved.get("profile") != profile.name:
-            raise ReproduceError(
-                f"{out} holds results of profile {saved.get('profile')!r}, not "
-                f"{profile.name!r}; choose another --out, or pass --overwrite to discard them"
-            )
-    elif out.exists() and any(out.iterdir()) and not _only_preset_runs(out, configs):
-        raise ReproduceError(
-            f"{out} is not empty and was not written by `robustrank reproduce`; choose another "
-            "--out (nothing was changed)"
+
+    def conflict() -> str | None:
+        saved = _saved_profile(out)
+        if saved is None or saved == profile.name:
+            return None
+        return (
+            f"{out} holds results of profile {saved!r}, not {profile.name!r}; choose another "
+            "--out, or pass --overwrite to delete them"
         )
-    out.mkdir(parents=True, exist_ok=True)
+
+    try:
+        claim_dir(out, REPRODUCE_DIR, overwrite=overwrite, adopt=adopt, conflict=conflict)
+    except OwnershipError as err:
+        raise ReproduceError(str(err)) from None
     marker_data = {
         "profile": profile.name,
         "seeds": seeds,
         "layout": "runs/<preset>/seed-<k>",
         "runs": [c.name for c in configs],
     }
-    write_text_atomic(marker, json.dumps(marker_data, indent=2))
+    write_text_atomic(out / PROFILE_FILE, json.dumps(marker_data, indent=2))
+
+
+def _saved_profile(out: Path) -> str | None:
+    """The profile named by ``out/profile.json``; None without one."""
+
+    def valid(d: Any) -> bool:
+        return isinstance(d, dict) and isinstance(d.get("profile"), str)
+
+    saved = read_record(out / PROFILE_FILE, valid, "a reproduce record naming a 'profile'")
+    return None if saved is None else saved["profile"]
+
+
+def _earlier_output(out: Path, configs: list[TrainConfig]) -> bool:
+    """An unmarked output of an earlier reproduce (its record and its layout only), or
+    separately trained runs of this profile's presets (:func:`_only_preset_runs`)."""
+    if _only_preset_runs(out, configs):
+        return True
+    try:
+        recognised = _saved_profile(out) is not None
+    except OwnershipError:
+        return False
+    return recognised and all(p.name in _TOP_LEVEL for p in out.iterdir())
 
 
 def _refuse_old_layout(out: Path) -> None:
@@ -117,13 +160,14 @@ def _refuse_old_layout(out: Path) -> None:
         raise ReproduceError(
             f"{runs} holds runs of an earlier layout ({', '.join(old)} directly under "
             "runs/<preset>); reproduce now keeps seed k of every preset in "
-            "runs/<preset>/seed-<k>. Choose another --out, or pass --overwrite to discard them"
+            "runs/<preset>/seed-<k>. Choose another --out, or delete them yourself (--overwrite "
+            "deletes only what this robustrank wrote)"
         )
 
 
-def _only_preset_runs(out: Path, configs: list[TrainConfig], any_layout: bool = False) -> bool:
+def _only_preset_runs(out: Path, configs: list[TrainConfig]) -> bool:
     """``out`` holds nothing but ``runs/<preset>/seed-<k>`` directories of this profile's
-    presets (with ``any_layout``: anything under ``runs/<preset>``).
+    presets.
 
     Such a directory is adopted: runs trained separately with ``robustrank train --preset
     NAME --out OUT/runs/NAME/seed-0`` (e.g. on several machines) are reused if their configs
@@ -136,8 +180,6 @@ def _only_preset_runs(out: Path, configs: list[TrainConfig], any_layout: bool = 
     for run in entries[0].iterdir():
         if not (run.is_dir() and run.name in names):
             return False
-        if any_layout:
-            continue
         if not all(s.is_dir() and is_seed_dir_name(s.name) for s in run.iterdir()):
             return False
     return True
@@ -274,6 +316,10 @@ def reproduce(
     t0 = time.perf_counter()
     prof = load_profile(profile)
     n_seeds = check_seeds(prof.seeds if seeds is None else seeds)
+    try:
+        resolve_device(device)  # before anything is written
+    except ValueError as err:
+        raise ReproduceError(str(err)) from None
     out = Path(out) if out is not None else Path("results") / prof.name
     configs = _with_threads(profile_configs(prof, only=only, device=device, seed=seed), threads)
     runs = seeded_runs(configs, n_seeds)

@@ -215,9 +215,11 @@ def _curve(model: nn.Module, x: Tensor, y: Tensor, spec: EvaluationSpec, folds: 
     return curve.to_dict()
 
 
-def evaluate_run(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) -> dict[str, Any]:
+def evaluate_run(
+    config: TrainConfig, checkpoint: Path, spec: EvaluationSpec, *, trust_code: bool = False
+) -> dict[str, Any]:
     """The paper's attacks, PGD-20 and the strong attack at eps, the curve and the
-    diagnostics of one checkpoint.
+    diagnostics of one checkpoint (``trust_code``: rebuild a model named by import path).
 
     Keys: ``"pgd"`` and ``spec.attack`` (each an ``EvalResult.to_dict()``);
     ``"outcomes"``: ``{"strong": ..., "paper": ...}``, each ``{"n", "seed", "correct",
@@ -231,7 +233,7 @@ def evaluate_run(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) ->
     from ..evaluation import evaluate
     from ..models import load_checkpoint
 
-    model, _ = load_checkpoint(checkpoint, config.device)
+    model, _ = load_checkpoint(checkpoint, config.device, trust_code=trust_code)
     x_all, y_all = load_dataset(config.dataset, "test")
     out: dict[str, Any] = {"outcomes": {}}
     if spec.paper_n is not None:
@@ -259,17 +261,23 @@ def evaluate_run(config: TrainConfig, checkpoint: Path, spec: EvaluationSpec) ->
 
 
 def cached_evaluation(
-    config: TrainConfig, checkpoint: Path, spec: EvaluationSpec, cache: Path
+    config: TrainConfig,
+    checkpoint: Path,
+    spec: EvaluationSpec,
+    cache: Path,
+    *,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """:func:`evaluate_run`, cached in ``cache`` under the spec, the paper attacks' settings
-    and the checkpoint's SHA-256 (written atomically, with its time in ``"seconds"``)."""
+    and the checkpoint's SHA-256 (written atomically, with its time in ``"seconds"``);
+    ``trust_code`` as in :func:`evaluate_run`."""
     key = _cache_key(spec, checkpoint, config)
     if cache.exists():
         saved = json.loads(cache.read_text("utf-8"))
         if saved.get("key") == key:
             return saved["result"]
     t0 = time.perf_counter()
-    result = evaluate_run(config, checkpoint, spec)
+    result = evaluate_run(config, checkpoint, spec, trust_code=trust_code)
     result["seconds"] = time.perf_counter() - t0
     atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=2) + "\n")
     return result

@@ -83,8 +83,11 @@ class FCNN(nn.Module):
         if width < 1 or depth < 1 or num_classes < 2:
             raise ValueError("FCNN needs width >= 1, depth >= 1 and num_classes >= 2")
         self.normalize = _Normalize(mean, std)
-        dims = [784] + [width] * depth
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        # layer by layer (no list of ``depth`` sizes), so a checkpoint probe that stops
+        # after a budget of layers never holds more than that
+        self.hidden = nn.ModuleList(
+            nn.Linear(784 if i == 0 else width, width) for i in range(depth)
+        )
         self.act = _activation(activation)
         self.out = nn.Linear(width, num_classes)
 

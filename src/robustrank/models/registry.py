@@ -22,7 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, overload
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+
+from .._modes import eval_mode
 
 __all__ = [
     "ModelEntry",
@@ -36,6 +39,7 @@ __all__ = [
     "model_spec",
     "input_shape_of",
     "set_input_shape",
+    "output_classes",
 ]
 
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
@@ -237,3 +241,15 @@ def set_input_shape(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
 def input_shape_of(model: nn.Module) -> tuple[int, ...] | None:
     """The recorded input shape of ``model`` (see :func:`set_input_shape`), if any."""
     return model.__dict__.get("robustrank_input_shape")
+
+
+def output_classes(model: nn.Module, example: Tensor) -> int | None:
+    """Number of classes ``model`` predicts: the width ``K`` of its logits ``(N, K)`` on the
+    first row of ``example`` (one forward pass in eval mode without gradients, on the
+    device of the model's parameters; modes restored). None if the output is not a
+    2-D tensor. Works for any classifier, whatever its factory's options are called."""
+    param = next(model.parameters(), None)
+    x = example[:1] if param is None else example[:1].to(param.device)
+    with eval_mode(model), torch.no_grad():
+        out = model(x)
+    return int(out.shape[1]) if isinstance(out, Tensor) and out.ndim == 2 else None

@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -29,9 +28,12 @@ from typing import Any
 
 from .._io import atomic_write_text, exclusive_lock
 from ..execution import RunOutcome, RunTask, create_executor
+from ..ownership import OutputKind, OwnershipError, check_dir, claim_dir, read_record
+from ..training.rundir import RUN_DIR
+from .outputs import PARETO_PNG, REPORT_HTML, SCATTER_PNG
 from .space import apply_values, merge_overrides
-from .spec import SpecError, SweepSpec, load_spec
-from .strategies import OptunaDriver, StrategyName, planned_trials
+from .spec import SpecError, SweepSpec, check_trial_count, load_spec
+from .strategies import OPTUNA_DB, OptunaDriver, StrategyName, planned_trials
 from .table import (
     combinations,
     combinations_csv,
@@ -51,6 +53,7 @@ __all__ = [
     "run_sweep",
     "plan_trials",
     "trial_id",
+    "saved_identity",
     "SWEEP_FILE",
     "TRIALS_JSON",
     "TRIALS_CSV",
@@ -62,6 +65,28 @@ TRIALS_CSV = "trials.csv"
 LOCK_FILE = ".sweep.lock"
 SUMMARY_FILE = "summary.json"
 COMBINATIONS_CSV = "combinations.csv"
+
+#: What a sweep directory holds; ``--overwrite`` deletes these and nothing else.
+SWEEP_DIR = OutputKind(
+    "sweep",
+    files=(
+        SWEEP_FILE,
+        TRIALS_JSON,
+        TRIALS_CSV,
+        SUMMARY_FILE,
+        COMBINATIONS_CSV,
+        PARETO_PNG,
+        SCATTER_PNG,
+        REPORT_HTML,
+        OPTUNA_DB,
+        f"{OPTUNA_DB}-journal",
+        f"{OPTUNA_DB}-wal",
+        f"{OPTUNA_DB}-shm",
+        LOCK_FILE,
+    ),
+    children={"trials/*": RUN_DIR, "parents/*": RUN_DIR},
+    lock=LOCK_FILE,
+)
 
 
 class SweepError(RuntimeError):
@@ -120,16 +145,6 @@ def _driver_lock(out: Path) -> contextlib.AbstractContextManager[None]:
     )
 
 
-def _clear(out: Path) -> None:
-    for p in out.iterdir():
-        if p.name == LOCK_FILE:
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-
-
 def _identity_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
@@ -139,26 +154,55 @@ def _identity_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+def saved_identity(out: Path) -> Any:
+    """The identity recorded in ``out/sweep.json``; None without one."""
+
+    def valid(d: Any) -> bool:
+        return isinstance(d, dict) and "identity" in d
+
+    try:
+        record = read_record(out / SWEEP_FILE, valid, "a robustrank sweep record")
+    except OwnershipError as err:
+        raise SweepError(str(err)) from None
+    return None if record is None else record["identity"]
+
+
+def _earlier_sweep(out: Path) -> bool:
+    """An unmarked sweep directory of an earlier robustrank (resumed, never deleted)."""
+    try:
+        record = json.loads((out / SWEEP_FILE).read_text("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(record, dict) and record.get("robustrank_sweep") == 1
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse a file or a directory robustrank did not create as a sweep (changes nothing)."""
+    try:
+        check_dir(out, SWEEP_DIR, overwrite=overwrite, adopt=_earlier_sweep)
+    except OwnershipError as err:
+        raise SweepError(str(err)) from None
+
+
 def _claim(out: Path, spec: SweepSpec, overwrite: bool) -> None:
     """Make ``out`` this spec's directory: refuse another spec's (or a non-sweep directory)
-    unless ``overwrite``, which deletes it first; write ``sweep.json``."""
+    unless ``overwrite``, which deletes the sweep's own files first; write ``sweep.json``."""
     identity = _normalised(spec.identity())
-    contents = [p.name for p in out.iterdir() if p.name != LOCK_FILE]
-    if contents and SWEEP_FILE not in contents:
-        raise SweepError(
-            f"{out} is not empty and holds no {SWEEP_FILE}, so it is not a sweep directory; "
-            "choose another --out"
+
+    def conflict() -> str | None:
+        saved = saved_identity(out)
+        if saved is None or saved == identity:
+            return None
+        diff = ", ".join(_identity_diff(saved, identity)[:8])
+        return (
+            f"{out} holds a different sweep (differing: {diff}); choose another --out, or "
+            "pass --overwrite (overwrite=True) to delete its trials and start over"
         )
-    if contents:
-        saved = json.loads((out / SWEEP_FILE).read_text("utf-8")).get("identity")
-        if overwrite:
-            _clear(out)
-        elif saved != identity:
-            diff = ", ".join(_identity_diff(saved, identity)[:8])
-            raise SweepError(
-                f"{out} holds a different sweep (differing: {diff}); choose another --out, "
-                "or pass --overwrite (overwrite=True) to delete its trials and start over"
-            )
+
+    try:
+        claim_dir(out, SWEEP_DIR, overwrite=overwrite, adopt=_earlier_sweep, conflict=conflict)
+    except OwnershipError as err:
+        raise SweepError(str(err)) from None
     record = {"identity": identity, "robustrank_sweep": 1}
     atomic_write_text(out / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
 
@@ -315,9 +359,11 @@ def _objectives(outcome: RunOutcome, attack: str) -> tuple[float, float]:
 
 
 def plan_trials(spec: SweepSpec, out: str | Path, trust_code: bool = False) -> list[Trial]:
-    """The trials a grid or random sweep into ``out`` would run (validated; nothing runs)."""
+    """The trials a grid or random sweep into ``out`` would run (validated; nothing runs);
+    a spec of more trials than its limit is refused first (:func:`check_trial_count`)."""
     if spec.strategy is StrategyName.optuna:
         raise ValueError("strategy optuna asks for trials as results come in; nothing to plan")
+    check_trial_count(spec)
     state = _Sweep(spec, Path(out).resolve(), trust_code)
     state.setup()
     return [state.make_trial(i, v) for i, v in enumerate(planned_trials(spec) or [])]
@@ -372,14 +418,7 @@ def _run_optuna(state: _Sweep, executor: Any, batch: int, progress: bool) -> Non
 
 def _finish(state: _Sweep, wall_time: float) -> SweepResult:
     """The Pareto front, the summary over seeds, the figures and the report."""
-    from .outputs import (
-        PARETO_PNG,
-        REPORT_HTML,
-        SCATTER_PNG,
-        plot_pareto,
-        plot_rank_sparsity,
-        write_report,
-    )
+    from .outputs import plot_pareto, plot_rank_sparsity, write_report
 
     out, rows = state.out, state.sorted_rows()
     state.write()
@@ -454,6 +493,7 @@ def run_sweep(
     progress: bool = True,
     overwrite: bool = False,
     trust_code: bool = False,
+    max_trials: int | None = None,
 ) -> SweepResult:
     """Run (or resume) a sweep into ``out`` and write its tables, figures and report.
 
@@ -464,11 +504,15 @@ def run_sweep(
         executor, workers, address: see :func:`robustrank.execution.create_executor`.
         progress: show progress bars.
         trust_code: allow a model named by import path.
+        max_trials: refuse a spec of more trials (default: the spec's ``max_trials``, else
+            :data:`~robustrank.sweeps.spec.DEFAULT_MAX_TRIALS`), before anything is written.
     """
     t0 = time.perf_counter()
     if not isinstance(spec, SweepSpec):
-        spec = load_spec(spec)
+        spec = load_spec(spec, max_trials=max_trials)
+    check_trial_count(spec, max_trials)
     out = Path(out).resolve()
+    _check_out(out, overwrite)  # before the lock file, so a refused directory stays as it was
     with _driver_lock(out):
         _claim(out, spec, overwrite)
         state = _Sweep(spec, out, trust_code)

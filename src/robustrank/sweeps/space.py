@@ -61,26 +61,37 @@ def _set(config: dict[str, Any], key: str, value: Any, merge: bool) -> None:
         node[last] = copy.deepcopy(value)
 
 
+def _pruned(config: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` without the attack options of attacks it no longer lists (see
+    :func:`robustrank.training.prune_attack_options`)."""
+    from ..training.config import prune_attack_options
+
+    return prune_attack_options(config, out)
+
+
 def set_path(config: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """A copy of ``config`` with the dotted ``key`` set to ``value``."""
+    """A copy of ``config`` with the dotted ``key`` set to ``value`` (setting
+    ``history.attacks`` drops the options of the attacks it no longer lists)."""
     out = copy.deepcopy(dict(config))
     _set(out, key, value, merge=False)
-    return out
+    return _pruned(config, out)
 
 
 def apply_values(config: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` with every ``{dotted key: value}`` of a trial set, in order."""
+    """A copy of ``config`` with every ``{dotted key: value}`` of a trial set, in order
+    (as in :func:`set_path`)."""
     out = copy.deepcopy(dict(config))
     for key, value in values.items():
         _set(out, key, value, merge=False)
-    return out
+    return _pruned(config, out)
 
 
 def merge_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``config`` with ``overrides`` deep-merged: nested mappings update the
     config's mappings key by key (``history: {eval_n: 200}`` keeps the other history keys),
-    and keys may be dotted paths."""
+    and keys may be dotted paths. Overriding ``history.attacks`` drops the config's options
+    of the attacks no longer listed (:func:`robustrank.training.prune_attack_options`)."""
     out = copy.deepcopy(dict(config))
     for key, value in overrides.items():
         _set(out, str(key), value, merge=True)
-    return out
+    return _pruned(config, out)

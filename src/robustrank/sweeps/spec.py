@@ -27,7 +27,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -41,18 +40,25 @@ from pydantic import (
 )
 
 from .._types import NonNegativeInt, PositiveInt
+from ..yamlio import YAMLInputError, load_yaml, load_yaml_file
 from .space import SpaceError, merge_overrides, set_path
-from .strategies import StrategyName
+from .strategies import StrategyName, count_trials, grid_shape
 
 __all__ = [
     "SpecError",
     "LogUniform",
     "Objective",
     "SweepSpec",
+    "DEFAULT_MAX_TRIALS",
+    "check_trial_count",
     "load_spec",
     "list_specs",
     "spec_from_dict",
 ]
+
+
+#: The most trials a sweep may ask for unless its ``max_trials`` (or the caller) raises it.
+DEFAULT_MAX_TRIALS = 10_000
 
 
 class SpecError(ValueError):
@@ -153,6 +159,11 @@ class SweepSpec(_Strict):
     space: Annotated[dict[str, Dimension], Field(min_length=1)]
     strategy: StrategyName
     n_trials: PositiveInt | None = None
+    max_trials: PositiveInt | None = Field(
+        None,
+        description=f"refuse a sweep of more trials than this (default {DEFAULT_MAX_TRIALS:,}); "
+        "not part of the sweep's identity",
+    )
     seed: NonNegativeInt = 0
     batch: PositiveInt | None = Field(
         None, description="optuna: trials asked at a time (default: the executor's workers)"
@@ -182,7 +193,7 @@ class SweepSpec(_Strict):
     def identity(self) -> dict[str, Any]:
         """What makes two sweeps the same: the spec (without its description) and the base
         config it resolves to."""
-        data = self.model_dump(mode="json", exclude={"description"})
+        data = self.model_dump(mode="json", exclude={"description", "max_trials"})
         return {"spec": data, "base_config": self.base_config()}
 
 
@@ -238,13 +249,42 @@ def _spec_message(e: dict[str, Any], loc: tuple[Any, ...]) -> str:
     return str(e["msg"]).removeprefix("Value error, ")
 
 
+def check_trial_count(spec: SweepSpec, max_trials: int | None = None) -> int:
+    """The number of trials ``spec`` asks for (:func:`count_trials`; nothing is built).
+
+    Raises :class:`SpecError` above ``max_trials`` (default: the spec's ``max_trials``,
+    else :data:`DEFAULT_MAX_TRIALS`), naming the count, the limit and how to raise it.
+    """
+    if max_trials is not None and max_trials < 1:
+        raise SpecError(f"max_trials must be at least 1, got {max_trials}; pass a positive limit")
+    count = count_trials(spec)
+    limit = max_trials or spec.max_trials or DEFAULT_MAX_TRIALS
+    if count > limit:
+        how, fix = f"n_trials of strategy {spec.strategy.value}", "lower n_trials"
+        if spec.strategy is StrategyName.grid:
+            sizes = " x ".join(str(n) for n in grid_shape(spec))
+            how, fix = f"a grid of {sizes} values", "shrink the space"
+        raise SpecError(
+            f"the sweep asks for {count:,} trials ({how}), above the limit of {limit:,}; "
+            f"{fix}, or raise the limit with max_trials: {count} in the spec or "
+            f"--max-trials {count} (run_sweep(..., max_trials={count}))"
+        )
+    return count
+
+
 def spec_from_dict(
-    data: Any, source: str = "sweep spec", base_dir: Path | None = None
+    data: Any,
+    source: str = "sweep spec",
+    base_dir: Path | None = None,
+    max_trials: int | None = None,
 ) -> SweepSpec:
-    """Validate a mapping into a :class:`SweepSpec` and check every trial config it implies
-    (:func:`check_spec`); errors name ``source`` and the spec key."""
+    """Validate a mapping into a :class:`SweepSpec`, refuse more trials than ``max_trials``
+    (:func:`check_trial_count`; given, it replaces the spec's own ``max_trials``) and check
+    every trial config it implies (:func:`check_spec`); errors name ``source`` and the key."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a sweep spec must be a mapping (name, base, space, ...)")
+    if max_trials is not None:
+        data = {**data, "max_trials": max_trials}
     try:
         spec = SweepSpec.model_validate({**data, "base_dir": base_dir})
     except ValidationError as err:
@@ -256,6 +296,7 @@ def spec_from_dict(
             lines.append(f"  {where}: {msg}" if where else f"  {msg}")
         raise SpecError(f"{source}: invalid sweep spec:\n" + "\n".join(lines)) from None
     try:
+        check_trial_count(spec)
         check_spec(spec)
     except SpecError as err:
         raise SpecError(f"{source}: {err}") from None
@@ -303,18 +344,20 @@ def list_specs() -> dict[str, str]:
     out = {}
     for entry in sorted(_spec_dir().iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):
-            data = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
+            text = entry.read_text(encoding="utf-8")
+            data = load_yaml(text, f"bundled spec {entry.name}") or {}
             out[entry.name[: -len(".yaml")]] = str(data.get("description", "")).strip()
     return out
 
 
-def load_spec(path_or_name: str | Path) -> SweepSpec:
-    """A spec from a YAML file, or a bundled spec by name (:func:`list_specs`)."""
+def load_spec(path_or_name: str | Path, max_trials: int | None = None) -> SweepSpec:
+    """A spec from a YAML file, or a bundled spec by name (:func:`list_specs`); see
+    :func:`spec_from_dict` for ``max_trials``."""
     text = str(path_or_name)
     path = Path(path_or_name)
     if path.is_file():
         source, base_dir = str(path), path.resolve().parent
-        raw = path.read_text(encoding="utf-8")
+        raw: str | None = None  # read by load_yaml_file: an oversized file is refused unread
     elif text in list_specs():
         source, base_dir = f"bundled spec {text}", None
         raw = (_spec_dir() / f"{text}.yaml").read_text(encoding="utf-8")
@@ -327,7 +370,7 @@ def load_spec(path_or_name: str | Path) -> SweepSpec:
             f"{', '.join(names)}); pass a YAML file or list them with `robustrank sweep list`"
         )
     try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise SpecError(f"{source}: YAML syntax error: {err}") from None
-    return spec_from_dict(data, source=source, base_dir=base_dir)
+        data = load_yaml_file(path) if raw is None else load_yaml(raw, source)
+    except YAMLInputError as err:
+        raise SpecError(str(err)) from None
+    return spec_from_dict(data, source=source, base_dir=base_dir, max_trials=max_trials)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runner import LOCK_FILE, SWEEP_FILE, TRIALS_JSON, SweepError
+from .runner import LOCK_FILE, SWEEP_FILE, TRIALS_JSON, SweepError, saved_identity
 
 __all__ = ["SweepStatus", "sweep_status"]
 
@@ -77,6 +77,20 @@ def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(done, key=lambda r: (r["robust_acc"], r["clean_acc"]), default=None)
 
 
+def _trial_rows(out: Path) -> list[dict[str, Any]]:
+    """The rows of ``trials.json`` (none yet without one)."""
+    path = out / TRIALS_JSON
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text("utf-8"))["trials"]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("'trials' is not a list of objects")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise SweepError(f"{path} is not a trials table ({err}); re-run the sweep") from None
+    return rows
+
+
 def sweep_status(out: str | Path) -> SweepStatus:
     """The progress of the sweep in ``out`` (no lock taken, nothing written)."""
     from ..training.rundir import CONFIG_FILE
@@ -84,10 +98,11 @@ def sweep_status(out: str | Path) -> SweepStatus:
     out = Path(out)
     if not (out / SWEEP_FILE).is_file():
         raise SweepError(f"{out} holds no {SWEEP_FILE}: not a sweep directory (see --out)")
-    spec = json.loads((out / SWEEP_FILE).read_text("utf-8"))["identity"]["spec"]
-    rows: list[dict[str, Any]] = []
-    if (out / TRIALS_JSON).is_file():
-        rows = json.loads((out / TRIALS_JSON).read_text("utf-8"))["trials"]
+    identity = saved_identity(out)
+    spec = identity.get("spec") if isinstance(identity, dict) else None
+    if not isinstance(spec, dict) or not {"name", "strategy"} <= set(spec):
+        raise SweepError(f"{out / SWEEP_FILE} does not describe a sweep spec; see --out")
+    rows = _trial_rows(out)
     done = sum(r.get("status") == "done" for r in rows)
     running = sum(
         r.get("status") != "done" and (out / r["run_dir"] / CONFIG_FILE).exists() for r in rows

@@ -24,6 +24,8 @@ __all__ = [
     "grid_trials",
     "random_trials",
     "planned_trials",
+    "grid_shape",
+    "count_trials",
     "OptunaDriver",
     "OPTUNA_DB",
 ]
@@ -98,6 +100,34 @@ def planned_trials(spec: SweepSpec) -> list[dict[str, Any]] | None:
     """The trials of a planning strategy in order; None for ``optuna`` (asked as it goes)."""
     planner = _PLANNERS.get(spec.strategy)
     return None if planner is None else planner(spec)
+
+
+def grid_shape(spec: SweepSpec) -> list[int]:
+    """The number of grid points of each space key, in order (nothing is materialised)."""
+    from .spec import LogUniform
+
+    return [(d.num or 2) if isinstance(d, LogUniform) else len(d) for d in spec.space.values()]
+
+
+def _grid_count(spec: SweepSpec) -> int:
+    return math.prod(grid_shape(spec))
+
+
+def _drawn_count(spec: SweepSpec) -> int:
+    return spec.n_trials or 0
+
+
+_COUNTERS: dict[StrategyName, Callable[[SweepSpec], int]] = {
+    StrategyName.grid: _grid_count,
+    StrategyName.random: _drawn_count,
+    StrategyName.optuna: _drawn_count,
+}
+
+
+def count_trials(spec: SweepSpec) -> int:
+    """How many trials ``spec`` runs, from the sizes of its space (``grid``: the product of
+    the keys' grid points) or its ``n_trials``; no trial is built."""
+    return _COUNTERS[spec.strategy](spec)
 
 
 # --------------------------------------------------------------------------- optuna

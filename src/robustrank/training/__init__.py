@@ -19,6 +19,7 @@ from .config import (
     TrainConfig,
     config_from_dict,
     load_config,
+    prune_attack_options,
 )
 from .loop import TrainResult, train
 from .measurements import Measurer
@@ -41,6 +42,7 @@ __all__ = [
     "StructureTracker",
     "config_from_dict",
     "load_config",
+    "prune_attack_options",
     "list_presets",
     "load_preset",
     "derive_seed",

@@ -12,6 +12,7 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,8 +27,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from torch import nn
 
-from .._types import NonNegative, NonNegativeInt, Positive, PositiveInt
+from .._types import Budget, NonNegative, NonNegativeInt, Positive, PositiveInt
 from ..data import DatasetRef
 from ..models import (
     LayerOrderUnknown,
@@ -37,6 +39,7 @@ from ..models import (
     is_import_path,
 )
 from ..regularizers import RegularizerConfig
+from ..yamlio import YAMLInputError, load_yaml_file
 
 __all__ = [
     "ConfigError",
@@ -48,6 +51,7 @@ __all__ = [
     "TrainConfig",
     "config_from_dict",
     "load_config",
+    "prune_attack_options",
 ]
 
 
@@ -122,7 +126,7 @@ class AdversarialConfig(_Strict):
 
     attack: str = "none"
     eps: Annotated[
-        NonNegative, Field(description="the l_inf radius in [0, 1] pixel units, paper: 0.05")
+        Budget, Field(description="the l_inf radius in [0, 1] pixel units, paper: 0.05")
     ] = 0.05
     alpha: Annotated[Positive, Field(description="the PGD step size, paper: 0.005")] = 0.005
     steps: Annotated[PositiveInt, Field(description="PGD iterations, paper: 20")] = 20
@@ -177,7 +181,7 @@ class HistoryConfig(_Strict):
     evaluate: bool = True
     eval_n: PositiveInt = 1000
     eval_seed: NonNegativeInt = 0
-    eps: Annotated[NonNegative, Field(description="paper: 0.05")] = 0.05
+    eps: Annotated[Budget, Field(description="paper: 0.05")] = 0.05
     attacks: list[str] = ["fgsm", "pgd", "gnm"]
     attack_options: dict[str, dict[str, Any]] = {}
     eval_batch_size: PositiveInt = 500
@@ -229,12 +233,51 @@ class HistoryConfig(_Strict):
         return self
 
 
+def prune_attack_options(base: Mapping[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (``base`` with overrides applied, plain data) without the
+    ``history.attack_options`` that ``base`` held for attacks the overrides removed from
+    ``history.attacks``.
+
+    A validated config lists the complete options of every attack, so overriding
+    ``history: {attacks: [fgsm]}`` would otherwise keep the options of the dropped attacks
+    and be refused. Only entries the overrides left as they were are dropped: options an
+    override gives for an attack it does not list are still refused by validation.
+    """
+    old, new = base.get("history"), config.get("history")
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return config
+    attacks, options = new.get("attacks"), new.get("attack_options")
+    if attacks == old.get("attacks") or not isinstance(attacks, list):
+        return config
+    before = old.get("attack_options")
+    if not (isinstance(options, Mapping) and isinstance(before, Mapping)):
+        return config
+    listed = {str(a).strip().lower() for a in attacks}
+    kept = {
+        name: value
+        for name, value in options.items()
+        if name in listed or name not in before or value != before[name]
+    }
+    return {**config, "history": {**new, "attack_options": kept}}
+
+
 class PaperRef(_Strict):
     """The row of the paper's Table 1/2 that a preset reproduces."""
 
     table: int
     row: str
     accuracy: float
+
+
+def _architecture(name: str, trust: bool, options: dict[str, Any]) -> nn.Module:
+    """The model ``name`` built on the meta device (a private RNG); a factory that cannot
+    build there is built on the CPU."""
+    with torch.random.fork_rng(devices=[]):
+        try:
+            with torch.device("meta"):
+                return create_model(name, trust_code=trust, **options)
+        except (NotImplementedError, RuntimeError):
+            return create_model(name, trust_code=trust, **options)
 
 
 class TrainConfig(_Strict):
@@ -306,12 +349,12 @@ class TrainConfig(_Strict):
         trust = bool((info.context or {}).get("trust_code"))
         if is_import_path(self.model.name) and not trust:
             return self  # checked by train(), which requires trust_code for import paths
-        # build the architecture once (private RNG) to check options and layer keys
-        with torch.random.fork_rng(devices=[]):
-            try:
-                model = create_model(self.model.name, trust_code=trust, **self.model.options)
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"model.options: {err}") from None
+        # build the architecture once (on the meta device: no weights allocated, whatever
+        # the options claim) to check options and layer keys
+        try:
+            model = _architecture(self.model.name, trust, self.model.options)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"model.options: {err}") from None
         try:
             self.regularizers.check_model(model)
         except LayerOrderUnknown:
@@ -429,7 +472,7 @@ def load_config(path: str | Path, *, trust_code: bool = False) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: YAML syntax error: {err}") from None
+        data = load_yaml_file(path)
+    except YAMLInputError as err:
+        raise ConfigError(str(err)) from None
     return config_from_dict(data, source=str(path), trust_code=trust_code)

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .._io import atomic_write_bytes
-from .._modes import torch_threads
+from .._io import atomic_write_bytes, log
+from .._modes import resolve_device, torch_threads
 from ..models import save_checkpoint, use_fast_layout
 from ..regularizers import Regularizer
 from .config import ConfigError, TrainConfig
@@ -44,18 +44,18 @@ from .rundir import (
     RESUME_FILE,
     RunError,
     _append_line,
-    _contents,
     _csv_line,
     _json_value,
-    _prepare_dir,
     _restore_optimizer,
-    _run_lock,
     _save_resume,
     _truncate,
+    check_run_dir,
+    prepare_run_dir,
     read_history,
+    run_lock,
 )
 from .seeds import ATTACK, GLOBAL, SHUFFLE, derive_seed, lr_at_epoch
-from .setup import _log, _pin_data, _private_rng, _Setup, _setup
+from .setup import _pin_data, _private_rng, _Setup, _setup, check_labels_before_run
 
 __all__ = ["TrainResult", "train"]
 
@@ -147,19 +147,19 @@ def _train(
     stack: tuple[str, ...],
     trust_code: bool,
 ) -> TrainResult:
-    if resume and overwrite:
-        raise RunError("choose either resume or overwrite, not both")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunError(f"{out_dir} exists and is not a directory; choose another output path")
-    contents = _contents(out_dir)
-    if contents and (CONFIG_FILE not in contents or not (resume or overwrite)):
-        _prepare_dir(config, out_dir, resume, overwrite)  # raises: not a run dir / not empty
+    try:
+        resolve_device(config.device)  # before anything is written
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    check_run_dir(out_dir, resume, overwrite)  # before the lock file: refuse a foreign dir
     config = _pin_data(config)
-    with _run_lock(out_dir), torch_threads(config.threads):
+    if overwrite or not (out_dir / CONFIG_FILE).exists():
+        check_labels_before_run(config, trust_code)  # before a run is deleted or started
+    with run_lock(out_dir), torch_threads(config.threads):
         t_call = time.perf_counter()
-        mode = _prepare_dir(config, out_dir, resume, overwrite)
+        mode = prepare_run_dir(config, out_dir, resume, overwrite)
         if mode == "done":
-            _log(f"[{config.name}] run {out_dir} is already finished ({DONE_FILE}); nothing to do")
+            log(f"[{config.name}] run {out_dir} is already finished ({DONE_FILE}); nothing to do")
             return _result_from_finished(config, out_dir, t_call, trust_code)
         setup = _setup(config, out_dir, mode, progress, stack, trust_code)
         with _private_rng(setup.device):
@@ -279,7 +279,7 @@ class _Run:
         self.rows: list[dict[str, Any]] = []
         self._clock()
         n = len(self.setup.x_tr)
-        _log(
+        log(
             f"[{self.config.name}] {self.setup.origin}; {n} training examples, "
             f"{self.n_batches} batches/epoch"
         )
@@ -306,7 +306,7 @@ class _Run:
         self.rows = read_history(self.out_dir)
         self._clock()
         part = self.step_in_epoch < self.n_batches
-        _log(
+        log(
             f"[{self.config.name}] resuming {self.out_dir} at epoch {self.epoch}"
             + (f", step {self.step_in_epoch}/{self.n_batches}" if part else "")
         )
@@ -526,7 +526,7 @@ class _Run:
         msg = f"[{config.name}] finished {config.epochs} epochs in {done['time_elapsed']:.1f} s"
         if last_row.get("test_acc") is not None:
             msg += f"; test accuracy {last_row['test_acc']:.4f}"
-        _log(msg)
+        log(msg)
         self.model.eval()
         return TrainResult(
             model=self.model,

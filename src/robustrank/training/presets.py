@@ -5,8 +5,7 @@ from __future__ import annotations
 import difflib
 from importlib import resources
 
-import yaml
-
+from ..yamlio import YAMLInputError, load_yaml
 from .config import ConfigError, TrainConfig, config_from_dict
 
 __all__ = ["list_presets", "load_preset"]
@@ -32,9 +31,9 @@ def load_preset(name: str) -> TrainConfig:
         raise ConfigError(f"unknown preset {name!r}{hint} Available presets: {', '.join(names)}")
     resource = _preset_dir() / f"{name}.yaml"
     try:
-        data = yaml.safe_load(resource.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:  # pragma: no cover - bundled files are tested
-        raise ConfigError(f"preset {name}: YAML syntax error: {err}") from None
+        data = load_yaml(resource.read_text(encoding="utf-8"), f"preset {name}")
+    except YAMLInputError as err:  # pragma: no cover - bundled files are tested
+        raise ConfigError(str(err)) from None
     config = config_from_dict(data, source=f"preset {name}")
     if config.name != name:
         raise ConfigError(f"preset {name}: its name field is {config.name!r}; they must agree")

@@ -2,6 +2,7 @@
 
 ::
 
+    .robustrank.json       the marker: robustrank created this run directory
     config.yaml            the config (resume refuses a different one)
     history.jsonl/.csv     one row per history point, appended as training goes
     last.safetensors       rolling model checkpoint (removed when the run finishes)
@@ -9,6 +10,10 @@
     final.safetensors      the trained model
     checkpoint-epoch-E.safetensors   only with ``checkpoint_every_epoch: true``
     done.json              written last: the run is finished
+    evaluation.json        the strong evaluation of the final model (reproduce, sweeps)
+
+``--overwrite`` deletes these files and nothing else (:mod:`robustrank.ownership`), and
+only in a directory whose marker says it is a run.
 
 History lines are appended with one write and fsync; the resume state records the
 files' sizes, so a resumed run first truncates anything written after it (a torn line).
@@ -23,7 +28,6 @@ import io
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,8 @@ import yaml
 from torch import Tensor, nn
 
 from .._io import atomic_write_bytes, exclusive_lock
+from ..ownership import MARKER_FILE, OutputKind, check_dir, claim_dir
+from ..yamlio import load_yaml_file
 from .config import ConfigError, TrainConfig, config_from_dict
 
 __all__ = [
@@ -43,7 +49,12 @@ __all__ = [
     "RESUME_FILE",
     "FINAL_FILE",
     "DONE_FILE",
+    "EVALUATION_FILE",
+    "RUN_DIR",
     "read_history",
+    "run_lock",
+    "check_run_dir",
+    "prepare_run_dir",
 ]
 
 RESUME_FORMAT = "robustrank-resume/1"
@@ -60,10 +71,29 @@ LAST_FILE = "last.safetensors"
 RESUME_FILE = "resume.safetensors"
 FINAL_FILE = "final.safetensors"
 DONE_FILE = "done.json"
+EVALUATION_FILE = "evaluation.json"
 LOCK_FILE = ".robustrank.lock"
 
+#: What a run directory holds; ``--overwrite`` deletes these files and nothing else.
+RUN_DIR = OutputKind(
+    "run",
+    files=(
+        CONFIG_FILE,
+        HISTORY_JSONL,
+        HISTORY_CSV,
+        LAST_FILE,
+        RESUME_FILE,
+        FINAL_FILE,
+        "checkpoint-epoch-*.safetensors",
+        DONE_FILE,
+        EVALUATION_FILE,
+        LOCK_FILE,
+    ),
+    lock=LOCK_FILE,
+)
 
-def _run_lock(out_dir: Path) -> contextlib.AbstractContextManager[None]:
+
+def run_lock(out_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive lock on the run directory so two processes never train into it."""
     return exclusive_lock(
         out_dir / LOCK_FILE,
@@ -181,47 +211,54 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], h
 
 
 def _contents(out_dir: Path) -> list[str]:
+    """What the run directory holds besides robustrank's lock and marker."""
     if not out_dir.is_dir():
         return []
-    return sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_FILE)
+    return sorted(p.name for p in out_dir.iterdir() if p.name not in (LOCK_FILE, MARKER_FILE))
 
 
-def _prepare_dir(config: TrainConfig, out_dir: Path, resume: bool, overwrite: bool) -> str:
-    """Returns "fresh", "resume" or "done"."""
+def _earlier_run(out_dir: Path) -> bool:
+    """An unmarked run directory of an earlier robustrank: a config and run files only."""
+    from ..ownership import unowned
+
+    return (out_dir / CONFIG_FILE).is_file() and not unowned(out_dir, RUN_DIR)
+
+
+def check_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse ``out_dir`` for this call without changing anything: not robustrank's, not
+    empty without ``resume``/``overwrite``, or nothing to resume."""
     if resume and overwrite:
         raise RunError("choose either resume or overwrite, not both")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunError(f"{out_dir} exists and is not a directory; choose another output path")
+    try:
+        check_dir(out_dir, RUN_DIR, overwrite=overwrite, adopt=_earlier_run)
+    except ValueError as err:
+        raise RunError(str(err)) from None
     contents = _contents(out_dir)
-    if not contents:
-        return "fresh"
-    if overwrite:
-        if CONFIG_FILE not in contents:
-            raise RunError(
-                f"{out_dir} is not empty and is not a robustrank run directory (no "
-                f"{CONFIG_FILE}); refusing to delete it. Choose another output directory"
-            )
-        for name in contents:  # keep the lock file we hold
-            path = out_dir / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        return "fresh"
+    if not contents or overwrite:
+        return
     if not resume:
         shown = ", ".join(contents[:5]) + (", ..." if len(contents) > 5 else "")
         raise RunError(
             f"run directory {out_dir} is not empty ({shown}); pass --resume (resume=True) to "
-            "continue that run, --overwrite (overwrite=True) to delete it and start over, or "
-            "choose another output directory"
+            "continue that run, --overwrite (overwrite=True) to delete its run files and start "
+            "over, or choose another output directory"
         )
     if CONFIG_FILE not in contents:
         raise RunError(
-            f"cannot resume in {out_dir}: it has no {CONFIG_FILE}, so it is not a robustrank run "
-            "directory; choose another output directory"
+            f"cannot resume in {out_dir}: it has no {CONFIG_FILE}, so no run was started there; "
+            "train without --resume, or choose another output directory"
         )
+
+
+def prepare_run_dir(config: TrainConfig, out_dir: Path, resume: bool, overwrite: bool) -> str:
+    """Check, clear (``overwrite``: robustrank's run files only) and mark ``out_dir``, under
+    the run lock. Returns the mode: "fresh", "resume" or "done"."""
+    check_run_dir(out_dir, resume, overwrite)
+    claim_dir(out_dir, RUN_DIR, overwrite=overwrite, adopt=_earlier_run)
+    if overwrite or CONFIG_FILE not in _contents(out_dir):
+        return "fresh"
     try:
-        saved = yaml.safe_load((out_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        saved = load_yaml_file(out_dir / CONFIG_FILE)
         saved = config_from_dict(saved, source=str(out_dir / CONFIG_FILE)).plain()
     except (yaml.YAMLError, ConfigError) as err:
         raise RunError(

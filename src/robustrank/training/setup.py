@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,12 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._io import atomic_write_bytes
+from .._io import atomic_write_bytes, log
+from .._modes import resolve_device
 from ..models import (
     create_model,
     input_shape_of,
     load_checkpoint,
     model_spec,
+    output_classes,
     set_input_shape,
 )
 from .config import ConfigError, TrainConfig
@@ -40,16 +41,6 @@ from .rundir import (
 from .seeds import INIT, derive_seed
 
 
-def _device(name: str) -> torch.device:
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {name!r} requested but CUDA is not available in this torch build/machine; "
-            "use device: cpu (--device cpu)"
-        )
-    return dev
-
-
 @functools.lru_cache(maxsize=4)
 def _load_dataset(ref: Any, split: str) -> tuple[Tensor, Tensor]:
     """``data.load_dataset`` cached per process (verification costs seconds per call).
@@ -59,12 +50,6 @@ def _load_dataset(ref: Any, split: str) -> tuple[Tensor, Tensor]:
     from ..data import load_dataset
 
     return load_dataset(ref, split)
-
-
-def _log(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)
 
 
 @contextmanager
@@ -122,11 +107,11 @@ def _setup(
     trust_code: bool,
 ) -> _Setup:
     """Model (fresh, fine-tuned or resumed), data on the device, and a clean history."""
-    device = _device(config.device)
+    device = resolve_device(config.device)
     state_path = out_dir / RESUME_FILE
     resume_state = _load_resume(state_path) if mode == "resume" and state_path.exists() else None
     if mode == "resume" and resume_state is None:
-        _log(f"[{config.name}] {out_dir} has no resume state yet; starting the run from scratch")
+        log(f"[{config.name}] {out_dir} has no resume state yet; starting the run from scratch")
     if resume_state is None:
         model, origin, init_measures = _initial_model(config, out_dir, progress, stack, trust_code)
     else:
@@ -137,8 +122,9 @@ def _setup(
     if input_shape_of(model) is None:
         set_input_shape(model, tuple(x_tr.shape[1:]))
     config.regularizers.check_model(model)
+    _check_run_labels(config, model, x_tr, (y_tr, y_te))
     if config.adversarial.attack != "none" and config.adversarial.eps == 0:
-        _log(f"[{config.name}] warning: adversarial.eps is 0, adversarial examples are clean")
+        log(f"[{config.name}] warning: adversarial.eps is 0, adversarial examples are clean")
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume_state is None:
         for p in (out_dir / HISTORY_JSONL, out_dir / HISTORY_CSV, out_dir / LAST_FILE):
@@ -146,6 +132,48 @@ def _setup(
         atomic_write_bytes(out_dir / CONFIG_FILE, config.to_yaml().encode("utf-8"))
     tensors = (t.to(device) for t in (x_tr, y_tr, x_te, y_te))
     return _Setup(device, model, origin, init_measures, resume_state, *tensors)
+
+
+def _check_run_labels(
+    config: TrainConfig, model: nn.Module, x: Tensor, labels: tuple[Tensor, Tensor]
+) -> None:
+    """Both splits' labels must be classes the model predicts: the width of its output on
+    one training input (any model, whatever its options are called). Runs before the run
+    directory gets any content; a model that cannot take the inputs is a ConfigError."""
+    from ..data import check_labels
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            num_classes = output_classes(model, x)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ConfigError(
+            f"model {config.model.name} cannot take the inputs of dataset {config.dataset.name} "
+            f"(shape {tuple(x.shape[1:])}): {err}. Fix: pick a model for that input shape"
+        ) from None
+    if num_classes is None:
+        return
+    where = config.dataset.path or config.dataset.name
+    for split, y in zip(("train", "test"), labels, strict=True):
+        check_labels(y, num_classes, f"dataset {where}, {split} split")
+
+
+def check_labels_before_run(config: TrainConfig, trust_code: bool) -> None:
+    """Refuse labels the model cannot predict before the run directory is touched: the
+    model is built on the meta device (no weights allocated) and its output width read off
+    one input. A model that cannot run on the meta device is checked later, in setup."""
+    x_tr, y_tr, _, y_te = _training_data(config)
+    try:
+        with torch.device("meta"), torch.random.fork_rng(devices=[]):
+            model = create_model(config.model.name, trust_code=trust_code, **config.model.options)
+            num_classes = output_classes(model, x_tr[:1].to("meta"))
+    except (NotImplementedError, RuntimeError, ValueError, TypeError):
+        return
+    if num_classes is not None:
+        from ..data import check_labels
+
+        where = config.dataset.path or config.dataset.name
+        for split, y in zip(("train", "test"), (y_tr, y_te), strict=True):
+            check_labels(y, num_classes, f"dataset {where}, {split} split")
 
 
 def _training_data(config: TrainConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -181,14 +209,13 @@ _ROW_BOOKKEEPING = ("kind", "epoch", "step", "epoch_progress", "lr", "train_", "
 def _reusable_measures(config: TrainConfig, parent_dir: Path) -> dict[str, Any] | None:
     """The measurements of a finished parent run's last row, if they are exactly what this
     run's epoch-0 row would compute (same final weights, dataset and history settings)."""
-    import yaml
-
+    from ..yamlio import YAMLInputError, load_yaml_file
     from .config import config_from_dict
 
     try:
-        raw = yaml.safe_load((parent_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        raw = load_yaml_file(parent_dir / CONFIG_FILE)
         parent = config_from_dict(raw, source=str(parent_dir / CONFIG_FILE)).plain()
-    except (OSError, yaml.YAMLError, ConfigError):
+    except (OSError, YAMLInputError, ConfigError):
         return None
     when = ("every_epochs", "every_steps")  # when to measure, not what: irrelevant here
     mine = {k: v for k, v in config.plain()["history"].items() if k not in when}
@@ -214,7 +241,7 @@ def _from_preset_run(
         parent_dir = out_dir / config.init.preset_run
     if (parent_dir / DONE_FILE).exists():
         return parent_dir
-    _log(
+    log(
         f"[{config.name}] init.from_preset {name!r}: no finished run in {parent_dir}; "
         f"training it first (seed {config.seed}, device {config.device})"
     )
@@ -234,7 +261,7 @@ def _from_preset_run(
         )
     except RunError as err:
         raise RunError(f"while preparing init.from_preset {name!r}: {err}") from err
-    _log(f"[{config.name}] {name} finished; fine-tuning from {parent_dir / FINAL_FILE}")
+    log(f"[{config.name}] {name} finished; fine-tuning from {parent_dir / FINAL_FILE}")
     return parent_dir
 
 
@@ -253,7 +280,7 @@ def _initial_model(
         _check_init_model(model, config, f"init.checkpoint {path}")
         ds = meta.get("dataset")
         if ds is not None and ds != config.dataset.plain():
-            _log(f"warning: {path} was trained on {ds}; fine-tuning it on {config.dataset.name}")
+            log(f"warning: {path} was trained on {ds}; fine-tuning it on {config.dataset.name}")
         return model, f"checkpoint {path}", None
     if config.init.from_preset is not None:
         parent_dir = _from_preset_run(config, out_dir, progress, stack, trust_code)
