@@ -8,12 +8,12 @@ BENCH_STAMP := $(VENV)/.bench-installed
 PROFILE ?= quick
 OUT ?= results/$(PROFILE)
 
-.PHONY: install data test test-fast lint reproduce bench clean
+.PHONY: install data test test-fast lint reproduce bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test,ray,sweep]'
+	$(PIP) install -q -c constraints.txt -e '.[test,ray,sweep,docs]'
 	touch $@
 
 install: $(STAMP)
@@ -43,5 +43,10 @@ $(BENCH_STAMP): $(STAMP)
 bench: data $(BENCH_STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# The documentation site (mkdocs.yml, docs/): broken links and missing references fail.
+# Open site/index.html in a browser; it works offline, from the file system.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,8 +1,11 @@
-"""robustrank.stats: quantiles, intervals, paired comparisons and verdicts.
+"""robustrank.stats and robustrank.intervals: intervals, paired comparisons and verdicts.
 
-References are closed forms written out here (Student-t for df 1, 2, 4; Cauchy/normal CDFs;
-the Wilson score equation; binomial sums with math.comb), published table values, and
-coverage simulations with fixed seeds.
+The distributions come from scipy.stats; these tests check robustrank's use of them and its own
+logic against independent references: closed forms written out here (Student-t for df 1, 2, 4;
+the Wilson score equation; binomial sums with math.comb), published table values, scipy's own
+implementations of the same procedures (Wilson interval, one-sample t-test), second tiny
+implementations written here (Newcombe's method 10, the crossed bootstrap), and coverage
+simulations with fixed seeds.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
+from robustrank import intervals, stats
+from robustrank.intervals import paired_bootstrap_interval, t_interval
 from robustrank.plots import plot_forest
 from robustrank.stats import (
     Comparison,
@@ -38,8 +44,15 @@ from robustrank.stats import (
 Z975 = 1.959963984540054  # Phi^-1(0.975), tabulated
 
 # ---------------------------------------------------------------------------------------------
-# Quantiles
+# Quantile wrappers (scipy.stats): argument order, tails, df = inf, validation
 # ---------------------------------------------------------------------------------------------
+
+
+def test_stats_reexports_the_interval_primitives():
+    for name in stats.__all__:
+        assert hasattr(stats, name), name
+    for name in ("Interval", "format_interval", "wilson_interval", "t_quantile", "mcnemar_exact"):
+        assert getattr(stats, name) is getattr(intervals, name)
 
 
 @pytest.mark.parametrize(
@@ -70,44 +83,24 @@ def _t_closed_form(p: float, df: int) -> float:
 
 
 @pytest.mark.parametrize("df", [1, 2, 4])
-@pytest.mark.parametrize("p", [1e-9, 1e-4, 0.025, 0.3, 0.5, 0.51, 0.9, 0.995, 1 - 1e-7])
-def test_t_quantile_matches_closed_forms(p, df):
-    assert t_quantile(p, df) == pytest.approx(_t_closed_form(p, df), rel=1e-8, abs=1e-12)
+@pytest.mark.parametrize("p", [0.005, 0.025, 0.05, 0.3, 0.5, 0.9, 0.95, 0.975, 0.995])
+def test_t_quantile_and_cdf_match_closed_forms(p, df):
+    t = t_quantile(p, df)
+    assert t == pytest.approx(_t_closed_form(p, df), rel=1e-10, abs=1e-14)
+    assert t_cdf(t, df) == pytest.approx(p, rel=1e-10)
 
 
-def test_t_cdf_matches_closed_forms_and_inverts_quantile():
-    for t in (-30.0, -2.5, -0.3, 0.0, 0.7, 4.0, 1e4):
-        assert t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, rel=1e-12, abs=1e-15)
-        assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), rel=1e-12)
-        assert t_cdf(t, math.inf) == pytest.approx(0.5 * math.erfc(-t / math.sqrt(2)), rel=1e-15)
-    for df in (0.5, 1.5, 3, 7.5, 29, 200, 5000, 2e4, 1e7):
-        for p in (1e-10, 0.001, 0.05, 0.4, 0.6, 0.975, 0.999999):
-            t = t_quantile(p, df)
-            upper = 1 - p if p > 0.5 else p  # compare the smaller tail for relative accuracy
-            tail = t_cdf(-abs(t), df)
-            assert tail == pytest.approx(upper, rel=1e-8), (p, df)
-
-
-def test_t_quantile_is_monotone_and_tends_to_normal():
-    ps = [0.55, 0.8, 0.9, 0.975, 0.999]
-    for p in ps:
-        qs = [t_quantile(p, df) for df in (1, 2, 3, 10, 100, 1e4, 1e4 + 1, 1e6)]
-        assert all(x > y for x, y in zip(qs, qs[1:]))  # heavier tails for fewer df
+def test_infinite_df_is_the_normal():
+    for p in (0.025, 0.5, 0.9, 0.975, 0.995):
         z = normal_quantile(p)
-        assert t_quantile(p, 1e6) == pytest.approx(z + (z**3 + z) / 4e6, rel=1e-11)
-        assert t_quantile(p, math.inf) == z
-    # the beta-function path and the Cornish-Fisher path agree where they meet (df = 1e4)
-    assert t_quantile(0.975, 1e4 - 1e-6) == pytest.approx(t_quantile(0.975, 1e4 + 1e-6), rel=1e-9)
-
-
-def test_normal_quantile():
-    assert normal_quantile(0.975) == pytest.approx(1.959963985, abs=1e-9)
-    assert normal_quantile(0.5) == 0.0
-    for p in (1e-300, 1e-12, 1e-5, 0.02, 0.02425, 0.3, 0.7, 0.97575, 0.999):
-        x = normal_quantile(p)
-        assert normal_cdf(x) == pytest.approx(p, rel=1e-12)
-        if p >= 1e-5:  # 1 - p represented to ~1e-11 relative
-            assert normal_quantile(1 - p) == pytest.approx(-x, rel=1e-9)
+        assert t_quantile(p, math.inf) == z  # exactly the normal quantile
+        assert normal_cdf(z) == pytest.approx(p, rel=1e-14)
+        assert (
+            t_cdf(z, math.inf)
+            == normal_cdf(z)
+            == pytest.approx(0.5 * math.erfc(-z / math.sqrt(2)), rel=1e-14)
+        )
+    assert normal_quantile(0.975) == Z975
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, float("nan")])
@@ -118,6 +111,10 @@ def test_quantiles_reject_bad_probabilities(bad):
         normal_quantile(bad)
     with pytest.raises(ValueError, match="degrees of freedom"):
         t_quantile(0.9, 0)
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        t_cdf(1.0, float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        t_cdf(float("nan"), 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +153,24 @@ def test_seed_summary_one_seed_and_bad_values():
         seed_summary([])
 
 
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_seed_summary_uses_the_right_t_quantile(n):
+    # df = n - 1 = 1, 2, 4: t_{0.975, df} from the closed forms; the interval also equals
+    # scipy's own t-interval of a mean (scipy.stats.t.interval with the standard error)
+    values = np.random.default_rng(n).normal(0.9, 0.02, size=n).round(4).tolist()
+    mean = sum(values) / n
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
+    stat = seed_summary(values)
+    assert stat.half_width == pytest.approx(_t_closed_form(0.975, n - 1) * se, rel=1e-10)
+    lo, hi = sps.t.interval(0.95, n - 1, loc=mean, scale=se)
+    assert stat.ci95.lo == pytest.approx(lo, rel=1e-12)
+    assert stat.ci95.hi == pytest.approx(hi, rel=1e-12)
+    assert t_interval(values) == stat.ci95
+    assert t_interval([0.5]) is None
+    with pytest.raises(ValueError, match="confidence"):
+        t_interval(values, 95)
+
+
 def test_t_interval_coverage_with_three_seeds():
     rng = np.random.default_rng(2024)
     true_mean, reps = 0.7, 4000
@@ -192,6 +207,17 @@ def test_wilson_closed_forms():
         p_hat = k / n
         for p in wilson_interval(k, n).to_list():
             assert (p_hat - p) ** 2 == pytest.approx(Z975**2 * p * (1 - p) / n, rel=1e-9)
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_wilson_matches_scipy_wilson(confidence):
+    # scipy's independent implementation: BinomTestResult.proportion_ci(method="wilson")
+    for n in (1, 7, 10, 100, 1000):
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            ref = sps.binomtest(k, n).proportion_ci(confidence, method="wilson")
+            iv = wilson_interval(k, n, confidence)
+            assert iv.lo == pytest.approx(ref.low, rel=1e-12, abs=1e-15), (k, n)
+            assert iv.hi == pytest.approx(ref.high, rel=1e-12), (k, n)
 
 
 def test_wilson_rejects_bad_counts():
@@ -236,6 +262,44 @@ def test_mcnemar_exact_matches_hand_computation():
     )
 
 
+def _newcombe_reference(e: int, f: int, g: int, h: int, confidence: float = 0.95):
+    """Newcombe (1998) method 10 as written in the paper, on scipy's Wilson limits.
+
+    Pairs: (1, 1) e times, (1, 0) f, (0, 1) g, (0, 0) h; theta = (f - g) / n.
+    """
+    n = e + f + g + h
+    p1, p2 = (e + f) / n, (e + g) / n
+    ci1 = sps.binomtest(e + f, n).proportion_ci(confidence, method="wilson")
+    ci2 = sps.binomtest(e + g, n).proportion_ci(confidence, method="wilson")
+    l2, u2, l3, u3 = ci1.low, ci1.high, ci2.low, ci2.high
+    a_prod = (e + f) * (g + h) * (e + g) * (f + h)
+    if e * h > f * g + n / 2:
+        c = e * h - f * g - n / 2
+    elif e * h >= f * g:
+        c = 0.0
+    else:
+        c = e * h - f * g
+    phi = 0.0 if a_prod == 0 else c / math.sqrt(a_prod)
+    delta = (p1 - l2) ** 2 - 2 * phi * (p1 - l2) * (u3 - p2) + (u3 - p2) ** 2
+    eps = (u2 - p1) ** 2 - 2 * phi * (u2 - p1) * (p2 - l3) + (p2 - l3) ** 2
+    theta = (f - g) / n
+    return max(-1.0, theta - math.sqrt(max(delta, 0.0))), min(1.0, theta + math.sqrt(max(eps, 0.0)))
+
+
+def test_newcombe_matches_a_second_implementation():
+    rng = np.random.default_rng(3)
+    tables = [(30, 0, 0, 70), (0, 5, 0, 0), (59, 6, 16, 80), (10, 0, 10, 0), (1, 1, 7, 12)]
+    tables += [tuple(int(v) for v in rng.integers(0, 60, size=4)) for _ in range(100)]
+    for table in tables:
+        if sum(table) == 0:
+            continue
+        for confidence in (0.9, 0.95):
+            lo, hi = _newcombe_reference(*table, confidence)
+            iv = newcombe_paired_interval(*table, confidence)
+            assert iv.lo == pytest.approx(lo, rel=1e-10, abs=1e-13), table
+            assert iv.hi == pytest.approx(hi, rel=1e-10, abs=1e-13), table
+
+
 def test_newcombe_interval_properties():
     # no discordant pairs and balanced margins: a point difference of 0 inside the interval
     iv = newcombe_paired_interval(30, 0, 0, 70)
@@ -267,6 +331,28 @@ def _paired_outcomes(rng, n_seeds, n_ex, seed_sd=0.0, shift=0.05):
     pb = 0.15 + 0.4 * v + 0.2 * w
     u = rng.random((n_seeds, n_ex))
     return (u < pa).astype(np.int8), (u < pb).astype(np.int8)
+
+
+def _crossed_bootstrap_reference(d: np.ndarray, n_boot: int, seed: int, confidence: float):
+    """Loop version of the crossed bootstrap: replicate r averages d over the drawn seeds x the
+    drawn inputs (one input draw shared by every drawn seed, and by a and b through d)."""
+    rng = np.random.default_rng(seed)
+    n_seeds, n_ex = d.shape
+    seed_draws = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    input_draws = rng.integers(0, n_ex, size=(n_boot, n_ex))
+    reps = [d[np.ix_(s, i)].mean() for s, i in zip(seed_draws, input_draws)]
+    return np.quantile(reps, [(1 - confidence) / 2, (1 + confidence) / 2])
+
+
+@pytest.mark.parametrize(("n_seeds", "confidence"), [(1, 0.95), (3, 0.95), (4, 0.9)])
+def test_paired_bootstrap_matches_loop_reference(n_seeds, confidence):
+    a, b = _paired_outcomes(np.random.default_rng(n_seeds), n_seeds, 60, seed_sd=0.1)
+    d = a.astype(int) - b
+    lo, hi = _crossed_bootstrap_reference(d, 400, 17, confidence)
+    iv = paired_bootstrap_interval(d, 400, 17, confidence)
+    assert iv.lo == pytest.approx(lo, abs=1e-12) and iv.hi == pytest.approx(hi, abs=1e-12)
+    comp = paired_difference(a, b, "greater", n_boot=400, seed=17, confidence=confidence)
+    assert comp.ci95 == iv
 
 
 def test_paired_bootstrap_agrees_with_newcombe_one_seed():
@@ -353,8 +439,8 @@ def test_verdict_rule_and_seed_difference():
     comp = seed_difference(ranks_reg, ranks_nat, "less", label="eff rank W1")
     ref = seed_summary([r - n for r, n in zip(ranks_reg, ranks_nat)])
     assert comp.ci95 == ref.ci95 and comp.verdict == Verdict.supported
-    t = ref.mean / (np.std([r - n for r, n in zip(ranks_reg, ranks_nat)], ddof=1) / math.sqrt(3))
-    assert comp.p_value == pytest.approx(2 * t_cdf(-abs(t), 2), rel=1e-12)
+    ttest = sps.ttest_1samp([r - n for r, n in zip(ranks_reg, ranks_nat)], 0.0)
+    assert comp.p_value == pytest.approx(ttest.pvalue, rel=1e-10)
     assert seed_difference([1.0, 1.2], [1.1, 1.0], "greater").verdict == Verdict.inconclusive
     single = seed_difference([3.0], [10.0], "less")
     assert single.ci95 is None and single.verdict == Verdict.inconclusive
@@ -387,6 +473,15 @@ def test_paired_difference_validates_and_serialises():
     d = json.loads(json.dumps(comp.to_dict(), allow_nan=False))
     assert d["ci95"] == comp.ci95.to_list() and d["verdict"] == str(comp.verdict)
     assert d["n_seeds"] == 3 and d["n_examples"] == 200 and d["details"]["seed_t_ci95"]
+    # conservative: the hull of the bootstrap interval and the t-interval over seeds
+    a, b = _paired_outcomes(np.random.default_rng(8), 3, 200, seed_sd=0.15)
+    plain = paired_difference(a, b, "greater", n_boot=500, seed=4)
+    wide = paired_difference(a, b, "greater", n_boot=500, seed=4, conservative=True)
+    boot, seed_ci = plain.ci95, seed_summary(plain.details["per_seed_difference"]).ci95
+    assert seed_ci.half_width > boot.half_width  # the widening is not vacuous here
+    assert wide.details["seed_t_ci95"] == seed_ci.to_list()
+    assert wide.details["bootstrap_ci95"] == boot.to_list()
+    assert wide.ci95 == Interval(min(boot.lo, seed_ci.lo), max(boot.hi, seed_ci.hi))
     with pytest.raises(ValueError, match="same shape"):
         paired_difference(a, b[:, :-1], "less")
     with pytest.raises(ValueError, match="0/1 outcomes"):

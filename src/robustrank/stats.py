@@ -1,4 +1,4 @@
-"""Intervals, paired comparisons and verdicts for the reproduction report (numpy + math only).
+"""Per-seed summaries, paired comparisons and verdicts for the reproduction report.
 
 Every number the report prints is a mean over seeds with a 95% Student-t interval over seeds
 (:func:`seed_summary`); every fooling ratio / robust accuracy can also carry its sampling
@@ -7,10 +7,9 @@ between two models is a difference with a 95% interval, paired over the same tes
 seeds (:func:`paired_difference`, hierarchical paired bootstrap; exact McNemar test for one
 seed) or over seeds only (:func:`seed_difference`), and gets one :class:`Verdict`.
 
-The Student-t quantile is computed here (no scipy): the t CDF through the regularised
-incomplete beta function (continued fraction with the modified Lentz method, Numerical
-Recipes 3rd ed. section 6.4) inverted by a safeguarded Newton iteration; the normal quantile
-is Acklam's rational approximation refined by Halley steps with ``math.erfc``.
+The interval and test primitives (t, Wilson, Newcombe, McNemar, the paired bootstrap; the
+distributions from :mod:`scipy.stats`) live in :mod:`robustrank.intervals` and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -22,6 +21,23 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import numpy as np
+
+from .intervals import (
+    Interval,
+    binomial_cdf_half,
+    check_confidence,
+    format_interval,
+    mcnemar_exact,
+    newcombe_paired_interval,
+    normal_cdf,
+    normal_quantile,
+    paired_bootstrap_interval,
+    per_seed_values,
+    t_cdf,
+    t_interval,
+    t_quantile,
+    wilson_interval,
+)
 
 __all__ = [
     "normal_cdf",
@@ -45,321 +61,10 @@ __all__ = [
     "paired_difference",
 ]
 
-_EPS = 1e-15
-_FPMIN = 1e-300
-# Above this many degrees of freedom the t quantile comes from the Cornish-Fisher expansion
-# (Abramowitz & Stegun 26.7.5; truncation error O(df^-5)) instead of the beta-function CDF,
-# whose log-gamma differences and continued fraction lose accuracy/speed for huge df.
-_LARGE_DF = 1e4
-
 
 # ---------------------------------------------------------------------------------------------
-# Special functions
+# Per-seed summaries
 # ---------------------------------------------------------------------------------------------
-
-
-def _check_probability(p: float, name: str = "p") -> float:
-    p = float(p)
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"{name} must lie strictly between 0 and 1, got {p}")
-    return p
-
-
-def _check_df(df: float) -> float:
-    df = float(df)
-    if math.isnan(df) or df <= 0:
-        raise ValueError(f"degrees of freedom must be > 0 (or math.inf), got {df}")
-    return df
-
-
-def normal_cdf(x: float) -> float:
-    """Standard normal CDF ``Phi(x) = erfc(-x / sqrt 2) / 2``."""
-    return 0.5 * math.erfc(-float(x) / math.sqrt(2.0))
-
-
-_ACKLAM_A = (
-    -3.969683028665376e01,
-    2.209460984245205e02,
-    -2.759285104469687e02,
-    1.383577518672690e02,
-    -3.066479806614716e01,
-    2.506628277459239e00,
-)
-_ACKLAM_B = (
-    -5.447609879822406e01,
-    1.615858368580409e02,
-    -1.556989798598866e02,
-    6.680131188771972e01,
-    -1.328068155288572e01,
-)
-_ACKLAM_C = (
-    -7.784894002430293e-03,
-    -3.223964580411365e-01,
-    -2.400758277161838e00,
-    -2.549732539343734e00,
-    4.374664141464968e00,
-    2.938163982698783e00,
-)
-_ACKLAM_D = (
-    7.784695709041462e-03,
-    3.224671290700398e-01,
-    2.445134137142996e00,
-    3.754408661907416e00,
-)
-
-
-def _poly(coefs: Sequence[float], x: float) -> float:
-    acc = 0.0
-    for c in coefs:
-        acc = acc * x + c
-    return acc
-
-
-def _acklam_lower(p: float) -> float:
-    """Acklam's rational approximation of the normal quantile for ``p <= 0.5``."""
-    if p < 0.02425:
-        q = math.sqrt(-2.0 * math.log(p))
-        return _poly(_ACKLAM_C, q) / (_poly(_ACKLAM_D, q) * q + 1.0)
-    q = p - 0.5
-    r = q * q
-    return _poly(_ACKLAM_A, r) * q / (_poly(_ACKLAM_B, r) * r + 1.0)
-
-
-def normal_quantile(p: float) -> float:
-    """Standard normal quantile ``Phi^-1(p)``.
-
-    Acklam's rational approximation (relative error 1.2e-9) refined by two Halley steps on
-    ``Phi(x) - p`` with ``math.erfc``; computed in the lower tail for full relative accuracy.
-    """
-    p = _check_probability(p)
-    if p > 0.5:
-        return -normal_quantile(1.0 - p)  # 1 - p is exact for p in [0.5, 1)
-    if p == 0.5:
-        return 0.0
-    x = _acklam_lower(p)
-    for _ in range(2):
-        e = normal_cdf(x) - p
-        u = e * math.sqrt(2.0 * math.pi) * math.exp(0.5 * x * x)
-        x = x - u / (1.0 + 0.5 * x * u)
-    return x
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz; NR 6.4)."""
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c = 1.0
-    d = 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > _FPMIN else _FPMIN)
-    h = d
-    max_iter = int(1000 + 20 * math.sqrt(max(a, b)))
-    for m in range(1, max_iter + 1):
-        m2 = 2 * m
-        for aa in (
-            m * (b - m) * x / ((qam + m2) * (a + m2)),
-            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
-        ):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > _FPMIN else _FPMIN)
-            c = 1.0 + aa / c
-            c = c if abs(c) > _FPMIN else _FPMIN
-            delta = d * c
-            h *= delta
-        if abs(delta - 1.0) < _EPS:
-            return h
-    raise ArithmeticError(f"incomplete beta continued fraction did not converge (a={a}, b={b})")
-
-
-def _betainc(a: float, b: float, x: float, y: float | None = None) -> float:
-    """Regularised incomplete beta ``I_x(a, b)``; pass ``y = 1 - x`` when it is known exactly."""
-    y = 1.0 - x if y is None else y
-    if x <= 0.0:
-        return 0.0
-    if y <= 0.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
-    )
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, y) / b
-
-
-def _lgamma_half_ratio(a: float) -> float:
-    """``ln Gamma(a + 1/2) - ln Gamma(a)``, accurate also for huge ``a``.
-
-    For ``a >= 20`` the Stirling series with Bernoulli polynomials (DLMF 5.11.8):
-    ``ln a / 2 + sum_k (2^(1-k) - 2) B_k / (k (k-1) a^(k-1))`` over even k up to 10.
-    """
-    if a < 20.0:
-        return math.lgamma(a + 0.5) - math.lgamma(a)
-    inv = 1.0 / a
-    inv2 = inv * inv
-    series = -1 / 8 + inv2 * (1 / 192 + inv2 * (-1 / 640 + inv2 * (17 / 14336 - inv2 * 31 / 18432)))
-    return 0.5 * math.log(a) + series * inv
-
-
-def _t_upper(t: float, df: float) -> float:
-    """``P(T > t)`` for ``t >= 0``: ``I_x(df/2, 1/2) / 2`` with ``x = df / (df + t^2)``.
-
-    The front factor ``x^a y^b / B(a, b)`` is formed in logs with ``log1p`` and
-    :func:`_lgamma_half_ratio`, so the tail keeps its relative accuracy for large df.
-    """
-    if t == 0.0:
-        return 0.5
-    if math.isinf(t):
-        return 0.0
-    a, t2 = 0.5 * df, t * t
-    x, y = df / (df + t2), t2 / (df + t2)
-    log_x = -math.log1p(t2 / df)
-    log_y = 2.0 * math.log(t) - math.log(df + t2)
-    log_beta = math.lgamma(0.5) - _lgamma_half_ratio(a)  # ln B(a, 1/2)
-    front = math.exp(a * log_x + 0.5 * log_y - log_beta)
-    if x < (a + 1.0) / (a + 2.5):
-        return 0.5 * front * _betacf(a, 0.5, x) / a
-    return 0.5 * (1.0 - 2.0 * front * _betacf(0.5, a, y))
-
-
-def _t_pdf(t: float, df: float) -> float:
-    log_c = _lgamma_half_ratio(0.5 * df) - 0.5 * math.log(df * math.pi)
-    return math.exp(log_c - 0.5 * (df + 1.0) * math.log1p(t * t / df))
-
-
-def t_cdf(t: float, df: float) -> float:
-    """Student-t CDF ``P(T <= t)`` with ``df`` degrees of freedom (``math.inf`` = normal).
-
-    Through the regularised incomplete beta function (Abramowitz & Stegun 26.7.1, 26.5.27).
-    """
-    df = _check_df(df)
-    t = float(t)
-    if math.isnan(t):
-        raise ValueError("t must not be NaN")
-    if math.isinf(df):
-        return normal_cdf(t)
-    upper = _t_upper(abs(t), df)
-    return upper if t < 0 else 1.0 - upper
-
-
-def _cornish_fisher(z: float, df: float) -> float:
-    """t quantile from the normal quantile ``z`` (Abramowitz & Stegun 26.7.5)."""
-    z2 = z * z
-    g1 = (z2 + 1.0) * z / 4.0
-    g2 = ((5.0 * z2 + 16.0) * z2 + 3.0) * z / 96.0
-    g3 = (((3.0 * z2 + 19.0) * z2 + 17.0) * z2 - 15.0) * z / 384.0
-    g4 = ((((79.0 * z2 + 776.0) * z2 + 1482.0) * z2 - 1920.0) * z2 - 945.0) * z / 92160.0
-    return z + (g1 + (g2 + (g3 + g4 / df) / df) / df) / df
-
-
-def _t_upper_quantile(q: float, df: float) -> float:
-    """The ``t >= 0`` with ``P(T > t) = q`` (``q <= 0.5``): bracket, then safeguarded Newton."""
-    guess = _cornish_fisher(-normal_quantile(q), df)
-    lo, hi = 0.0, max(guess, 1.0)
-    while _t_upper(hi, df) > q:  # the tail is decreasing in t: grow until it brackets q
-        lo, hi = hi, 2.0 * hi
-    t = guess if lo < guess < hi else 0.5 * (lo + hi)
-    for _ in range(300):
-        f = _t_upper(t, df) - q
-        if f > 0:
-            lo = t
-        else:
-            hi = t
-        step = f / _t_pdf(t, df)  # Newton: d/dt P(T > t) = -pdf(t)
-        t_new = t + step
-        if not lo < t_new < hi:  # outside the bracket: bisect instead
-            t_new = 0.5 * (lo + hi)
-        if abs(t_new - t) <= 1e-14 * max(t_new, 1e-300) or hi - lo <= 1e-15 * hi:
-            return t_new
-        t = t_new
-    raise ArithmeticError(f"t quantile did not converge (q={q}, df={df})")
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Student-t quantile ``t_{p, df}``: ``P(T <= t) = p`` (``df = math.inf``: normal).
-
-    Inverts :func:`t_cdf` by a bracketed Newton iteration started from the Cornish-Fisher
-    expansion (A&S 26.7.5), which is used directly for ``df > 1e4``. Relative accuracy ~1e-12.
-    """
-    p = _check_probability(p)
-    df = _check_df(df)
-    if math.isinf(df):
-        return normal_quantile(p)
-    if p == 0.5:
-        return 0.0
-    q = 1.0 - p if p > 0.5 else p
-    if df > _LARGE_DF:
-        t = _cornish_fisher(-normal_quantile(q), df)
-    else:
-        t = _t_upper_quantile(q, df)
-    return t if p > 0.5 else -t
-
-
-# ---------------------------------------------------------------------------------------------
-# Intervals and per-seed summaries
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A closed interval ``[lo, hi]`` (a confidence interval)."""
-
-    lo: float
-    hi: float
-
-    def __post_init__(self) -> None:
-        lo, hi = float(self.lo), float(self.hi)
-        if math.isnan(lo) or math.isnan(hi):
-            raise ValueError(f"interval bounds must not be NaN, got [{lo}, {hi}]")
-        if lo > hi:
-            raise ValueError(f"interval lower bound {lo} exceeds upper bound {hi}")
-        object.__setattr__(self, "lo", lo)
-        object.__setattr__(self, "hi", hi)
-
-    def contains(self, x: float) -> bool:
-        """Whether ``lo <= x <= hi``."""
-        return self.lo <= x <= self.hi
-
-    @property
-    def half_width(self) -> float:
-        """``(hi - lo) / 2``."""
-        return 0.5 * (self.hi - self.lo)
-
-    def to_list(self) -> list[float]:
-        """``[lo, hi]`` as plain floats (JSON)."""
-        return [self.lo, self.hi]
-
-
-def _check_confidence(confidence: float) -> float:
-    c = float(confidence)
-    if not 0.0 < c < 1.0:
-        raise ValueError(f"confidence must lie strictly between 0 and 1 (e.g. 0.95), got {c}")
-    return c
-
-
-def _finite_values(values: Sequence[float], what: str) -> np.ndarray:
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"{what} must be a 1-D sequence of per-seed values, got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError(f"{what} is empty: pass one value per seed (at least one seed)")
-    bad = np.flatnonzero(~np.isfinite(x))
-    if bad.size:
-        raise ValueError(
-            f"{what} contains NaN/inf at seed positions {bad.tolist()}: a metric failed for "
-            "those seeds; fix or rerun those runs (or drop them explicitly) before summarising"
-        )
-    return x
-
-
-def format_interval(mean: float, ci: Interval | None, digits: int = 3) -> str:
-    """``"mean ± half-width"`` (``"mean"`` alone without an interval).
-
-    For an asymmetric interval (Wilson, bootstrap) the printed half-width is the larger of
-    ``hi - mean`` and ``mean - lo``, so ``mean ± h`` always covers the interval.
-    """
-    if ci is None:
-        return f"{mean:.{digits}f}"
-    h = max(ci.hi - mean, mean - ci.lo, 0.0)
-    return f"{mean:.{digits}f} ± {h:.{digits}f}"
 
 
 @dataclass(frozen=True)
@@ -391,106 +96,19 @@ class SeedStat:
 
 
 def seed_summary(values: Sequence[float], confidence: float = 0.95) -> SeedStat:
-    """Mean over seeds and its t-interval ``mean ± t_{(1+c)/2, n-1} s / sqrt(n)``.
+    """Mean over seeds and its Student (1908) t-interval (:func:`robustrank.intervals.t_interval`).
 
-    ``s`` is the sample standard deviation (ddof=1); with one seed there is no interval.
+    ``mean ± t_{(1+c)/2, n-1} s / sqrt(n)`` with the sample standard deviation ``s``
+    (ddof=1); with one seed there is no interval.
     """
-    c = _check_confidence(confidence)
-    x = _finite_values(values, "values")
-    n = int(x.size)
-    mean = float(x.mean())
-    ci = None
-    if n >= 2:
-        h = t_quantile(0.5 * (1.0 + c), n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
-        ci = Interval(mean - h, mean + h)
-    return SeedStat(mean=mean, ci95=ci, n_seeds=n, per_seed=tuple(float(v) for v in x))
-
-
-# ---------------------------------------------------------------------------------------------
-# Proportions: Wilson, Newcombe, McNemar
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_count(k: int, name: str) -> int:
-    if isinstance(k, bool) or int(k) != k or k < 0:
-        raise ValueError(f"{name} must be a non-negative integer count, got {k!r}")
-    return int(k)
-
-
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
-    """Wilson (1927) score interval for a binomial proportion ``successes / n``.
-
-    ``(p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)`` with ``z = Phi^-1((1+c)/2)``.
-    """
-    c = _check_confidence(confidence)
-    k, n = _check_count(successes, "successes"), _check_count(n, "n")
-    if n == 0:
-        raise ValueError(
-            "wilson_interval needs n >= 1 evaluated inputs, got n=0: evaluate the model on at "
-            "least one input (EvaluationSpec.n) before computing an interval"
-        )
-    if k > n:
-        raise ValueError(f"successes={k} exceeds n={n}: pass the count out of n trials")
-    z = normal_quantile(0.5 * (1.0 + c))
-    p, z2 = k / n, z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2.0 * n)) / denom
-    h = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
-    lo = 0.0 if k == 0 else max(0.0, centre - h)
-    hi = 1.0 if k == n else min(1.0, centre + h)
-    return Interval(lo, hi)
-
-
-def newcombe_paired_interval(
-    n11: int, n10: int, n01: int, n00: int, confidence: float = 0.95
-) -> Interval:
-    """Newcombe's (1998, Stat Med 17:2635, method 10) interval for ``p_a - p_b``, paired.
-
-    ``n10`` counts pairs with a=1, b=0, etc.; ``p_a = (n11+n10)/n``, ``p_b = (n11+n01)/n``.
-    Square-and-add of the two Wilson intervals with the correlation estimate
-    ``phi = max(AD - BC - n/2, 0) / sqrt(efgh)`` if ``AD > BC`` else ``(AD - BC)/sqrt(efgh)``
-    (0 when a margin is empty), as in Fagerland, Lydersen & Laake (2017), chapter 8.
-    """
-    counts = [_check_count(v, name) for v, name in ((n11, "n11"), (n10, "n10"), (n01, "n01"))]
-    a, b, c_ = counts
-    d = _check_count(n00, "n00")
-    n = a + b + c_ + d
-    if n == 0:
-        raise ValueError("newcombe_paired_interval needs at least one pair: all counts are 0")
-    pa, pb = (a + b) / n, (a + c_) / n
-    la, ua = wilson_interval(a + b, n, confidence).to_list()
-    lb, ub = wilson_interval(a + c_, n, confidence).to_list()
-    margins = (a + b) * (c_ + d) * (a + c_) * (b + d)
-    phi = 0.0
-    if margins > 0:
-        cross = a * d - b * c_
-        num = max(cross - n / 2.0, 0.0) if cross > 0 else float(cross)
-        phi = num / math.sqrt(margins)
-    diff = pa - pb
-    lower = math.sqrt(max((pa - la) ** 2 - 2 * phi * (pa - la) * (ub - pb) + (ub - pb) ** 2, 0))
-    upper = math.sqrt(max((pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2, 0))
-    return Interval(max(-1.0, diff - lower), min(1.0, diff + upper))
-
-
-def binomial_cdf_half(k: int, n: int) -> float:
-    """``P(X <= k)`` for ``X ~ Binomial(n, 1/2)``, as ``I_{1/2}(n - k, k + 1)`` (A&S 26.5.24)."""
-    k, n = _check_count(k, "k"), _check_count(n, "n")
-    if k >= n:
-        return 1.0
-    return _betainc(float(n - k), float(k + 1), 0.5, 0.5)
-
-
-def mcnemar_exact(b01: int, b10: int) -> float:
-    """Exact McNemar test: two-sided binomial test of the discordant pairs against 1/2.
-
-    ``p = min(1, 2 P(X <= min(b01, b10)))`` with ``X ~ Binomial(b01 + b10, 1/2)``; 1 when
-    there are no discordant pairs.
-    """
-    b01, b10 = _check_count(b01, "b01"), _check_count(b10, "b10")
-    n = b01 + b10
-    if n == 0:
-        return 1.0
-    return min(1.0, 2.0 * binomial_cdf_half(min(b01, b10), n))
+    c = check_confidence(confidence)
+    x = per_seed_values(values, "values")
+    return SeedStat(
+        mean=float(x.mean()),
+        ci95=t_interval(x, c),
+        n_seeds=int(x.size),
+        per_seed=tuple(float(v) for v in x),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,7 +233,7 @@ def seed_difference(
     (Student 1908). One seed gives no interval and an ``inconclusive`` verdict.
     """
     direction = _check_direction(direction)
-    xa, xb = _finite_values(a, "a"), _finite_values(b, "b")
+    xa, xb = per_seed_values(a, "a"), per_seed_values(b, "b")
     if xa.shape != xb.shape:
         raise ValueError(
             f"a and b must hold one value per seed for the same seeds, got {xa.size} and "
@@ -676,34 +294,15 @@ def _paired_outcomes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return xs[0], xs[1]
 
 
-def _resample_counts(rng: np.random.Generator, m: int, k: int) -> np.ndarray:
-    """(m, k) counts of k draws with replacement from k items, for m replicates."""
-    idx = rng.integers(0, k, size=(m, k)) + (np.arange(m) * k)[:, None]
-    return np.bincount(idx.ravel(), minlength=m * k).reshape(m, k)
-
-
-def _bootstrap_means(d: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Crossed (seeds x examples) bootstrap replicates of ``mean(d)``, vectorised in chunks.
-
-    Each replicate draws seeds with replacement and one set of example indices with
-    replacement, used for every drawn seed (column i is the same input for every seed), and
-    the same indices for a and b (``d = a - b``); the replicate is the weighted mean of ``d``.
-    """
-    n_seeds, n_ex = d.shape
-    chunk = max(1, min(n_boot, 4_000_000 // max(n_ex, n_seeds)))
-    out = np.empty(n_boot)
-    df = d.astype(np.float64)
-    for start in range(0, n_boot, chunk):
-        m = min(chunk, n_boot - start)
-        w_seed = _resample_counts(rng, m, n_seeds).astype(np.float64)  # (m, R)
-        w_ex = _resample_counts(rng, m, n_ex)  # (m, C)
-        out[start : start + m] = np.einsum("mc,mc->m", w_seed @ df, w_ex)
-    return out / (n_seeds * n_ex)
-
-
 def _discordant(xa: np.ndarray, xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-seed counts of (a=1, b=0) and (a=0, b=1) pairs."""
     return ((xa == 1) & (xb == 0)).sum(axis=1), ((xa == 0) & (xb == 1)).sum(axis=1)
+
+
+def _check_n_boot(n_boot: int) -> int:
+    if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 100:
+        raise ValueError(f"n_boot must be an integer >= 100 (2000 for reports), got {n_boot!r}")
+    return int(n_boot)
 
 
 def paired_difference(
@@ -720,9 +319,9 @@ def paired_difference(
     """Difference ``mean(a) - mean(b)`` of paired 0/1 outcomes with a bootstrap interval.
 
     ``a``, ``b``: shape (n_seeds, n_examples); row s of both from seed s, column i the same
-    test input. Percentile interval of a hierarchical paired bootstrap (Efron & Tibshirani
-    1993, ch. 13; crossed resampling of seeds and inputs, Owen 2007 "pigeonhole" bootstrap).
-    One seed: the example bootstrap plus the exact McNemar p-value.
+    test input. Percentile interval of a hierarchical paired bootstrap
+    (:func:`robustrank.intervals.paired_bootstrap_interval`; Efron & Tibshirani 1993, ch. 13;
+    Owen 2007). One seed: the example bootstrap plus the exact McNemar p-value.
 
     With few seeds, resampling seeds underestimates the seed-to-seed spread (the bootstrap
     variance has factor (R-1)/R and normal, not t_{R-1}, tails), so the interval undercovers
@@ -731,31 +330,20 @@ def paired_difference(
     holds both).
     """
     direction = _check_direction(direction)
-    c = _check_confidence(confidence)
-    if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 100:
-        raise ValueError(f"n_boot must be an integer >= 100 (2000 for reports), got {n_boot!r}")
+    c = check_confidence(confidence)
+    n_boot = _check_n_boot(n_boot)
     xa, xb = _paired_outcomes(a, b)
-    boot = _bootstrap_means(xa - xb, int(n_boot), np.random.default_rng(seed))
-    lo, hi = np.quantile(boot, [0.5 * (1.0 - c), 0.5 * (1.0 + c)])
-    ci = Interval(float(lo), float(hi))
-    n10, n01 = _discordant(xa, xb)
-    details: dict[str, Any] = {
-        "mean_a": float(xa.mean()),
-        "mean_b": float(xb.mean()),
-        "per_seed_difference": (xa.mean(axis=1) - xb.mean(axis=1)).tolist(),
-        "n10_per_seed": n10.tolist(),
-        "n01_per_seed": n01.tolist(),
-        "n_boot": int(n_boot),
-        "bootstrap_seed": int(seed),
-    }
+    ci = paired_bootstrap_interval(xa - xb, n_boot, seed, c)
+    details = _paired_details(xa, xb, n_boot, seed)
     p_value = None
     if xa.shape[0] == 1:
         method = "paired bootstrap over examples (percentile); exact McNemar p-value"
-        p_value = mcnemar_exact(int(n01[0]), int(n10[0]))
+        p_value = mcnemar_exact(details["n01_per_seed"][0], details["n10_per_seed"][0])
         details["newcombe_ci95"] = _newcombe_from_outcomes(xa[0], xb[0], c).to_list()
     else:
         method = "hierarchical paired bootstrap over seeds and examples (percentile)"
-        seed_ci = seed_summary(details["per_seed_difference"], c).ci95
+        seed_ci = t_interval(details["per_seed_difference"], c)
+        assert seed_ci is not None  # two or more seeds
         details["bootstrap_ci95"] = ci.to_list()
         details["seed_t_ci95"] = seed_ci.to_list()
         if conservative:
@@ -773,6 +361,20 @@ def paired_difference(
         p_value=p_value,
         details=details,
     )
+
+
+def _paired_details(xa: np.ndarray, xb: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """The per-seed facts every paired comparison records (means, discordant counts)."""
+    n10, n01 = _discordant(xa, xb)
+    return {
+        "mean_a": float(xa.mean()),
+        "mean_b": float(xb.mean()),
+        "per_seed_difference": (xa.mean(axis=1) - xb.mean(axis=1)).tolist(),
+        "n10_per_seed": n10.tolist(),
+        "n01_per_seed": n01.tolist(),
+        "n_boot": int(n_boot),
+        "bootstrap_seed": int(seed),
+    }
 
 
 def _newcombe_from_outcomes(a: np.ndarray, b: np.ndarray, confidence: float) -> Interval:
