@@ -80,10 +80,8 @@ def random_sign_class() -> type[Attack]:
 @pytest.fixture
 def clean_registry():
     """Restore the registry after a test that registers attacks."""
-    saved = dict(registry_module._REGISTRY)
-    yield
-    registry_module._REGISTRY.clear()
-    registry_module._REGISTRY.update(saved)
+    with registry_module.REGISTRY.temporary():
+        yield
 
 
 @pytest.fixture

@@ -392,13 +392,24 @@ def test_bad_inputs_raise_clear_errors(case, name):
         ATTACKS[name](MLP(0), 0.1)(x, y)
 
 
-def test_round_off_just_outside_the_box_is_accepted():
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_round_off_just_outside_the_box_is_accepted(name):
+    """Inputs off [0, 1] by round-off (within RANGE_TOLERANCE) are attacked, not refused:
+    the result is a valid adversarial example and the same (up to the round-off) as
+    the attack on the input clamped to [0, 1]."""
     model = MLP(1)
     x, y = data(4)
     x[0, 0, 0, 0] = -1e-8
     x[1, 0, 0, 0] = 1 + 1e-8
-    for name in ATTACKS:
-        ATTACKS[name](model, 0.1)(x, y)
+    eps = 0.1
+    x_adv = ATTACKS[name](model, eps)(x, y)
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert bool(torch.isfinite(x_adv).all())
+    assert float((x_adv - x).abs().max()) <= eps + 1e-12
+    if name != "pgd-noclip":
+        assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    reference = ATTACKS[name](model, eps)(x.clamp(0, 1), y)
+    torch.testing.assert_close(x_adv, reference, rtol=0, atol=1e-7)
 
 
 def test_empty_batch_and_int32_labels():

@@ -18,8 +18,12 @@ from robustrank.attacks import (
     get_attack,
     list_attacks,
 )
-from robustrank.curves import confirm_curve, is_minimal_perturbation, robustness_curve
-from robustrank.evaluation import evaluate
+from robustrank.evaluation import (
+    confirm_curve,
+    evaluate,
+    is_minimal_perturbation,
+    robustness_curve,
+)
 
 EVAL_ATTACKS = ["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "autoattack"]
 

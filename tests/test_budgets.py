@@ -57,6 +57,7 @@ def natural_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_long_run_prefix_is_a_short_run(tmp_path, natural_dir):
     """A 3-epoch PGD fine-tune equals the first 3 epochs of a 5-epoch one (seeded data
     order and attack seeds per epoch and step, constant learning rate)."""
@@ -122,6 +123,7 @@ def study(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_study_outputs(study):
     out = study.out_dir
     assert set(study.presets) == {"fcnn-fgsm", "fcnn-l1-1e-2-nuc-1e-2"}
@@ -158,6 +160,7 @@ def test_study_outputs(study):
         assert entry["rows"][0]["test_acc"] == natural["test_acc"]
 
 
+@pytest.mark.slow
 def test_study_rerun_reuses_and_refuses_other_settings(study):
     again = budget_study(
         "fcnn",
@@ -181,6 +184,7 @@ def test_study_rerun_reuses_and_refuses_other_settings(study):
         )
 
 
+@pytest.mark.slow
 def test_study_with_external_natural_run(tmp_path, natural_dir):
     s = budget_study(
         "fcnn",
@@ -209,6 +213,7 @@ def test_families_and_presets():
     assert all(load_preset(n).model.name == "cnn" for n in family_presets("cnn"))
 
 
+@pytest.mark.slow
 def test_errors(tmp_path, natural_dir):
     with pytest.raises(BudgetError, match="unknown model family 'mlp'.*fcnn"):
         budget_study("mlp", tmp_path / "a", max_epochs=1)
@@ -220,11 +225,11 @@ def test_errors(tmp_path, natural_dir):
     unfinished.mkdir()
     with pytest.raises(BudgetError, match="not a finished run"):
         budget_study("fcnn", tmp_path / "d", max_epochs=1, natural_run=unfinished)
-    with pytest.raises(BudgetError, match="cosine"):
+    with pytest.raises(BudgetError, match="cosine"):  # 2 epochs of 3 are not a 2-epoch run
         budget_study(
             "fcnn",
             tmp_path / "e",
-            max_epochs=2,
+            max_epochs=3,
             natural_run=natural_dir,
             overrides={"schedule": "cosine"},
         )
@@ -254,6 +259,7 @@ def test_parse_overrides():
         parse_overrides(["lr=0.1", "lr.x=2"])
 
 
+@pytest.mark.slow
 def test_cli_budgets(tmp_path, natural_dir):
     from typer.testing import CliRunner
 
@@ -273,6 +279,7 @@ def test_cli_budgets(tmp_path, natural_dir):
     assert result.exit_code == 2 and "does not fine-tune" in result.output
 
 
+@pytest.mark.slow
 def test_every_file_the_study_writes_is_in_its_layout_and_overwrite_keeps_user_files(
     study, tmp_path
 ):

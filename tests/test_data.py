@@ -89,12 +89,13 @@ def toy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Toy:
         ("test", "images"): rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
         ("test", "labels"): rng.integers(0, 10, 12, dtype=np.uint8),
     }
-    spec = sources._Spec(
+    spec = sources.IDXDataset(
         name="toy",
         shapes={k: a.shape for k, a in arrays.items()},
         sha256={k: sha(a) for k, a in arrays.items()},
     )
-    monkeypatch.setitem(registry._REGISTRY, "toy", fetching.verified_dataset(spec, num_classes=10))
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY.copy())
+    registry.REGISTRY.register("toy", fetching.verified_dataset(spec, num_classes=10))
     idx_dir = tmp_path / "idx"
     idx_dir.mkdir()
     for i, (key, stem) in enumerate(data.IDX_FILES.items()):
@@ -323,7 +324,7 @@ def test_verify_reports_without_fetching(toy: Toy, monkeypatch: pytest.MonkeyPat
     toy.cache("train", "labels").unlink()
     flip_byte(toy.cache("test", "images"), 5)
     before = toy.cache("test", "images").read_bytes()
-    monkeypatch.setattr(fetching, "_fetch_from_sources", boom)
+    monkeypatch.setattr(fetching, "fetch_from_sources", boom)
     results = {(r.split, r.kind): r for r in data.verify(toy.data_dir, "toy")}
     assert {k: r.status for k, r in results.items()} == {
         ("train", "images"): "ok",
@@ -368,7 +369,7 @@ def test_mnist_pickle_checked_before_unpickling(
     evil = _Evil()
     evil.marker = str(marker)
     member = gzip.compress(pickle.dumps(evil, protocol=2))
-    with pytest.raises(sources._SourceError, match=r"not unpickling"):
+    with pytest.raises(sources.SourceError, match=r"not unpickling"):
         offline._mnist_from_pickle_gz(member)
     assert not marker.exists()
     # Even with a matching hash, only numpy globals may be resolved.
@@ -424,8 +425,8 @@ def test_fashion_apt_not_root_says_what_to_run(
     monkeypatch.setattr(offline.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(offline, "_run", _fake_apt(calls, True))
     monkeypatch.setattr(offline.os, "geteuid", lambda: 1000)
-    with pytest.raises(sources._SourceError, match=r"sudo apt-get update.*ROBUSTRANK_IDX_DIR"):
-        offline._fashion_offline(tmp_path, False)
+    with pytest.raises(sources.SourceError, match=r"sudo apt-get update.*ROBUSTRANK_IDX_DIR"):
+        offline.fashion_offline(tmp_path, False)
     assert ["apt-get", "update"] not in calls
 
 
@@ -437,8 +438,8 @@ def test_fashion_apt_root_updates_once_and_retries(
     monkeypatch.setattr(offline.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(offline, "_run", _fake_apt(calls, True))
     monkeypatch.setattr(offline.os, "geteuid", lambda: 0)
-    with pytest.raises(sources._SourceError, match=r"simulated network failure"):
-        offline._fashion_offline(tmp_path, False)
+    with pytest.raises(sources.SourceError, match=r"simulated network failure"):
+        offline.fashion_offline(tmp_path, False)
     assert [c[:2] for c in calls] == [
         ["apt-get", "download"],
         ["apt-get", "update"],
@@ -454,7 +455,7 @@ def test_fashion_uses_installed_package_dir(
     shutil.copytree(toy.idx_dir, root / "usr/share/datasets/fashion-mnist")
     monkeypatch.setattr(offline, "FASHION_DEB_DIR", str(root / "usr/share/datasets/fashion-mnist"))
     monkeypatch.setattr(offline, "_run", lambda *a, **k: pytest.fail("must not run apt-get"))
-    out = offline._fashion_offline(tmp_path, False)
+    out = offline.fashion_offline(tmp_path, False)
     for key, arr in toy.arrays.items():
         np.testing.assert_array_equal(out[key], arr)
 
@@ -494,9 +495,10 @@ def test_real_mnist_flipped_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     # No source reachable: refused with a DataIntegrityError, never returned.
     spec = MNIST
-    bare = sources._Spec("mnist", spec.shapes, spec.sha256)  # no mirrors, no offline source
-    monkeypatch.setitem(
-        registry._REGISTRY, "mnist", fetching.verified_dataset(bare, num_classes=10)
+    bare = sources.IDXDataset("mnist", spec.shapes, spec.sha256)  # no mirrors, no offline source
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY.copy())
+    registry.REGISTRY.register(
+        "mnist", fetching.verified_dataset(bare, num_classes=10), overwrite=True
     )
     with pytest.raises(data.DataIntegrityError, match=str(victim)):
         data.load_dataset("mnist", "test", tmp_path, progress=False)

@@ -27,7 +27,7 @@ from robustrank.data.mnist import MNIST
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A private copy of the registry and cache dir for every test."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY.copy())
     monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(data.IDX_ENV, raising=False)
 
@@ -84,7 +84,7 @@ def test_unknown_name_lists_names_and_suggests() -> None:
     msg = str(info.value)
     assert "unknown dataset 'cifar-10'" in msg and "mnist, fashion-mnist, cifar10, npz" in msg
     assert "did you mean 'cifar10'?" in msg
-    with pytest.raises(ValueError, match=r"valid choices") as info:
+    with pytest.raises(ValueError, match=r"choose one of") as info:
         data.load_dataset("qqqq", "train")
     assert "did you mean" not in str(info.value)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustrank.diagnostics import Tolerances, diagnose
+from robustrank.evaluation import Tolerances, diagnose
 
 EPS = 0.05
 
@@ -58,6 +58,7 @@ def mnist_models():
     return _train_mlp(xtr, ytr, seed=0), _train_mlp(xtr, ytr, seed=1), x, y
 
 
+@pytest.mark.slow
 def test_diagnose_is_quiet_on_a_normally_trained_model(mnist_models, tmp_path):
     model, surrogate, x, y = mnist_models
     report = diagnose(model, x, y, EPS, surrogate=surrogate, steps=50, n_queries=500)
@@ -71,6 +72,7 @@ def test_diagnose_is_quiet_on_a_normally_trained_model(mnist_models, tmp_path):
     assert "all checks passed" in report.format()
 
 
+@pytest.mark.slow
 def test_diagnose_warns_on_an_input_quantising_model(mnist_models):
     model, _, x, y = mnist_models
     report = diagnose(Quantised(model), x, y, EPS, steps=50, n_queries=500)

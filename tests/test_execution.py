@@ -211,6 +211,7 @@ def _ray_executor(ray_instance):
     return RayExecutor(workers=2)
 
 
+@pytest.mark.slow
 def test_ray_and_local_executors_give_identical_runs(ray_instance, tmp_path):
     with LocalExecutor() as ex:
         local = ex.map(_family(tmp_path / "a"), progress=False)
@@ -275,6 +276,7 @@ def test_ray_fine_tunes_wait_for_the_parents_training_not_its_evaluation():
     assert sorted(submitted) == sorted(token for token, _, _ in calls)  # all, to cancel
 
 
+@pytest.mark.slow
 def test_ray_reports_the_worker_error_unchanged(ray_instance):
     task = RunTask(_config(), "/nonexistent-xyz/run")
     with _ray_executor(ray_instance) as ex, pytest.raises(ExecutionError) as err:
@@ -299,6 +301,7 @@ def _kill_when_running(run_dir: Path, killed: list, deadline: float) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 def test_ray_retries_a_killed_worker_and_the_run_resumes(ray_instance, tmp_path):
     config = _config(epochs=8, train_subset=16000)
     for side in "ab":

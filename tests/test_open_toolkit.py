@@ -114,6 +114,7 @@ def write_config(path, data) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+@pytest.mark.slow
 def test_user_model_trains_from_yaml_resumes_and_refuses_changed_data(workdir):
     root, module = workdir
     write_config(root / "cfg.yaml", user_config(module))

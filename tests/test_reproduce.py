@@ -24,6 +24,8 @@ import yaml
 from safetensors.torch import load_file
 
 from robustrank.data import eval_subset, load_dataset
+from robustrank.evaluation import decode_mask
+from robustrank.experiments.claims import ONE_SEED_CAVEAT
 from robustrank.experiments.figures import _mi_record
 from robustrank.experiments.reproduce import (
     REPRODUCE_DIR,
@@ -35,7 +37,6 @@ from robustrank.experiments.reproduce import (
     reproduce,
     seeded_runs,
 )
-from robustrank.experiments.robust_eval import decode_mask
 from robustrank.experiments.summary import RunKind, run_kind, table_attacks
 from robustrank.models import load_checkpoint
 from robustrank.training import HistoryConfig, config_from_dict, list_presets, load_preset, train
@@ -72,12 +73,14 @@ def _stamps(out, pattern):
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    """The tiny profile with one seed, then the same OUT with two seeds."""
+    """The tiny profile with one seed, then the same OUT with two seeds (``one_files``:
+    the one-seed results.json and reports, which the two-seed run overwrites)."""
     out = tmp_path_factory.mktemp("repro") / "tiny"
     one = reproduce("tiny", out, progress=False, seeds=1)
     stamps = _stamps(out, "runs/*/seed-0/done.json") | _stamps(out, "runs/*/seed-0/evaluation.json")
+    one_files = {n: (out / n).read_text() for n in ("results.json", "report.html", "report.md")}
     two = reproduce("tiny", out, progress=False, seeds=2)
-    return SimpleNamespace(one=one, two=two, stamps=stamps)
+    return SimpleNamespace(one=one, two=two, stamps=stamps, one_files=one_files)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +186,34 @@ def test_going_from_one_to_two_seeds_trains_only_the_new_seed(tiny_runs):
     for name, p in tiny_runs.one.runs.items():
         assert tiny_runs.two.runs[name].runs[0].to_dict() == p.runs[0].to_dict()
     assert json.loads((out / "profile.json").read_text())["seeds"] == 2
+
+
+@pytest.mark.slow
+def test_one_seed_verdicts_say_they_cover_sampling_noise_only(tiny_runs):
+    # one seed: every comparison with an interval (over test inputs only) and its claim
+    # carry the caveat, in results.json and beside the verdict in both reports
+    one = json.loads(tiny_runs.one_files["results.json"])
+    with_ci = [c for cl in one["claims"] for c in cl["comparisons"] if c["ci95"] is not None]
+    assert with_ci, "the tiny profile's fooling-ratio comparisons have intervals"
+    assert all(c["n_seeds"] == 1 and c["caveat"] == ONE_SEED_CAVEAT for c in with_ci)
+    for claim in one["claims"]:
+        has = any("caveat" in c for c in claim["comparisons"])
+        assert claim.get("caveat") == (ONE_SEED_CAVEAT if has else None), claim["claim"]
+        no_ci = [c for c in claim["comparisons"] if c["ci95"] is None]
+        assert all("caveat" not in c and c["verdict"] == "inconclusive" for c in no_ci)
+    for name in ("report.html", "report.md"):
+        text = tiny_runs.one_files[name]
+        assert text.count(ONE_SEED_CAVEAT) >= len(with_ci), name
+    assert "caveat" in tiny_runs.one_files["report.md"].split("## Claims")[1].split("\n## ")[0]
+    # two seeds: the same results.json fields, no caveat anywhere
+    two = _results(tiny_runs.two)
+    assert ONE_SEED_CAVEAT not in json.dumps(two)
+    for name in ("report.html", "report.md"):
+        assert "one seed:" not in (tiny_runs.two.out_dir / name).read_text(), name
+    for c1, c2 in zip(one["claims"], two["claims"]):
+        assert set(c1) - {"caveat"} == set(c2)
+        for a, b in zip(c1["comparisons"], c2["comparisons"]):
+            assert set(a) - {"caveat"} == set(b)
 
 
 @pytest.mark.slow
@@ -533,23 +564,23 @@ def test_mi_record_keeps_layer_names_with_underscores_and_dots():
 
 
 def test_method_labels_use_the_paper_rows_or_its_notation():
-    from robustrank.experiments.reproduce import _method
+    from robustrank.experiments.summary import method_label
     from robustrank.training import load_preset
 
-    assert _method(load_preset("cnn-nuc2-0.1")) == (
+    assert method_label(load_preset("cnn-nuc2-0.1")) == (
         "lambda_{1,1} = 0.01, lambda_{1,2} = 0.01, lambda_{*,2} = 0.1"
     )
     joint = load_preset("fcnn-joint-1e-4-l1-1e-2")
     assert joint.paper is None
-    assert _method(joint) == "lambda_joint = 0.0001, lambda_{1,1} = 0.01"
+    assert method_label(joint) == "lambda_joint = 0.0001, lambda_{1,1} = 0.01"
     pgd = load_preset("fcnn-pgd").model_copy(update={"paper": None})
-    assert _method(pgd) == "PGD adv. train."
+    assert method_label(pgd) == "PGD adv. train."
 
 
 def test_evaluation_spec_names_a_registered_strong_attack_other_than_pgd():
     from pydantic import ValidationError
 
-    from robustrank.experiments.robust_eval import EvaluationSpec
+    from robustrank.evaluation import EvaluationSpec
 
     assert EvaluationSpec(attack="APGD-CE").attack == "apgd-ce"
     with pytest.raises(ValidationError, match="cannot be 'pgd'"):
@@ -567,12 +598,14 @@ def _user_files(directory):
     return files
 
 
+@pytest.mark.slow
 def test_every_file_reproduce_writes_is_in_its_layout(tiny):
     from robustrank.ownership import unowned
 
     assert unowned(tiny.out_dir, REPRODUCE_DIR) == []
 
 
+@pytest.mark.slow
 def test_overwrite_on_its_own_output_deletes_only_what_reproduce_wrote(tiny, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(tiny.out_dir, out)

@@ -357,6 +357,7 @@ def _kill_mid_run(cmd: list[str], out: Path) -> Path:
     return running
 
 
+@pytest.mark.slow
 def test_sigkilled_sweep_resumes_to_the_uninterrupted_table(tmp_path):
     data = _spec(
         name="kill",

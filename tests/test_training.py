@@ -178,7 +178,8 @@ def test_preset_settings_follow_section_5():
         fcnn = cfg.model.name == "fcnn"
         assert cfg.dataset.plain() == ("mnist" if fcnn else "fashion-mnist")
         assert cfg.batch_size == (128 if fcnn else 64)
-        assert cfg.momentum == 0 and cfg.weight_decay == 0 and cfg.schedule == "constant"
+        assert cfg.momentum == 0 and cfg.weight_decay == 0 and cfg.schedule.name == "constant"
+        assert cfg.optimizer.name == "sgd" and "optimizer" not in cfg.plain()
         if name.endswith("-natural"):
             assert cfg.init.from_preset is None and cfg.init.checkpoint is None
             assert cfg.lr == (0.001 if fcnn else 0.01)
@@ -251,6 +252,7 @@ def resume_config() -> TrainConfig:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [("epoch", 1), ("steps", 2)])
 def test_resume_reaches_identical_weights_and_history(tmp_path, stop_at):
     cfg = resume_config()
@@ -326,8 +328,10 @@ def test_run_directory_rules(tmp_path):
 
 def test_fine_tuning_from_preset_trains_the_parent_first(tmp_path, monkeypatch, capsys):
     parent = tiny(name="tiny-parent", epochs=1, history={"evaluate": False})
-    monkeypatch.setattr(training.presets, "list_presets", lambda: ["tiny-parent", "tiny-child"])
-    monkeypatch.setattr(training.setup, "load_preset", lambda name: {"tiny-parent": parent}[name])
+    monkeypatch.setattr(
+        training.preset_index, "list_presets", lambda: ["tiny-parent", "tiny-child"]
+    )
+    monkeypatch.setattr(training.loop, "load_preset", lambda name: {"tiny-parent": parent}[name])
     child = tiny(
         name="tiny-child",
         epochs=1,
@@ -416,8 +420,8 @@ def test_cli_train_and_presets(tmp_path):
 def test_fine_tune_reuses_the_parents_final_evaluation_exactly(tmp_path, monkeypatch):
     history = {"eval_n": 60, "attacks": ["fgsm", "pgd"], "pgd_steps": 3}
     parent = tiny(name="tiny-parent", epochs=1, history=history)
-    monkeypatch.setattr(training.presets, "list_presets", lambda: ["tiny-parent"])
-    monkeypatch.setattr(training.setup, "load_preset", lambda name: {"tiny-parent": parent}[name])
+    monkeypatch.setattr(training.preset_index, "list_presets", lambda: ["tiny-parent"])
+    monkeypatch.setattr(training.loop, "load_preset", lambda name: {"tiny-parent": parent}[name])
     child = tiny(
         name="tiny-child",
         epochs=1,
@@ -467,7 +471,7 @@ def test_training_and_history_take_any_registered_attack(tmp_path, monkeypatch):
             s = torch.randint(0, 2, x.shape, generator=g).to(x.dtype) * 2 - 1
             return (x + self.eps * s).clamp(0.0, 1.0), None
 
-    monkeypatch.setattr(attack_registry, "_REGISTRY", dict(attack_registry._REGISTRY))
+    monkeypatch.setattr(attack_registry, "REGISTRY", attack_registry.REGISTRY.copy())
     register_attack("sign-noise", SignNoise)
     cfg = tiny(
         epochs=1,

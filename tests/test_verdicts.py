@@ -6,8 +6,8 @@ interval contains 0. Also the per-example masks, the metrics over seeds and the 
 import numpy as np
 import pytest
 
-from robustrank.experiments.claims import assess_claims
-from robustrank.experiments.robust_eval import decode_mask, encode_mask
+from robustrank.evaluation import decode_mask, encode_mask
+from robustrank.experiments.claims import ONE_SEED_CAVEAT, assess_claims
 from robustrank.experiments.summary import (
     Outcomes,
     PresetSummary,
@@ -184,6 +184,27 @@ def test_one_seed_gives_no_interval_over_seeds():
     claim = assess_claims(_presets(nat, adv))[0]
     assert claim.comparisons and all(c.ci95 is None for c in claim.comparisons)
     assert claim.verdict == "inconclusive"  # a big effect, but no interval: no verdict
+
+
+def test_one_seed_verdicts_carry_the_sampling_noise_caveat():
+    one = _case(0.9, 0.3, [4.0], [3.0])
+    robust = _by_title(one, "Claim 2: ")
+    (c,) = robust.comparisons
+    # one seed: an interval over the test inputs only, and a verdict read off it
+    assert c.n_seeds == 1 and c.ci95 is not None and c.verdict == "supported"
+    assert c.to_dict()["caveat"] == ONE_SEED_CAVEAT == robust.to_dict()["caveat"]
+    assert "sampling noise only" in ONE_SEED_CAVEAT and "--seeds 3" in ONE_SEED_CAVEAT
+    # one seed without an interval (structure): no verdict, so nothing to caveat
+    premise = _by_title(one, "Claim 2, premise")
+    assert all(c.ci95 is None and c.caveat is None for c in premise.comparisons)
+    assert "caveat" not in premise.to_dict()
+    two = _case(0.9, 0.3, [4.0, 4.2], [3.0, 3.1])
+    for claim in two:
+        d = claim.to_dict()
+        assert "caveat" not in d and not any("caveat" in c for c in d["comparisons"])
+    # the caveat is the only field one seed adds
+    two_fields = set(_by_title(two, "Claim 2: ").comparisons[0].to_dict())
+    assert set(c.to_dict()) - {"caveat"} == two_fields
 
 
 def test_fooling_ratio_comparison_uses_inputs_correct_for_both_models_under_every_seed():

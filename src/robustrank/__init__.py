@@ -1,8 +1,9 @@
 """robustrank: low-rank and sparse weights vs. adversarial robustness.
 
-Open to any ``nn.Module``, dataset and attack through three registries
-(``register_model``, ``register_dataset``, ``register_attack``), with ``Regularizer`` and
-``StructureTracker`` for your own training loop.
+Open to any ``nn.Module``, dataset and attack through registries (``register_model``,
+``register_dataset``, ``register_attack``; optimizers, learning-rate schedules, executors
+and sweep strategies register the same way, :mod:`robustrank.registry`), with
+``Regularizer`` and ``StructureTracker`` for your own training loop.
 
 Implements Langenberg, Balda, Behboodi & Mathar, "On the Effect of Low-Rank Weights on
 Adversarial Robustness of Neural Networks": the paper's models, FGSM/PGD/GNM attacks,
@@ -47,8 +48,8 @@ _LAZY = {
     "list_presets": "training",
     "mi_per_layer": "information",
     "run_theory_experiment": "linear_theory",
-    "diagnose": "diagnostics",
-    "robustness_curve": "curves",
+    "diagnose": "evaluation",
+    "robustness_curve": "evaluation",
     "create_executor": "execution",
     "run_sweep": "sweeps",
     "budget_study": "experiments.budgets",

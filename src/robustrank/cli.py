@@ -1,7 +1,8 @@
 """The ``robustrank`` command line: a thin Typer layer over the Python API.
 
-Choices (models, datasets, attacks) come from the registries, so a name registered in
-Python, or a model named by import path (with ``--trust-code``), works here too.
+Choices (models, datasets, attacks, executors, optimizers, schedules) come from the
+registries, so a name registered in Python, or a model named by import path (with
+``--trust-code``), works here too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import typer
 
 from .attacks import list_attacks
 from .data import list_datasets
-from .execution import ExecutorName
+from .execution import ExecutorName, list_executors
 from .experiments.profiles import ProfileName
 from .sweeps.spec import DEFAULT_MAX_TRIALS
 
@@ -51,8 +52,7 @@ TrustOpt = Annotated[bool, typer.Option("--trust-code", help=TRUST_HELP)]
 ExecutorOpt = Annotated[
     ExecutorName,
     typer.Option(
-        help="where runs go: local (this process, one after another) or ray (parallel Ray "
-        "tasks; needs the ray extra of robustrank)"
+        help="where runs go: " + "; ".join(f"{k}: {v}" for k, v in list_executors().items())
     ),
 ]
 WorkersOpt = Annotated[
@@ -102,13 +102,13 @@ def _dataset_ref(model, meta: dict, dataset: str | None, data_path: Path | None)
     """The dataset to evaluate on: ``--dataset``/``--data-path``, else the checkpoint's
     metadata, else the model's registered default (the paper pairs FCNN/MNIST, CNN/F-MNIST)."""
     from .data import DatasetRef
-    from .models import get_model_entry, is_import_path
+    from .models import get_model, is_import_path
 
     chosen = dataset if dataset is not None else meta.get("dataset")
     if chosen is None:
         arch = getattr(model, "robustrank_spec", {}).get("name")
         if arch is not None and not is_import_path(arch):
-            chosen = get_model_entry(arch).dataset
+            chosen = get_model(arch).dataset
     if chosen is None:
         _fail(
             f"the checkpoint does not say which dataset it was trained on: pass --dataset "
@@ -212,10 +212,10 @@ def data_list() -> None:
 @app.command("models")
 def models_cmd() -> None:
     """List the registered models (import paths package.module:factory also work)."""
-    from .models import get_model_entry, list_models
+    from .models import get_model, list_models
 
     for name in list_models():
-        entry = get_model_entry(name)
+        entry = get_model(name)
         shape = "x".join(map(str, entry.input_shape)) if entry.input_shape else "any"
         typer.echo(f"{name}  (input {shape})  {entry.description}")
 
@@ -229,6 +229,28 @@ def attacks_cmd() -> None:
         spec = get_attack(name)
         defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "-"
         typer.echo(f"{name}  ({defaults})  {spec.description}")
+
+
+@app.command("optimizers")
+def optimizers_cmd() -> None:
+    """List the registered optimizers (config key `optimizer`) and their options."""
+    from .registry import format_options
+    from .training import get_optimizer, list_optimizers
+
+    for name in list_optimizers():
+        entry = get_optimizer(name)
+        typer.echo(f"{name}  {entry.description}\n    options: {format_options(entry.options)}")
+
+
+@app.command("schedules")
+def schedules_cmd() -> None:
+    """List the registered learning-rate schedules (config key `schedule`) and their options."""
+    from .registry import format_options
+    from .training import get_schedule, list_schedules
+
+    for name in list_schedules():
+        entry = get_schedule(name)
+        typer.echo(f"{name}  ({format_options(entry.options) or '-'})  {entry.description}")
 
 
 @app.command("info")
@@ -436,7 +458,7 @@ def diagnose_cmd(
 
     Exits with 0 when every check passes and 1 when any warns.
     """
-    from .diagnostics import diagnose
+    from .evaluation import diagnose
     from .ownership import record_files
 
     target = None if out is None else out / "diagnostics.json"
@@ -504,7 +526,7 @@ def curve_cmd(
 
     from ._io import atomic_write_text
     from .attacks import supported_options
-    from .curves import robustness_curve
+    from .evaluation import robustness_curve
     from .ownership import record_files
     from .plots import plot_robustness_curves
 

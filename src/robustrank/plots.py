@@ -452,7 +452,7 @@ def _curve_record(curve: Any) -> dict[str, Any]:
 
 def plot_robustness_curves(curves: Mapping[str, Any], path: str | Path) -> Path:
     """Robust accuracy and fooling ratio against eps, one line per model (Carlini et al.,
-    2019, Sec. 5). ``curves`` maps a label to a :class:`robustrank.curves.RobustnessCurve`
+    2019, Sec. 5). ``curves`` maps a label to a :class:`robustrank.evaluation.RobustnessCurve`
     (or its ``to_dict()``); confirmed budgets are marked with the confirming attack's
     robust accuracy."""
     fig, axes = _subplots(1, 2, figsize=(9.0, 3.8))

@@ -185,7 +185,11 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass
 class Comparison:
-    """A difference ``a - b`` with its 95% interval and verdict (one row of a forest plot)."""
+    """A difference ``a - b`` with its 95% interval and verdict (one row of a forest plot).
+
+    ``caveat``: a limit of the verdict to print beside it (e.g. that a one-seed interval
+    covers test-set sampling noise only); in :meth:`to_dict` only when set.
+    """
 
     label: str
     difference: float
@@ -197,13 +201,16 @@ class Comparison:
     n_examples: int | None = None
     p_value: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    caveat: str | None = None
 
     def format(self, digits: int = 3) -> str:
         """``"-0.120 ± 0.031"`` (conservative half-width for asymmetric intervals)."""
         return format_interval(self.difference, self.ci95, digits)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able ``{"label", "difference", "ci95": [lo, hi] | None, "verdict", ...}``."""
+        """JSON-able ``{"label", "difference", "ci95": [lo, hi] | None, "verdict", ...}``,
+        with ``"caveat"`` last when there is one."""
+        extra = {} if self.caveat is None else {"caveat": self.caveat}
         return _jsonable(
             {
                 "label": self.label,
@@ -216,6 +223,7 @@ class Comparison:
                 "n_examples": None if self.n_examples is None else int(self.n_examples),
                 "p_value": None if self.p_value is None else float(self.p_value),
                 "details": self.details,
+                **extra,
             }
         )
 

@@ -41,6 +41,9 @@ Modules: :mod:`~robustrank.attacks.base` (:class:`Attack`, :class:`AttackResult`
 :mod:`~robustrank.attacks.registry`.
 """
 
+# Every attack registers where it is defined: importing them in this order lists the
+# paper's attacks first (fgsm, pgd, gnm), then AutoAttack's.
+from . import fgsm, pgd, gnm, apgd, fab, square, autoattack  # noqa: F401  isort: skip
 from .apgd import APGD, APGDT
 from .autoattack import AUTOATTACK_VERSIONS, AutoAttack, ComponentStats
 from .base import RANGE_TOLERANCE, Attack, AttackResult, eval_mode, seeded_generator

@@ -7,8 +7,10 @@ reference, an input leaves the working batch at its first misclassified iterate,
 iterations, restarts and targets only compute the inputs still robust.
 
 * :func:`apgd_checkpoints`: the iterations where the step size is checked.
-* :class:`APGD`: untargeted, cross-entropy or DLR loss (Eq. 3 of the paper).
-* :class:`APGDT`: targeted DLR loss (Eq. 4), one run per target class.
+* :class:`APGD`: untargeted, cross-entropy or DLR loss (Eq. 3 of Croce & Hein, "Reliable
+  evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks",
+  ICML 2020).
+* :class:`APGDT`: targeted DLR loss (Eq. 4 of Croce & Hein, ICML 2020), one run per target class.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 import torch
 from torch import Generator, Tensor, nn
 
-from .base import Attack, _check_int, _check_seed, _check_steps, _check_unit, seeded_generator
+from .base import Attack, check_int, check_seed, check_steps, check_unit, seeded_generator
 from .losses import LOSSES, dlr_targeted_loss, target_classes
+from .registry import register_attack
 
 __all__ = ["APGD", "APGDT", "apgd_checkpoints"]
 
@@ -54,7 +57,7 @@ def apgd_checkpoints(steps: int) -> list[int]:
     ``max(int(0.03 N), 1)`` but never under ``max(int(0.06 N), 1)``. For N = 100:
     ``[22, 41, 57, 70, 80, 87, 93, 99]``.
     """
-    return [at for at, _ in _schedule(_check_steps(steps))]
+    return [at for at, _ in _schedule(check_steps(steps))]
 
 
 def _untargeted(
@@ -124,10 +127,10 @@ class _APGDCore(Attack):
         channels_last: bool | None,
     ) -> None:
         super().__init__(model, eps, channels_last)
-        self.steps = _check_steps(steps)
-        self.n_restarts = _check_int(n_restarts, "n_restarts", 1)
-        self.rho = _check_unit(rho, "rho")
-        self.seed = _check_seed(seed)
+        self.steps = check_steps(steps)
+        self.n_restarts = check_int(n_restarts, "n_restarts", 1)
+        self.rho = check_unit(rho, "rho")
+        self.seed = check_seed(seed)
 
     # ------------------------------------------------------------------ one run
 
@@ -290,6 +293,19 @@ class _APGDCore(Attack):
         }
 
 
+# decorators apply bottom-up: apgd-ce registers first (and names the class)
+@register_attack(
+    "apgd-dlr",
+    defaults={"loss": "dlr"},
+    description="APGD with the DLR loss, invariant to logit scaling (Croce & Hein, 2020)",
+    title="APGD-DLR",
+)
+@register_attack(
+    "apgd-ce",
+    defaults={"loss": "ce"},
+    description="APGD with the cross-entropy (Croce & Hein, 2020): step-size free PGD",
+    title="APGD-CE",
+)
 class APGD(_APGDCore):
     """Auto-PGD, l_inf (Croce & Hein, ICML 2020, Algorithm 1), with the CE or DLR loss.
 
@@ -303,8 +319,8 @@ class APGD(_APGDCore):
           (2) eta was not halved at w_{j-1} and the best loss has not improved since;
         and on halving continue from the best point (highest L) and its gradient.
 
-    The loss is the cross-entropy or DLR (Eq. 3; needs 3 classes). Inputs misclassified
-    at ``x`` are returned as they are; the others leave the batch at their first
+    The loss is the cross-entropy or DLR (Croce & Hein, Eq. 3; needs 3 classes). Inputs
+    misclassified at ``x`` are returned as they are; the others leave the batch at their first
     misclassified iterate (which is returned), with or without ``early_stop``, and each
     of the ``n_restarts`` runs starts afresh on the inputs still robust, drawing its start
     from one generator seeded with ``seed`` at every call (as the reference). An input
@@ -355,8 +371,13 @@ class APGD(_APGDCore):
         return res.x_adv, res.fooled
 
 
+@register_attack(
+    "apgd-t",
+    description="targeted APGD with the targeted DLR loss, 9 target classes",
+    title="APGD-T",
+)
 class APGDT(_APGDCore):
-    """Targeted APGD (APGD-T, Croce & Hein 2020) with the targeted DLR loss (Eq. 4).
+    """Targeted APGD (APGD-T, Croce & Hein 2020) with their targeted DLR loss (Eq. 4).
 
     The targets are the classes of the 2nd to ``(n_target_classes + 1)``-th largest clean
     logits (``n_target_classes`` capped at ``K - 1``). For each target in that order, and
@@ -395,7 +416,7 @@ class APGDT(_APGDCore):
         channels_last: bool | None = None,
     ) -> None:
         super().__init__(model, eps, steps, n_restarts, rho, seed, channels_last)
-        self.n_target_classes = _check_int(n_target_classes, "n_target_classes", 1)
+        self.n_target_classes = check_int(n_target_classes, "n_target_classes", 1)
 
     def params(self) -> dict[str, Any]:
         return {

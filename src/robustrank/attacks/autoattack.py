@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, _check_int, _check_seed, _check_steps
+from .base import Attack, check_int, check_seed, check_steps
+from .registry import create_attack, get_attack, register_attack
 
 __all__ = ["AutoAttack", "ComponentStats", "AUTOATTACK_VERSIONS"]
 
@@ -81,6 +82,12 @@ def _normalise_components(
     return version, [(n, dict(o)) for n, o in AUTOATTACK_VERSIONS[version]]
 
 
+@register_attack(
+    "autoattack",
+    defaults={"version": "standard"},
+    description="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square; per-example worst case",
+    title="AutoAttack",
+)
 class AutoAttack(Attack):
     """AutoAttack (Croce & Hein, ICML 2020), l_inf: the per-example worst case of an ensemble.
 
@@ -124,15 +131,13 @@ class AutoAttack(Attack):
     ) -> None:
         super().__init__(model, eps, channels_last)
         self.version, items = _normalise_components(version, attacks)
-        self.steps = None if steps is None else _check_steps(steps)
-        self.n_queries = None if n_queries is None else _check_int(n_queries, "n_queries", 1)
-        self.seed = _check_seed(seed)
+        self.steps = None if steps is None else check_steps(steps)
+        self.n_queries = None if n_queries is None else check_int(n_queries, "n_queries", 1)
+        self.seed = check_seed(seed)
         self.components = [self._build(name, options) for name, options in items]
         self.stats = [ComponentStats(c.name) for c in self.components]
 
     def _build(self, name: str, options: dict[str, Any]) -> Attack:
-        from .registry import create_attack, get_attack
-
         spec = get_attack(name)
         if spec.cls is AutoAttack:
             raise ValueError("an AutoAttack ensemble cannot contain another AutoAttack")

@@ -4,7 +4,7 @@
   respect to the input only, the CPU channels-last fast path and early stopping
   (:meth:`Attack.run`). Subclasses implement :meth:`Attack.perturb`.
 * :class:`AttackResult`, :func:`eval_mode`, :data:`RANGE_TOLERANCE` and the argument checks
-  shared by the attacks (``_check_eps``, ``_check_steps``, ``_check_alpha``).
+  shared by the attacks (``check_eps``, ``check_steps``, ``check_alpha``, ...).
 """
 
 from __future__ import annotations
@@ -20,19 +20,34 @@ from .._modes import eval_mode
 from .._types import check_budget
 from ..models import prefers_channels_last
 
-__all__ = ["Attack", "AttackResult", "eval_mode", "RANGE_TOLERANCE", "seeded_generator"]
+__all__ = [
+    "Attack",
+    "AttackResult",
+    "EarlyStop",
+    "eval_mode",
+    "RANGE_TOLERANCE",
+    "seeded_generator",
+    "check_eps",
+    "check_steps",
+    "check_alpha",
+    "check_seed",
+    "check_int",
+    "check_unit",
+]
 
 #: Inputs may leave [0, 1] by this much (float round-off, e.g. ``-1e-8``) without an error.
 RANGE_TOLERANCE = 1e-6
 
 
-def _check_eps(eps: Any) -> float:
+def check_eps(eps: Any) -> float:
+    """``eps`` as an l_inf budget in [0, 1] (TypeError for a non-number)."""
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
     return check_budget(float(eps))
 
 
-def _check_steps(steps: Any) -> int:
+def check_steps(steps: Any) -> int:
+    """``steps`` as an integer >= 1."""
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise TypeError(f"steps must be an integer >= 1, got {steps!r}")
     if steps < 1:
@@ -40,7 +55,8 @@ def _check_steps(steps: Any) -> int:
     return int(steps)
 
 
-def _check_alpha(alpha: Any) -> float:
+def check_alpha(alpha: Any) -> float:
+    """``alpha`` (a step size) as a finite number > 0."""
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(f"alpha (step size) must be a real number > 0, got {alpha!r}")
     alpha = float(alpha)
@@ -49,13 +65,15 @@ def _check_alpha(alpha: Any) -> float:
     return alpha
 
 
-def _check_seed(seed: Any) -> int | None:
+def check_seed(seed: Any) -> int | None:
+    """``seed`` as an integer, or None (the global RNG)."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"seed must be an integer or None, got {seed!r}")
     return None if seed is None else int(seed)
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` (named ``name`` in errors) as an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
@@ -63,7 +81,7 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _check_unit(value: Any, name: str, *, open_low: bool = True) -> float:
+def check_unit(value: Any, name: str, *, open_low: bool = True) -> float:
     """A real number in (0, 1] (``open_low``) or [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number in (0, 1], got {value!r}")
@@ -100,7 +118,7 @@ class AttackResult(NamedTuple):
     fooled: Tensor
 
 
-class _EarlyStop:
+class EarlyStop:
     """Bookkeeping for early stopping: freezes fooled rows, tracks the active ones."""
 
     def __init__(self, x: Tensor, y: Tensor) -> None:
@@ -167,7 +185,7 @@ class Attack:
         if channels_last is not None and not isinstance(channels_last, bool):
             raise TypeError(f"channels_last must be True, False or None, got {channels_last!r}")
         self.model = model
-        self.eps = _check_eps(eps)
+        self.eps = check_eps(eps)
         self.channels_last = channels_last
         self._label_max: int | None = None
         self._state: dict[str, Tensor] | None = None

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, _check_int, _check_seed, _check_steps, _check_unit, seeded_generator
+from .base import Attack, check_int, check_seed, check_steps, check_unit, seeded_generator
 from .losses import target_classes
+from .registry import register_attack
 
 __all__ = ["FAB", "project_linf_box"]
 
@@ -119,6 +120,19 @@ def _rows(v: Tensor, x: Tensor) -> Tensor:
     return v.view(-1, *([1] * (x.dim() - 1)))
 
 
+# decorators apply bottom-up: fab registers first (and names the class)
+@register_attack(
+    "fab-t",
+    defaults={"targeted": True},
+    description="FAB, targeted at the 9 most likely other classes",
+    title="FAB-T",
+)
+@register_attack(
+    "fab",
+    defaults={"targeted": False},
+    description="FAB (Croce & Hein, 2020b): minimal-norm boundary attack, untargeted",
+    title="FAB",
+)
 class FAB(Attack):
     """Fast Adaptive Boundary attack, l_inf (Croce & Hein, ICML 2020b), as in AutoAttack.
 
@@ -191,17 +205,17 @@ class FAB(Attack):
         search_steps: int = 20,
     ) -> None:
         super().__init__(model, eps, channels_last)
-        self.steps = _check_steps(steps)
+        self.steps = check_steps(steps)
         if not isinstance(targeted, bool):
             raise TypeError(f"targeted must be True or False, got {targeted!r}")
         self.targeted = targeted
-        self.n_target_classes = _check_int(n_target_classes, "n_target_classes", 1)
-        self.n_restarts = _check_int(n_restarts, "n_restarts", 1)
-        self.alpha_max = _check_unit(alpha_max, "alpha_max", open_low=False)
+        self.n_target_classes = check_int(n_target_classes, "n_target_classes", 1)
+        self.n_restarts = check_int(n_restarts, "n_restarts", 1)
+        self.alpha_max = check_unit(alpha_max, "alpha_max", open_low=False)
         self.eta = _check_eta(eta)
-        self.beta = _check_unit(beta, "beta")
-        self.seed = _check_seed(seed)
-        self.search_steps = _check_int(search_steps, "search_steps", 0)
+        self.beta = check_unit(beta, "beta")
+        self.seed = check_seed(seed)
+        self.search_steps = check_int(search_steps, "search_steps", 0)
         self._minimal = False
         self._norms: Tensor | None = None
 

@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Attack, _EarlyStop
+from .base import Attack, EarlyStop
+from .registry import register_attack
 
 __all__ = ["FGSM"]
 
 
+@register_attack("fgsm", description="FGSM (Goodfellow et al., 2015): one eps step", title="FGSM")
 class FGSM(Attack):
     """Fast gradient sign method (Goodfellow et al., 2015), Section 5.
 
@@ -43,7 +45,7 @@ class FGSM(Attack):
     def perturb(
         self, x: Tensor, y: Tensor, early_stop: bool = False
     ) -> tuple[Tensor, Tensor | None]:
-        tracker = _EarlyStop(x, y) if early_stop else None
+        tracker = EarlyStop(x, y) if early_stop else None
         xa = x.requires_grad_(True)
         logits = self._forward(xa)
         loss = F.cross_entropy(logits, y, reduction="sum")

@@ -8,11 +8,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, _check_steps, _EarlyStop
+from .base import Attack, EarlyStop, check_steps
+from .registry import register_attack
 
 __all__ = ["GNM"]
 
 
+@register_attack(
+    "gnm",
+    defaults={"steps": 5},
+    description="GNM (Balda et al., 2018): linearised logit margins, T steps",
+    title="GNM",
+)
 class GNM(Attack):
     """Gradient-based norm-constrained method, l_inf (Balda et al., 2018), Section 5.
 
@@ -66,7 +73,7 @@ class GNM(Attack):
         channels_last: bool | None = None,
     ) -> None:
         super().__init__(model, eps, channels_last)
-        self.steps = _check_steps(steps)
+        self.steps = check_steps(steps)
         self.clip = bool(clip)
 
     def params(self) -> dict[str, Any]:
@@ -101,7 +108,7 @@ class GNM(Attack):
     ) -> tuple[Tensor, Tensor | None]:
         step = self.eps / self.steps
         xa = x
-        tracker = _EarlyStop(xa, y) if early_stop else None
+        tracker = EarlyStop(xa, y) if early_stop else None
         for _ in range(self.steps):
             xa = xa.detach().requires_grad_(True)
             logits = self._forward(xa)

@@ -9,11 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Attack, _check_alpha, _check_steps, _EarlyStop
+from .base import Attack, EarlyStop, check_alpha, check_steps
+from .registry import register_attack
 
 __all__ = ["PGD"]
 
 
+@register_attack(
+    "pgd",
+    defaults={"alpha": 0.005, "steps": 20, "random_start": True},
+    description="l_inf PGD with a random start (Madry et al., 2018)",
+    title="PGD",
+)
 class PGD(Attack):
     """Projected gradient descent, l_inf (Madry et al., 2018), Section 5.
 
@@ -73,8 +80,8 @@ class PGD(Attack):
         channels_last: bool | None = None,
     ) -> None:
         super().__init__(model, eps, channels_last)
-        self.alpha = _check_alpha(alpha)
-        self.steps = _check_steps(steps)
+        self.alpha = check_alpha(alpha)
+        self.steps = check_steps(steps)
         self.random_start = bool(random_start)
         self.clip = bool(clip)
         if seed is not None and generator is not None:
@@ -126,7 +133,7 @@ class PGD(Attack):
                 xa.clamp_(0.0, 1.0)
         else:
             xa = x.clone()
-        tracker = _EarlyStop(xa, y) if early_stop else None
+        tracker = EarlyStop(xa, y) if early_stop else None
         for _ in range(self.steps):
             xa.requires_grad_(True)
             logits = self._forward(xa)

@@ -1,10 +1,11 @@
-"""The attack registry: the one place where attack names are chosen (timm style).
+"""The attack registry: the one place where attack names are looked up (timm style).
 
 An attack name maps to an :class:`~robustrank.attacks.Attack` subclass and its default
-options. Everything that takes an attack name (:func:`create_attack`,
-:func:`robustrank.evaluation.make_attack`, :func:`robustrank.evaluation.eps_sweep`, the
-training configs and the command line) looks it up here, so an attack registered from
-Python works everywhere::
+options; each attack registers where it is defined (``@register_attack("pgd", ...)`` on
+:class:`~robustrank.attacks.PGD`), and this module imports none of them. Everything that
+takes an attack name (:func:`create_attack`, :func:`robustrank.evaluation.make_attack`,
+:func:`robustrank.evaluation.eps_sweep`, the training configs and the command line) looks
+it up here, so an attack registered from Python works everywhere::
 
     @register_attack("random-sign", description="eps * random signs (a baseline)")
     class RandomSign(Attack):
@@ -28,7 +29,6 @@ AutoAttack with the reference's settings: ``apgd-ce``, ``apgd-dlr``, ``apgd-t``,
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 from collections.abc import Callable, Mapping
@@ -38,17 +38,13 @@ from typing import Any, NamedTuple, TypeVar, overload
 
 from torch import nn
 
-from .apgd import APGD, APGDT
-from .autoattack import AutoAttack
+from ..registry import Registry, summary_line
 from .base import Attack
-from .fab import FAB
-from .fgsm import FGSM
-from .gnm import GNM
-from .pgd import PGD
-from .square import Square
 
 __all__ = [
     "AttackSpec",
+    "REGISTRY",
+    "PAPER_ATTACKS",
     "register_attack",
     "list_attacks",
     "get_attack",
@@ -60,14 +56,23 @@ __all__ = [
 T = TypeVar("T", bound=Attack)
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_REGISTRY: dict[str, AttackSpec] = {}
-_BUILTIN: dict[str, AttackSpec] = {}
+
+#: The paper's attacks (Section 5), in its order: :func:`builtin_attacks`.
+PAPER_ATTACKS = ("fgsm", "pgd", "gnm")
 
 
 def _normalise(name: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"attack name must be a string, got {type(name).__name__}")
     return name.strip().lower()
+
+
+#: Every attack by name (case-insensitive); each registers where it is defined.
+REGISTRY: Registry[AttackSpec] = Registry(
+    "attack", normalise=_normalise, hint="register your own with robustrank.attacks.register_attack"
+)
+#: The first registration of each paper attack (robustrank's own, made on import).
+_PAPER: dict[str, AttackSpec] = {}
 
 
 class _Signature(NamedTuple):
@@ -250,23 +255,19 @@ def register_attack(
         )
     key = _normalise(name)
     if not description and isinstance(cls, type):
-        doc = cls.__dict__.get("__doc__") or ""
-        description = doc.strip().splitlines()[0] if doc.strip() else ""
+        description = summary_line(cls)
     spec = AttackSpec(key, cls, {} if defaults is None else defaults, description, title)
-    if key in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"attack {key!r} is already registered ({_REGISTRY[key].cls.__name__}); "
-            "choose another name or pass overwrite=True to replace it"
-        )
+    REGISTRY.register(key, spec, overwrite=overwrite)
     if "name" not in cls.__dict__:
         cls.name = key
-    _REGISTRY[key] = spec
+    if key in PAPER_ATTACKS:
+        _PAPER.setdefault(key, spec)
     return cls
 
 
 def list_attacks() -> list[str]:
     """The registered attack names, in registration order (the paper's first)."""
-    return list(_REGISTRY)
+    return REGISTRY.names()
 
 
 def get_attack(name: str) -> AttackSpec:
@@ -274,17 +275,7 @@ def get_attack(name: str) -> AttackSpec:
 
     Raises ``ValueError`` listing every registered name, with a "did you mean" hint.
     """
-    key = _normalise(name)
-    spec = _REGISTRY.get(key)
-    if spec is None:
-        choices = ", ".join(_REGISTRY)
-        close = difflib.get_close_matches(key, list(_REGISTRY), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"unknown attack {name!r}; choose one of: {choices}{hint} (register your own "
-            "with robustrank.attacks.register_attack)"
-        )
-    return spec
+    return REGISTRY.get(name)
 
 
 def create_attack(name: str, model: nn.Module, eps: float, **options: Any) -> Attack:
@@ -334,82 +325,4 @@ def builtin_attacks() -> dict[str, AttackSpec]:
 
     Unaffected by later registrations (even ``overwrite=True`` of a built-in name).
     """
-    return dict(_BUILTIN)
-
-
-def _register_builtins() -> None:
-    """The paper's attacks and settings (Section 5; eps = 0.05 for all of them)."""
-    register_attack(
-        "fgsm", FGSM, description="FGSM (Goodfellow et al., 2015): one eps step", title="FGSM"
-    )
-    register_attack(
-        "pgd",
-        PGD,
-        {"alpha": 0.005, "steps": 20, "random_start": True},
-        description="l_inf PGD with a random start (Madry et al., 2018)",
-        title="PGD",
-    )
-    register_attack(
-        "gnm",
-        GNM,
-        {"steps": 5},
-        description="GNM (Balda et al., 2018): linearised logit margins, T steps",
-        title="GNM",
-    )
-    _BUILTIN.update(_REGISTRY)
-
-
-def _register_evaluation_attacks() -> None:
-    """AutoAttack and its components (Croce & Hein, ICML 2020), with the reference's
-    settings: 100 iterations, 9 target classes, 5000 Square queries."""
-    register_attack(
-        "apgd-ce",
-        APGD,
-        {"loss": "ce"},
-        description="APGD with the cross-entropy (Croce & Hein, 2020): step-size free PGD",
-        title="APGD-CE",
-    )
-    register_attack(
-        "apgd-dlr",
-        APGD,
-        {"loss": "dlr"},
-        description="APGD with the DLR loss, invariant to logit scaling (Croce & Hein, 2020)",
-        title="APGD-DLR",
-    )
-    register_attack(
-        "apgd-t",
-        APGDT,
-        description="targeted APGD with the targeted DLR loss, 9 target classes",
-        title="APGD-T",
-    )
-    register_attack(
-        "fab",
-        FAB,
-        {"targeted": False},
-        description="FAB (Croce & Hein, 2020b): minimal-norm boundary attack, untargeted",
-        title="FAB",
-    )
-    register_attack(
-        "fab-t",
-        FAB,
-        {"targeted": True},
-        description="FAB, targeted at the 9 most likely other classes",
-        title="FAB-T",
-    )
-    register_attack(
-        "square",
-        Square,
-        description="Square (Andriushchenko et al., 2020): gradient-free random search",
-        title="Square",
-    )
-    register_attack(
-        "autoattack",
-        AutoAttack,
-        {"version": "standard"},
-        description="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square; per-example worst case",
-        title="AutoAttack",
-    )
-
-
-_register_builtins()
-_register_evaluation_attacks()
+    return {name: _PAPER[name] for name in PAPER_ATTACKS if name in _PAPER}

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import Generator, Tensor, nn
 
-from .base import Attack, _check_int, _check_seed, _check_unit, seeded_generator
+from .base import Attack, check_int, check_seed, check_unit, seeded_generator
 from .losses import margin
+from .registry import register_attack
 
 __all__ = ["Square", "square_p", "square_side"]
 
@@ -96,6 +97,11 @@ class _Result:
     queries: Tensor  # int64, model queries of the restarts (not the clean check)
 
 
+@register_attack(
+    "square",
+    description="Square (Andriushchenko et al., 2020): gradient-free random search",
+    title="Square",
+)
 class Square(Attack):
     """Square Attack, l_inf (Andriushchenko et al., ECCV 2020, Algorithms 1 and 2): random
     search over the vertices of the eps-ball, driven only by model outputs (no gradients).
@@ -113,8 +119,8 @@ class Square(Attack):
     This is AutoAttack's l_inf loop (fra31/auto-attack ``square.py``: same p schedule,
     side formula, strict acceptance, ``n_queries`` iterations after the stripes query).
     Its window move ``x_best +- 2 eps`` then projected equals setting the window to
-    ``x +- eps``, done here directly. Two deviations: (1) as in the paper's own code
-    (max-andr/square-attack) and unlike AutoAttack's copy, which draws one window and
+    ``x +- eps``, done here directly. Two deviations: (1) as in Andriushchenko et al.'s own
+    code (max-andr/square-attack) and unlike AutoAttack's copy, which draws one window and
     one sign vector for the whole batch, every input gets its own window and signs, and
     the signs are redrawn while the window would not change the current point (such a
     query can never be accepted; on the 8x8 linear model of the tests this cut the mean
@@ -171,10 +177,10 @@ class Square(Attack):
         channels_last: bool | None = None,
     ) -> None:
         super().__init__(model, eps, channels_last)
-        self.n_queries = _check_int(n_queries, "n_queries", 1)
-        self.p_init = _check_unit(p_init, "p_init")
-        self.n_restarts = _check_int(n_restarts, "n_restarts", 1)
-        self.seed = _check_seed(seed)
+        self.n_queries = check_int(n_queries, "n_queries", 1)
+        self.p_init = check_unit(p_init, "p_init")
+        self.n_restarts = check_int(n_restarts, "n_restarts", 1)
+        self.seed = check_seed(seed)
         if not isinstance(rescale_schedule, bool):
             raise TypeError(f"rescale_schedule must be True or False, got {rescale_schedule!r}")
         self.rescale_schedule = rescale_schedule

@@ -10,15 +10,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._io import atomic_write_bytes
 from ._util import sha256_array
-
-if TYPE_CHECKING:
-    from .sources import Arrays, _Spec
+from .verified import Arrays, IDXDataset
 
 __all__ = ["DATA_ENV", "SPLITS", "KINDS", "default_data_dir"]
 
@@ -51,7 +48,7 @@ class CacheRead:
     detail: str = ""
 
 
-def read_cached(spec: _Spec, split: str, kind: str, data_dir: Path) -> CacheRead:
+def read_cached(spec: IDXDataset, split: str, kind: str, data_dir: Path) -> CacheRead:
     """Read and verify (size, SHA-256) one cached array; never modifies anything."""
     path = data_dir / spec.name / f"{split}-{kind}.u8"
     if not path.is_file():
@@ -72,7 +69,7 @@ def read_cached(spec: _Spec, split: str, kind: str, data_dir: Path) -> CacheRead
     return CacheRead(path, "ok", digest, raw.reshape(shape))
 
 
-def check_arrays(spec: _Spec, arrays: Arrays) -> list[str]:
+def check_arrays(spec: IDXDataset, arrays: Arrays) -> list[str]:
     """Problems with source arrays (shape/dtype/hash); empty if all four verify."""
     problems = []
     for key, shape in spec.shapes.items():
@@ -87,7 +84,7 @@ def check_arrays(spec: _Spec, arrays: Arrays) -> list[str]:
     return problems
 
 
-def write_cache(spec: _Spec, arrays: Arrays, data_dir: Path) -> list[Path]:
+def write_cache(spec: IDXDataset, arrays: Arrays, data_dir: Path) -> list[Path]:
     """Write verified arrays atomically; returns the files written."""
     paths = []
     for (split, kind), arr in arrays.items():

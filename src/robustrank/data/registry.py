@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,10 +28,13 @@ from typing import Any, overload
 
 from torch import Tensor
 
+from ..registry import Registry, summary_line
+
 __all__ = [
     "Loader",
     "DatasetSpec",
     "DatasetInfo",
+    "REGISTRY",
     "register_dataset",
     "list_datasets",
     "get_dataset",
@@ -127,19 +129,16 @@ class DatasetSpec:
             object.__setattr__(self, "class_names", names)
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+#: Every dataset by name; each registers where it is defined (``mnist.py``, ...).
+REGISTRY: Registry[DatasetSpec] = Registry(
+    "dataset", hint="register your own with robustrank.data.register_dataset"
+)
 
 
 def _add(spec: DatasetSpec, overwrite: bool) -> DatasetSpec:
     if not isinstance(spec, DatasetSpec):
         raise TypeError(f"register_dataset expects a DatasetSpec, got {type(spec).__name__}")
-    if spec.name in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"dataset {spec.name!r} is already registered ({_REGISTRY[spec.name].description!r}); "
-            "choose another name or pass overwrite=True"
-        )
-    _REGISTRY[spec.name] = spec
-    return spec
+    return REGISTRY.register(spec.name, spec, overwrite=overwrite)
 
 
 @overload
@@ -186,7 +185,7 @@ def register_dataset(
     def decorate(loader: Loader) -> Loader:
         kw = {"input_shape": None, "num_classes": None, "splits": ("train", "test"), **fields}
         if not kw.get("description"):
-            kw["description"] = (getattr(loader, "__doc__", None) or "").strip().split("\n")[0]
+            kw["description"] = summary_line(loader)
         _add(DatasetSpec(name=name, loader=loader, **kw), overwrite)
         return loader
 
@@ -195,14 +194,10 @@ def register_dataset(
 
 def list_datasets() -> list[str]:
     """Registered dataset names, in registration order (built-ins first)."""
-    return list(_REGISTRY)
+    return REGISTRY.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` registered as ``name``; ``ValueError`` naming the known ones
     (and the closest match) otherwise."""
-    if isinstance(name, str) and name in _REGISTRY:
-        return _REGISTRY[name]
-    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(_REGISTRY)}{hint}")
+    return REGISTRY.get(name)

@@ -16,19 +16,17 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from ._util import logger, tqdm_off
 from .cache import check_arrays
 from .errors import DataUnavailableError, IDXFormatError
 from .idx import read_idx, read_idx_file
+from .verified import Arrays, IDXDataset, OfflineSource, SourceError
 
-__all__ = ["IDX_ENV", "IDX_FILES", "DOWNLOAD_TIMEOUT", "Arrays"]
+__all__ = ["IDX_ENV", "IDX_FILES", "DOWNLOAD_TIMEOUT", "arrays_from_idx_dir", "fetch_from_sources"]
 
 IDX_ENV = "ROBUSTRANK_IDX_DIR"
 DOWNLOAD_TIMEOUT = 10.0  # seconds, per connection attempt / read
@@ -41,27 +39,8 @@ IDX_FILES: dict[tuple[str, str], str] = {
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
 
-Arrays = dict[tuple[str, str], np.ndarray]  # (split, kind) -> uint8 array
-OfflineSource = Callable[[Path, bool], Arrays]  # (tmpdir, progress) -> arrays
 
-
-@dataclass(frozen=True)
-class _Spec:
-    """What a verified IDX dataset looks like and where it can come from."""
-
-    name: str
-    shapes: dict[tuple[str, str], tuple[int, ...]]
-    sha256: dict[tuple[str, str], str]
-    mirrors: tuple[str, ...] = ()
-    offline: OfflineSource | None = None
-    offline_label: str = ""
-
-
-class _SourceError(Exception):
-    """A source could not provide data (not found, unreachable, bad content)."""
-
-
-def _arrays_from_idx_dir(directory: Path, progress: bool) -> Arrays:
+def arrays_from_idx_dir(directory: Path, progress: bool) -> Arrays:
     files: dict[tuple[str, str], Path] = {}
     missing = []
     for key, stem in IDX_FILES.items():
@@ -72,7 +51,7 @@ def _arrays_from_idx_dir(directory: Path, progress: bool) -> Arrays:
         else:
             missing.append(stem + "[.gz]")
     if missing:
-        raise _SourceError(f"{directory}: missing {', '.join(missing)}")
+        raise SourceError(f"{directory}: missing {', '.join(missing)}")
     arrays: Arrays = {}
     for key, path in tqdm(
         files.items(), desc=f"decoding {directory.name}", unit="file", disable=tqdm_off(progress)
@@ -80,7 +59,7 @@ def _arrays_from_idx_dir(directory: Path, progress: bool) -> Arrays:
         try:
             arrays[key] = read_idx_file(path)
         except (IDXFormatError, OSError) as exc:
-            raise _SourceError(str(exc)) from exc
+            raise SourceError(str(exc)) from exc
     return arrays
 
 
@@ -109,11 +88,11 @@ def _arrays_from_mirror(base: str, progress: bool) -> Arrays:
         try:
             arrays[key] = read_idx(_download(url, progress))
         except (urllib.error.URLError, OSError, TimeoutError, IDXFormatError) as exc:
-            raise _SourceError(f"{url}: {exc}") from exc
+            raise SourceError(f"{url}: {exc}") from exc
     return arrays
 
 
-def _sources(spec: _Spec, idx_dir: str | Path | None) -> list[tuple[str, OfflineSource]]:
+def _sources(spec: IDXDataset, idx_dir: str | Path | None) -> list[tuple[str, OfflineSource]]:
     """(label, callable(tmpdir, progress) -> arrays) in the order they are tried."""
     out: list[tuple[str, OfflineSource]] = []
     root = idx_dir if idx_dir is not None else os.environ.get(IDX_ENV) or None
@@ -124,7 +103,7 @@ def _sources(spec: _Spec, idx_dir: str | Path | None) -> list[tuple[str, Offline
                 out.append(
                     (
                         f"IDX files in {directory}",
-                        lambda _tmp, p, d=directory: _arrays_from_idx_dir(d, p),
+                        lambda _tmp, p, d=directory: arrays_from_idx_dir(d, p),
                     )
                 )
     for base in spec.mirrors:
@@ -134,8 +113,8 @@ def _sources(spec: _Spec, idx_dir: str | Path | None) -> list[tuple[str, Offline
     return out
 
 
-def _fetch_from_sources(
-    spec: _Spec, idx_dir: str | Path | None, progress: bool
+def fetch_from_sources(
+    spec: IDXDataset, idx_dir: str | Path | None, progress: bool
 ) -> tuple[str, Arrays]:
     """Try each source in order; return (label, verified arrays) from the first that verifies."""
     failures = []
@@ -143,7 +122,7 @@ def _fetch_from_sources(
         tmp = Path(tempfile.mkdtemp(prefix=f"robustrank-{spec.name}-"))
         try:
             arrays = source(tmp, progress)
-        except _SourceError as exc:
+        except SourceError as exc:
             (logger.debug if label.startswith("mirror") else logger.info)(
                 "%s: %s unavailable: %s", spec.name, label, exc
             )

@@ -9,20 +9,36 @@ retried (a dead Ray worker) or re-run (an interrupted sweep) resumes where it st
 
 from .base import Executor, check_dependencies, dependency_order
 from .local import LocalExecutor
-from .registry import ExecutorName, create_executor, list_executors
+from .ray_executor import RayExecutor
+from .registry import REGISTRY as _EXECUTORS
+from .registry import (
+    ExecutorEntry,
+    create_executor,
+    get_executor,
+    list_executors,
+    register_executor,
+)
 from .tasks import EVALUATION_FILE, ExecutionError, RunOutcome, RunTask, run_task
+
+#: The executor names registered on import (``local``, ``ray``) as a ``StrEnum``, for
+#: command-line choices; :func:`create_executor` accepts any registered name.
+ExecutorName = _EXECUTORS.choices("ExecutorName", module=__name__)
 
 __all__ = [
     "Executor",
+    "ExecutorEntry",
     "ExecutorName",
     "ExecutionError",
     "LocalExecutor",
+    "RayExecutor",
     "RunOutcome",
     "RunTask",
     "EVALUATION_FILE",
     "check_dependencies",
     "create_executor",
     "dependency_order",
+    "get_executor",
     "list_executors",
+    "register_executor",
     "run_task",
 ]

@@ -7,11 +7,15 @@ from collections.abc import Sequence
 from tqdm.auto import tqdm
 
 from .base import OnDone, check_dependencies, dependency_order, task_failure
+from .registry import register_executor
 from .tasks import RunOutcome, RunTask, run_task
 
 __all__ = ["LocalExecutor"]
 
 
+@register_executor(
+    "local", description="in this process, one run after another (default; nothing to install)"
+)
 class LocalExecutor:
     """Runs tasks in this process in dependency order; nothing extra to install.
 

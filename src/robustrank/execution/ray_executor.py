@@ -32,6 +32,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .base import OnDone, check_dependencies, dependency_order, task_failure
+from .registry import register_executor
 from .tasks import ExecutionError, RunOutcome, RunTask, run_task
 
 __all__ = ["RayExecutor", "RAY_MISSING"]
@@ -90,6 +91,11 @@ def _absolute(task: RunTask) -> RunTask:
     )
 
 
+@register_executor(
+    "ray",
+    description="Ray tasks: a local instance with --workers N, or a cluster via --address / "
+    "RAY_ADDRESS (pip install 'robustrank[ray]')",
+)
 class RayExecutor:
     """Runs tasks as Ray tasks, ``threads`` CPUs each, in dependency order.
 

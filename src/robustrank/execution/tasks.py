@@ -36,7 +36,7 @@ class RunTask:
         run_dir: the run directory, on a path every worker can see.
         after: run directories of tasks that must finish first (e.g. the natural run a
             fine-tune starts from). Executors order tasks by them.
-        evaluation: an :class:`~robustrank.experiments.robust_eval.EvaluationSpec` as plain
+        evaluation: an :class:`~robustrank.evaluation.EvaluationSpec` as plain
             data, or None to only train.
         trust_code: allow a model named by import path (see ``train``).
     """
@@ -111,7 +111,7 @@ def run_task(task: RunTask, *, progress: bool = False) -> RunOutcome:
     The run's ``threads`` apply to training and evaluation alike, so the numbers do not
     depend on the executor or the number of workers.
     """
-    from ..experiments.robust_eval import EvaluationSpec, cached_evaluation
+    from ..evaluation import EvaluationSpec, cached_evaluation
     from ..training import config_from_dict, train
     from ..training.rundir import CONFIG_FILE, DONE_FILE, FINAL_FILE
 

@@ -37,6 +37,7 @@ from ..ownership import OutputKind, OwnershipError, claim_dir, read_record
 from ..training import (
     TrainConfig,
     config_from_dict,
+    get_schedule,
     list_presets,
     load_preset,
     prune_attack_options,
@@ -303,10 +304,11 @@ def _fine_tune_config(
     data["history"]["every_epochs"] = every
     data["init"]["preset_run"] = str(preset_run)
     config = config_from_dict(data, source=f"budget study: {name}")
-    if config.schedule == "cosine":
+    schedule = get_schedule(config.schedule.name)
+    if schedule.depends_on_epochs(config.lr, max_epochs, config.schedule_options()):
         raise BudgetError(
-            f"{name}: schedule cosine depends on the total epochs, so a long run's first "
-            "epochs are not a short run; use schedule constant or step in the overrides"
+            f"{name}: schedule {schedule.name} depends on the total epochs, so a long run's "
+            "first epochs are not a short run; use schedule constant or step in the overrides"
         )
     return config
 

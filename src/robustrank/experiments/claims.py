@@ -23,6 +23,11 @@ Its verdict is ``supported`` when the interval excludes 0 in the claimed directi
 ``contradicted`` when it excludes 0 in the other, ``inconclusive`` otherwise; a claim's
 verdict is :func:`robustrank.stats.summarise` of its comparisons (``not measured`` without
 any). No verdict rests on a difference whose interval contains 0.
+
+With one seed a comparison's interval (over the test inputs) covers sampling noise only,
+while training noise is larger (the three-seed paper run turned several one-seed verdicts
+into inconclusive ones): such a comparison, and its claim, carry
+:data:`ONE_SEED_CAVEAT` as ``caveat``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import numpy as np
 from ..stats import Comparison, Direction, Verdict, paired_difference, seed_difference, summarise
 from .summary import FOCUS_LAYERS, PresetSummary, RunKind, RunSummary, strong_attack_of
 
-__all__ = ["Claim", "assess_claims", "comparison_scale", "BOOTSTRAP"]
+__all__ = ["Claim", "assess_claims", "comparison_scale", "BOOTSTRAP", "ONE_SEED_CAVEAT"]
 
 # Figure 5: the nuclear norm of the CNN's W2 against the same l1 without it.
 _NUCLEAR_FAMILY, _NUCLEAR_LAYER = "cnn", "W2"
@@ -44,6 +49,11 @@ _NUCLEAR_FAMILY, _NUCLEAR_LAYER = "cnn", "W2"
 BOOTSTRAP = {"n_boot": 2000, "seed": 0}
 _STRUCTURE = (("eff_rank", "effective rank"), ("eff_sparsity", "effective sparsity"))
 _SIGN = {"less": "<", "greater": ">"}
+#: Beside every verdict that rests on an interval from one seed (results.json and report).
+ONE_SEED_CAVEAT = (
+    "one seed: this interval covers test-set sampling noise only, not training noise "
+    "(seed-to-seed variation); run --seeds 3 or more"
+)
 
 
 @dataclass
@@ -64,16 +74,26 @@ class Claim:
         out = {str(v): sum(c.verdict == v for c in self.comparisons) for v in Verdict}
         return {**out, "total": len(self.comparisons)}
 
+    @property
+    def caveat(self) -> str | None:
+        """The caveats of its comparisons (one seed), distinct and joined; None without."""
+        found = dict.fromkeys(c.caveat for c in self.comparisons if c.caveat)
+        return "; ".join(found) or None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: ``claim``, ``verdict``, ``counts``, ``evidence`` and ``comparisons``
-        (each :meth:`robustrank.stats.Comparison.to_dict`)."""
-        return {
+        (each :meth:`robustrank.stats.Comparison.to_dict`), and ``caveat`` when a
+        comparison has one."""
+        out = {
             "claim": self.claim,
             "verdict": self.verdict,
             "counts": self.counts(),
             "evidence": list(self.evidence),
             "comparisons": [c.to_dict() for c in self.comparisons],
         }
+        if self.caveat is not None:
+            out["caveat"] = self.caveat
+        return out
 
 
 def comparison_scale(c: Comparison) -> str:
@@ -98,6 +118,9 @@ def _claim(title: str, comparisons: list[Comparison]) -> Claim:
     """A claim from its comparisons: verdict by :func:`summarise`, counts, one line each."""
     if not comparisons:
         return Claim(title, "not measured", ["no comparison could be made"], [])
+    for c in comparisons:
+        if c.n_seeds == 1 and c.ci95 is not None:  # an interval over test inputs only
+            c.caveat = ONE_SEED_CAVEAT
     claim = Claim(title, str(summarise(comparisons)), [], comparisons)
     n = claim.counts()
     head = (

@@ -12,7 +12,9 @@ from torch import nn
 
 from ..training import TrainConfig
 from .claims import Claim, comparison_scale
-from .summary import RunKind, _family, run_kind
+from .summary import RunKind, model_family, run_kind
+
+__all__ = ["Captioned", "paper_figures", "forest_figures"]
 
 Captioned = tuple[str, Path]  # (caption, png path)
 Models = dict[str, nn.Module]  # run name -> final model
@@ -215,7 +217,7 @@ def _robustness_figure(
     ]
 
 
-def _figures(
+def paper_figures(
     out: Path,
     configs: list[TrainConfig],
     histories: dict[str, list[dict[str, Any]]],
@@ -228,7 +230,7 @@ def _figures(
     has_mi = any(k.startswith("mi_") for h in histories.values() for k in (h[-1] if h else {}))
     by_family: dict[str, list[TrainConfig]] = {}
     for c in configs:
-        by_family.setdefault(_family(c), []).append(c)
+        by_family.setdefault(model_family(c), []).append(c)
     figures: list[Captioned] = []
     for fam, fam_configs in by_family.items():
         ref = _paper_figures(fam)
@@ -249,7 +251,7 @@ _SCALE_TITLES = {
 }
 
 
-def _forest_figures(out: Path, claims: list[Claim]) -> list[list[Captioned]]:
+def forest_figures(out: Path, claims: list[Claim]) -> list[list[Captioned]]:
     """One forest plot per claim and metric scale (fooling ratios and robust accuracies,
     effective ranks and effective sparsities are not on one axis), claim by claim."""
     from ..plots import plot_forest

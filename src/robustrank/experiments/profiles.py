@@ -14,9 +14,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from .._mappings import deep_merge
 from .._types import PositiveInt
+from ..evaluation import EvaluationSpec
 from ..training import TrainConfig, config_from_dict, load_preset
 from ..yamlio import load_yaml
-from .robust_eval import EvaluationSpec
 
 __all__ = [
     "ProfileName",

@@ -18,7 +18,7 @@ from .claims import Claim
 from .profiles import Profile, SeededRun
 from .summary import PresetSummary, strong_attack_of, table_metrics
 
-__all__ = ["ReproduceResult"]
+__all__ = ["write_reproduce_outputs", "ReproduceResult"]
 
 Block = Paragraph | Table | Figure
 
@@ -35,9 +35,9 @@ class ReproduceResult:
     """Everything one :func:`~robustrank.experiments.reproduce.reproduce` call produced.
 
     ``runs``: every preset over its seeds; ``histories`` and ``evaluations`` (the final
-    evaluation, :mod:`.robust_eval`): by preset, one entry per seed index. ``attacks`` are
-    the attacks of the tables' fooling-ratio columns ``fr_<attack>``; ``claim_figures``
-    the forest plots of each claim (``(caption, path)``, claim by claim).
+    evaluation, :mod:`robustrank.evaluation.spec`): by preset, one entry per seed index.
+    ``attacks`` are the attacks of the tables' fooling-ratio columns ``fr_<attack>``;
+    ``claim_figures`` the forest plots of each claim (``(caption, path)``, claim by claim).
     """
 
     profile: str
@@ -94,7 +94,7 @@ def _results_payload(
     }
 
 
-def _write_outputs(
+def write_reproduce_outputs(
     result: ReproduceResult,
     prof: Profile,
     runs: list[SeededRun],
@@ -143,14 +143,19 @@ _VERDICT_KIND = {"supported": "good", "contradicted": "bad"}
 
 
 def _comparison_table(claim: Claim) -> Table:
-    """Every comparison of a claim: difference, 95% interval, verdict, method."""
+    """Every comparison of a claim: difference, 95% interval, verdict (with its caveat,
+    in a column beside it, when one has any), method."""
+    caveats = any(c.caveat for c in claim.comparisons)
     rows = []
     for c in claim.comparisons:
         ci = "-" if c.ci95 is None else f"[{c.ci95.lo:+.4f}, {c.ci95.hi:+.4f}]"
         sign = "< 0" if c.direction == "less" else "> 0"
         n = f"{c.n_seeds}" + ("" if c.n_examples is None else f" x {c.n_examples}")
-        rows.append([c.label, f"{c.difference:+.4f}", ci, sign, str(c.verdict), n, c.method])
+        row = [c.label, f"{c.difference:+.4f}", ci, sign, str(c.verdict)]
+        row += [c.caveat or "-"] if caveats else []
+        rows.append(row + [n, c.method])
     columns = ["comparison (a vs b)", "a - b", "95% interval", "claimed", "verdict"]
+    columns += ["caveat"] if caveats else []
     columns += ["seeds x inputs", "method"]
     caption = (
         "Each comparison: a - b with its 95% interval; supported when the interval excludes 0 "
@@ -166,7 +171,8 @@ def _claims_section(claims: list[Claim], claim_figures: list[list[tuple[str, Pat
     blocks: list[Block] = []
     for i, c in enumerate(claims):
         kind = _VERDICT_KIND.get(c.verdict, "note")
-        blocks.append(Paragraph(f"{c.claim}: {c.verdict.upper()}. {c.evidence[0]}.", kind))
+        caveat = "" if c.caveat is None else f" Caveat: {c.caveat}."
+        blocks.append(Paragraph(f"{c.claim}: {c.verdict.upper()}. {c.evidence[0]}.{caveat}", kind))
         if c.comparisons:
             blocks.append(_comparison_table(c))
         own = claim_figures[i] if i < len(claim_figures) else []

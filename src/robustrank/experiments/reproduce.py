@@ -14,11 +14,12 @@ only the new seeds. Every run's ``threads`` is set to the same value, so its num
 depend on the executor or the number of workers. Everything derived (figures, tables,
 report) is rebuilt from the runs each time.
 
-The steps live in sibling modules: :mod:`.profiles` (what runs), :mod:`.robust_eval`
-(the paper's attacks with per-example outcomes, AutoAttack, robustness curves and
-diagnostics of every final model), :mod:`.summary` (run summaries, metrics over seeds and
-Tables 1-2), :mod:`.claims` (comparisons and verdicts), :mod:`.figures` and
-:mod:`.report_builder` (the written outputs). Their public names are re-exported here.
+The steps live in sibling modules: :mod:`.profiles` (what runs), :mod:`.summary` (run
+summaries, metrics over seeds and Tables 1-2), :mod:`.claims` (comparisons and verdicts),
+:mod:`.figures` and :mod:`.report_builder` (the written outputs); the final evaluation of
+every model (the paper's attacks with per-example outcomes, AutoAttack, robustness curves
+and diagnostics) is :mod:`robustrank.evaluation.spec`. Their public names are re-exported
+here.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from typing import Any
 
 from .._io import atomic_write_text as write_text_atomic
 from .._modes import resolve_device
+from ..evaluation import EvaluationSpec
 from ..execution import Executor, ExecutorName, LocalExecutor, RunTask, create_executor
 from ..ownership import OutputKind, OwnershipError, claim_dir, read_record
 from ..training import TrainConfig, config_from_dict
 from ..training.rundir import CONFIG_FILE, RUN_DIR, read_history
 from .claims import Claim, assess_claims
-from .figures import _figures, _forest_figures
+from .figures import forest_figures, paper_figures
 from .profiles import (
     Profile,
     ProfileName,
@@ -48,10 +50,8 @@ from .profiles import (
     profile_configs,
     seeded_runs,
 )
-from .report_builder import ReproduceResult, _write_outputs
-from .robust_eval import EvaluationSpec
-from .summary import PresetSummary, RunSummary, _summarise, _tables, table_attacks
-from .summary import _method as _method  # re-exported: tests and callers import it from here
+from .report_builder import ReproduceResult, write_reproduce_outputs
+from .summary import PresetSummary, RunSummary, build_tables, summarise_run, table_attacks
 
 __all__ = [
     "ProfileName",
@@ -247,7 +247,9 @@ def _presets(
     strong_attack = spec.attack if spec is not None else None
     for run in runs:
         h, ev = histories[run.preset][run.index], evaluations[run.preset][run.index]
-        summary = _summarise(run.config, h, ev, seed_index=run.index, strong_attack=strong_attack)
+        summary = summarise_run(
+            run.config, h, ev, seed_index=run.index, strong_attack=strong_attack
+        )
         by_preset.setdefault(run.preset, []).append(summary)
     return {name: PresetSummary.from_runs(seeds) for name, seeds in by_preset.items()}
 
@@ -332,7 +334,7 @@ def reproduce(
     presets = _presets(runs, histories, evaluations, prof.evaluation)
     theory, theory_png = _theory(out, prof.theory) if prof.theory else (None, None)
     first = [r for r in runs if r.index == 0]
-    figures = _figures(
+    figures = paper_figures(
         out,
         [r.config for r in first],
         {name: h[0] for name, h in histories.items()},
@@ -342,14 +344,14 @@ def reproduce(
     if theory_png is not None:
         figures.append(("Section 3: linear classifiers with and without projection", theory_png))
     claims = assess_claims(presets)
-    claim_figures = _forest_figures(out, claims)
+    claim_figures = forest_figures(out, claims)
     attacks = table_attacks(configs)
     result = ReproduceResult(
         profile=prof.name,
         out_dir=out,
         runs=presets,
         histories=histories,
-        tables=_tables(presets, attacks),
+        tables=build_tables(presets, attacks),
         claims=claims,
         theory=theory,
         figures=[p for _, p in figures] + [p for own in claim_figures for _, p in own],
@@ -361,5 +363,5 @@ def reproduce(
         seeds=n_seeds,
         claim_figures=claim_figures,
     )
-    _write_outputs(result, prof, runs, figures)
+    write_reproduce_outputs(result, prof, runs, figures)
     return result

@@ -1,11 +1,11 @@
 """Run summaries and the paper's Tables 1 and 2 (Section 5), with intervals.
 
 A :class:`RunSummary` holds one run's final numbers (one preset, one seed): the last history
-row, and the final evaluation (:mod:`.robust_eval`) when it ran. A :class:`PresetSummary`
-gathers the seeds of one preset; each of its metrics is a :class:`Metric`: the mean over
-seeds with the 95% Student-t interval over seeds (:func:`robustrank.stats.seed_summary`,
-N >= 2) and, for fooling ratios and robust accuracies, the Wilson (1927) sampling interval
-over the evaluation inputs of every seed.
+row, and the final evaluation (:mod:`robustrank.evaluation.spec`) when it ran. A
+:class:`PresetSummary` gathers the seeds of one preset; each of its metrics is a
+:class:`Metric`: the mean over seeds with the 95% Student-t interval over seeds
+(:func:`robustrank.stats.seed_summary`, N >= 2) and, for fooling ratios and robust
+accuracies, the Wilson (1927) sampling interval over the evaluation inputs of every seed.
 
 What a run is (natural, adversarial or regularised training) and which attacks' fooling
 ratios the tables show (``history.attacks``) are read from the configs.
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluation import decode_mask
 from ..stats import Interval, SeedStat, format_interval, seed_summary, wilson_interval
 from ..training import TrainConfig
-from .robust_eval import decode_mask
 
 __all__ = [
     "RunKind",
@@ -37,6 +37,10 @@ __all__ = [
     "strong_attack_of",
     "strong_metrics",
     "table_metrics",
+    "model_family",
+    "method_label",
+    "summarise_run",
+    "build_tables",
 ]
 
 # Layers the paper points at (Section 5): FCNN W1; CNN W1 and W2. The tables show their
@@ -66,9 +70,9 @@ def run_kind(config: TrainConfig) -> RunKind:
 
 @dataclass
 class Outcomes:
-    """Per-example outcomes of one evaluation subset (:mod:`.robust_eval`): ``correct[i]``
-    (clean input ``i`` classified correctly) and ``fooled[attack][i]``; ``n`` inputs drawn
-    with ``seed``."""
+    """Per-example outcomes of one evaluation subset (:mod:`robustrank.evaluation.spec`):
+    ``correct[i]`` (clean input ``i`` classified correctly) and ``fooled[attack][i]``; ``n``
+    inputs drawn with ``seed``."""
 
     n: int
     seed: int
@@ -96,8 +100,8 @@ class RunSummary:
     the natural reference of each run and the regulariser ablations (Section 5).
     ``fooling`` holds the fooling ratio of every table attack: from the final evaluation
     of the paper's attacks when it ran, else from the last history row. ``strong`` holds the
-    strong evaluation at eps (:mod:`.robust_eval`) of ``strong_attack`` (a registered
-    name, e.g. ``autoattack``): ``ra_pgd``, ``ra_<attack>`` and ``fr_<attack>``.
+    strong evaluation at eps (:mod:`robustrank.evaluation.spec`) of ``strong_attack`` (a
+    registered name, e.g. ``autoattack``): ``ra_pgd``, ``ra_<attack>`` and ``fr_<attack>``.
     ``counts`` gives ``[successes, trials]`` behind each ratio (``fr_<attack>``,
     ``ra_pgd``, ...) for its Wilson interval; ``outcomes`` the
     per-example outcomes by subset (``"paper"``, ``"strong"``). ``seed`` is the config's
@@ -272,12 +276,12 @@ class PresetSummary:
         }
 
 
-def _family(config: TrainConfig) -> str:
+def model_family(config: TrainConfig) -> str:
     """The model family of a run (``fcnn`` or ``cnn`` for the paper's models)."""
     return config.model.name
 
 
-def _method(config: TrainConfig) -> str:
+def method_label(config: TrainConfig) -> str:
     """The paper's row label, or one in the same notation built from the config."""
     if config.paper is not None:
         return config.paper.row
@@ -301,8 +305,8 @@ def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
 def _strong(
     evaluation: dict[str, Any], attack: str | None
 ) -> tuple[dict[str, float], dict[str, list[int]]]:
-    """``ra_pgd``, ``ra_<attack>``, ``fr_<attack>`` from a :mod:`.robust_eval` result of the
-    strong attack ``attack``, and the counts behind them."""
+    """``ra_pgd``, ``ra_<attack>``, ``fr_<attack>`` from a :mod:`robustrank.evaluation.spec`
+    result of the strong attack ``attack``, and the counts behind them."""
     if attack is None or "pgd" not in evaluation or attack not in evaluation:
         return {}, {}
     pgd, strong = evaluation["pgd"], evaluation[attack]
@@ -331,7 +335,7 @@ def _fooling(
     return {a: last[f"fr_{a}"] for a in config.history.attacks if f"fr_{a}" in last}, {}
 
 
-def _summarise(
+def summarise_run(
     config: TrainConfig,
     history: list[dict[str, Any]],
     evaluation: dict[str, Any] | None = None,
@@ -339,8 +343,8 @@ def _summarise(
     strong_attack: str | None = None,
 ) -> RunSummary:
     """The summary of one run from its config, history (Section 5's final numbers) and
-    final evaluation (:mod:`.robust_eval`, optional; ``strong_attack`` names its strong
-    attack, ``EvaluationSpec.attack``)."""
+    final evaluation (:mod:`robustrank.evaluation.spec`, optional; ``strong_attack`` names its
+    strong attack, ``EvaluationSpec.attack``)."""
     last = history[-1] if history else {}
     evaluation = evaluation or {}
     diag = evaluation.get("diagnostics")
@@ -349,8 +353,8 @@ def _summarise(
     outcomes = {k: Outcomes.from_json(v) for k, v in evaluation.get("outcomes", {}).items()}
     return RunSummary(
         preset=config.name,
-        family=_family(config),
-        method=_method(config),
+        family=model_family(config),
+        method=method_label(config),
         paper_row=config.paper.row if config.paper else None,
         paper_accuracy=config.paper.accuracy if config.paper else None,
         test_acc=last.get("test_acc"),
@@ -387,9 +391,9 @@ def table_attacks(configs: Iterable[TrainConfig]) -> list[str]:
 
 
 def strong_metrics(attack: str) -> list[tuple[str, str]]:
-    """The strong evaluation's metrics (:mod:`.robust_eval`), ``(key, label)``: PGD-20's
-    robust accuracy and the strong attack's robust accuracy and fooling ratio, labelled
-    with the attack's registered title."""
+    """The strong evaluation's metrics (:mod:`robustrank.evaluation.spec`), ``(key, label)``:
+    PGD-20's robust accuracy and the strong attack's robust accuracy and fooling ratio,
+    labelled with the attack's registered title."""
     from ..attacks import get_attack
 
     title = get_attack(attack).title
@@ -463,7 +467,7 @@ def _table_row(p: PresetSummary, attacks: list[str]) -> dict[str, Any]:
     return row
 
 
-def _tables(
+def build_tables(
     presets: dict[str, PresetSummary], attacks: list[str]
 ) -> dict[str, list[dict[str, Any]]]:
     """Tables 1 and 2: every metric of :func:`table_metrics` with its intervals."""

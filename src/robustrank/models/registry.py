@@ -13,7 +13,6 @@ order can be probed (:mod:`robustrank.models.layers`).
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import re
@@ -26,12 +25,15 @@ import torch
 from torch import Tensor, nn
 
 from .._modes import eval_mode
+from ..registry import Registry, summary_line
 
 __all__ = [
     "ModelEntry",
+    "REGISTRY",
     "UntrustedCodeError",
     "register_model",
     "list_models",
+    "get_model",
     "get_model_entry",
     "create_model",
     "is_import_path",
@@ -63,7 +65,12 @@ class ModelEntry:
     dataset: str | None = None
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+#: Every model by name; each registers where it is defined (``@register_model``).
+REGISTRY: Registry[ModelEntry] = Registry(
+    "model",
+    hint="register your own with @robustrank.models.register_model, or name a factory by "
+    "import path 'package.module:factory'",
+)
 
 Factory = Callable[..., nn.Module]
 
@@ -123,24 +130,17 @@ def register_model(
     if input_shape is not None:
         input_shape = tuple(int(d) for d in input_shape)
 
-    def add(fn: Factory) -> Factory:
+    def entry(fn: Factory) -> ModelEntry:
         if not callable(fn):
             raise TypeError(f"model factory for {name!r} must be callable, got {fn!r}")
-        if name in _REGISTRY and not overwrite:
-            raise ValueError(
-                f"model {name!r} is already registered (by {_REGISTRY[name].factory!r}); "
-                "choose another name or pass overwrite=True"
-            )
-        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = ModelEntry(name, fn, input_shape, doc, dataset)
-        return fn
+        return ModelEntry(name, fn, input_shape, description or summary_line(fn), dataset)
 
-    return add if factory is None else add(factory)
+    return REGISTRY.register(name, factory, overwrite=overwrite, build=entry)
 
 
 def list_models() -> list[str]:
     """Registered model names (import paths are accepted as well, see module docstring)."""
-    return sorted(_REGISTRY)
+    return sorted(REGISTRY.names())
 
 
 def is_import_path(name: str) -> bool:
@@ -148,17 +148,14 @@ def is_import_path(name: str) -> bool:
     return isinstance(name, str) and _IMPORT_PATH.fullmatch(name) is not None
 
 
-def get_model_entry(name: str) -> ModelEntry:
-    """The registry entry of ``name``; unknown names list the known ones."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(
-        f"unknown model {name!r}{hint} Registered models: {', '.join(list_models())}; "
-        "register your own with @robustrank.models.register_model, or name a factory by "
-        "import path 'package.module:factory'"
-    )
+def get_model(name: str) -> ModelEntry:
+    """The :class:`ModelEntry` registered as ``name``; a ``ValueError`` listing the
+    registered names (and the closest one) otherwise."""
+    return REGISTRY.get(name)
+
+
+#: The former name of :func:`get_model`, kept for existing code.
+get_model_entry = get_model
 
 
 def resolve_factory(path: str, *, trust_code: bool = False) -> Factory:
@@ -203,7 +200,7 @@ def create_model(name: str, *, trust_code: bool = False, **options: Any) -> nn.M
     if is_import_path(name):
         factory, shape = resolve_factory(name, trust_code=trust_code), None
     else:
-        entry = get_model_entry(name)
+        entry = get_model(name)
         factory, shape = entry.factory, entry.input_shape
     try:
         model = factory(**options)

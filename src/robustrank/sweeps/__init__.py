@@ -8,7 +8,7 @@ of every combination.
 
 * :mod:`.spec` -- the YAML spec (:class:`SweepSpec`, :func:`load_spec`, :func:`list_specs`).
 * :mod:`.space` -- dotted config paths (``regularizers.l1.1``).
-* :mod:`.strategies` -- the registry: ``grid``, ``random``, ``optuna``.
+* :mod:`.registry` / :mod:`.strategies` -- the strategies ``grid``, ``random``, ``optuna``.
 * :mod:`.runner` -- :func:`run_sweep`: trial directories, parents, resume.
 * :mod:`.table` -- rows, the Pareto front, the summary over seeds.
 * :mod:`.outputs` -- figures and ``report.html``.
@@ -21,15 +21,24 @@ Example::
     print(result.comparison.text)
 """
 
+from .registry import REGISTRY as _STRATEGIES
+from .registry import Strategy, get_strategy, list_strategies, register_strategy
 from .runner import SweepError, SweepResult, Trial, plan_trials, run_sweep, trial_id
 from .spec import LogUniform, Objective, SpecError, SweepSpec, list_specs, load_spec
 from .status import SweepStatus, sweep_status
-from .strategies import StrategyName, list_strategies
+
+# The built-in strategies register where they are defined.
+from . import strategies  # noqa: F401  isort: skip
+
+#: The strategy names registered on import (``grid``, ``random``, ``optuna``) as a
+#: ``StrEnum``; a spec's ``strategy`` accepts any registered name.
+StrategyName = _STRATEGIES.choices("StrategyName", module=__name__)
 
 __all__ = [
     "LogUniform",
     "Objective",
     "SpecError",
+    "Strategy",
     "StrategyName",
     "SweepError",
     "SweepResult",
@@ -37,7 +46,9 @@ __all__ = [
     "SweepStatus",
     "Trial",
     "list_specs",
+    "get_strategy",
     "list_strategies",
+    "register_strategy",
     "load_spec",
     "plan_trials",
     "run_sweep",

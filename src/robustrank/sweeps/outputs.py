@@ -78,8 +78,8 @@ def plot_rank_sparsity(rows: Sequence[Mapping[str, Any]], layer: str | None, pat
         fig.colorbar(art, ax=ax, label="robust accuracy")
     else:
         ax.text(0.5, 0.5, "no trial with structure metrics", ha="center", transform=ax.transAxes)
-    ax.set_xlabel(f"effective rank of {layer} (Eq. 2)")
-    ax.set_ylabel(f"effective sparsity of {layer} (Eq. 3)")
+    ax.set_xlabel(f"effective rank of {layer} (Eq. 3)")
+    ax.set_ylabel(f"effective sparsity of {layer} (Eq. 2)")
     ax.set_title("Low rank and sparsity vs robustness")
     ax.tick_params(axis="x", labelrotation=30)
     ax.grid(alpha=0.3)

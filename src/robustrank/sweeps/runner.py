@@ -31,9 +31,10 @@ from ..execution import RunOutcome, RunTask, create_executor
 from ..ownership import OutputKind, OwnershipError, check_dir, claim_dir, read_record
 from ..training.rundir import RUN_DIR
 from .outputs import PARETO_PNG, REPORT_HTML, SCATTER_PNG
+from .registry import get_strategy, planned_trials
 from .space import apply_values, merge_overrides
 from .spec import SpecError, SweepSpec, check_trial_count, load_spec
-from .strategies import OPTUNA_DB, OptunaDriver, StrategyName, planned_trials
+from .strategies import OPTUNA_DB
 from .table import (
     combinations,
     combinations_csv,
@@ -338,7 +339,7 @@ class _Sweep:
         rows = [json_safe(r) for r in self.sorted_rows()]
         payload = {
             "sweep": self.spec.name,
-            "strategy": self.spec.strategy.value,
+            "strategy": self.spec.strategy,
             "objective": self.spec.objective.model_dump(mode="json"),
             "layers": self.layers,
             "trials": rows,
@@ -361,8 +362,10 @@ def _objectives(outcome: RunOutcome, attack: str) -> tuple[float, float]:
 def plan_trials(spec: SweepSpec, out: str | Path, trust_code: bool = False) -> list[Trial]:
     """The trials a grid or random sweep into ``out`` would run (validated; nothing runs);
     a spec of more trials than its limit is refused first (:func:`check_trial_count`)."""
-    if spec.strategy is StrategyName.optuna:
-        raise ValueError("strategy optuna asks for trials as results come in; nothing to plan")
+    if get_strategy(spec.strategy).adaptive:
+        raise ValueError(
+            f"strategy {spec.strategy} asks for trials as results come in; nothing to plan"
+        )
     check_trial_count(spec)
     state = _Sweep(spec, Path(out).resolve(), trust_code)
     state.setup()
@@ -377,7 +380,7 @@ def _run_planned(state: _Sweep, executor: Any, progress: bool) -> None:
     executor.map(state.tasks(trials), progress=progress, on_done=state.record)
 
 
-def _next_batch(driver: OptunaDriver, n_trials: int, batch: int) -> list[tuple[int, dict]]:
+def _next_batch(driver: Any, n_trials: int, batch: int) -> list[tuple[int, dict]]:
     """Trials a killed driver left RUNNING, else up to ``batch`` new ones, else none."""
     unfinished = driver.unfinished()
     if unfinished:
@@ -386,12 +389,13 @@ def _next_batch(driver: OptunaDriver, n_trials: int, batch: int) -> list[tuple[i
     return driver.ask(min(batch, left)) if left > 0 else []
 
 
-def _run_optuna(state: _Sweep, executor: Any, batch: int, progress: bool) -> None:
-    """optuna: re-run trials a killed driver left RUNNING (their run directories resume)
-    and tell them, then ask ``batch`` trials at a time until ``n_trials`` are complete."""
+def _run_adaptive(state: _Sweep, executor: Any, batch: int, progress: bool) -> None:
+    """optuna (any adaptive strategy): re-run trials a killed driver left RUNNING (their run
+    directories resume) and tell them, then ask ``batch`` trials at a time until
+    ``n_trials`` are complete."""
     from tqdm.auto import tqdm
 
-    driver = OptunaDriver(state.spec, state.out)
+    driver = get_strategy(state.spec.strategy).driver(state.spec, state.out)
     n_trials = state.spec.n_trials or 0
     attack = state.spec.objective.attack
     done = [state.make_trial(n, v) for n, v in driver.completed()]
@@ -518,8 +522,8 @@ def run_sweep(
         state = _Sweep(spec, out, trust_code)
         state.setup()
         with create_executor(executor, workers=workers, address=address) as ex:
-            if spec.strategy is StrategyName.optuna:
-                _run_optuna(state, ex, _batch_size(spec, executor, workers), progress)
+            if get_strategy(spec.strategy).adaptive:
+                _run_adaptive(state, ex, _batch_size(spec, executor, workers), progress)
             else:
                 _run_planned(state, ex, progress)
         return _finish(state, time.perf_counter() - t0)

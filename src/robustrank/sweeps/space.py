@@ -14,10 +14,10 @@ from typing import Any
 
 from .._mappings import deep_merge
 
-__all__ = ["SpaceError", "parse_path", "set_path", "apply_values", "merge_overrides"]
+__all__ = ["SpaceError", "LAYER_MAPS", "parse_path", "set_path", "apply_values", "merge_overrides"]
 
 #: Mappings keyed by layer: the rest of a dotted path below them is one layer key.
-_LAYER_MAPS = (("regularizers", "l1"), ("regularizers", "nuclear"))
+LAYER_MAPS = (("regularizers", "l1"), ("regularizers", "nuclear"))
 
 
 class SpaceError(ValueError):
@@ -33,7 +33,7 @@ def parse_path(key: str) -> list[str | int]:
             f"{key!r} is not a dotted config key; write keys like lr, history.eps or "
             "regularizers.l1.1"
         )
-    if len(parts) > 2 and tuple(parts[:2]) in _LAYER_MAPS:
+    if len(parts) > 2 and tuple(parts[:2]) in LAYER_MAPS:
         layer = ".".join(parts[2:])
         return [parts[0], parts[1], int(layer) if layer.isdigit() else layer]
     return list(parts)

@@ -41,8 +41,8 @@ from pydantic import (
 
 from .._types import NonNegativeInt, PositiveInt
 from ..yamlio import YAMLInputError, load_yaml, load_yaml_file
+from .registry import count_trials, get_strategy
 from .space import SpaceError, merge_overrides, set_path
-from .strategies import StrategyName, count_trials, grid_shape
 
 __all__ = [
     "SpecError",
@@ -130,9 +130,9 @@ class Objective(_Strict):
         return options
 
     def evaluation(self) -> dict[str, Any]:
-        """The :class:`~robustrank.experiments.robust_eval.EvaluationSpec` of every trial
+        """The :class:`~robustrank.evaluation.EvaluationSpec` of every trial
         (no curve, no diagnostics), as plain data."""
-        from ..experiments.robust_eval import EvaluationSpec
+        from ..evaluation import EvaluationSpec
 
         spec = EvaluationSpec(
             eps=self.eps,
@@ -157,7 +157,7 @@ class SweepSpec(_Strict):
         default_factory=dict, description="deep-merged into the parent preset of a fine-tune base"
     )
     space: Annotated[dict[str, Dimension], Field(min_length=1)]
-    strategy: StrategyName
+    strategy: Annotated[str, Field(description="a registered strategy (robustrank sweep list)")]
     n_trials: PositiveInt | None = None
     max_trials: PositiveInt | None = Field(
         None,
@@ -173,17 +173,19 @@ class SweepSpec(_Strict):
         None, exclude=True, description="where a base path is relative to"
     )
 
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        get_strategy(name)  # raises naming the registered strategies
+        return name
+
     @model_validator(mode="after")
     def _strategy_needs(self) -> SweepSpec:
-        if self.strategy is not StrategyName.grid and self.n_trials is None:
-            raise ValueError(f"n_trials is required for strategy {self.strategy.value}; add it")
-        if self.strategy is StrategyName.grid:
-            for key, dim in self.space.items():
-                if isinstance(dim, LogUniform) and dim.num is None:
-                    raise ValueError(
-                        f"space[{key}]: strategy grid needs num (grid points) for a log_uniform "
-                        "range; add num: 5, say, or give a list of values"
-                    )
+        strategy = get_strategy(self.strategy)
+        if strategy.needs_n_trials and self.n_trials is None:
+            raise ValueError(f"n_trials is required for strategy {self.strategy}; add it")
+        if strategy.check is not None:
+            strategy.check(self)
         return self
 
     def base_config(self) -> dict[str, Any]:
@@ -260,10 +262,7 @@ def check_trial_count(spec: SweepSpec, max_trials: int | None = None) -> int:
     count = count_trials(spec)
     limit = max_trials or spec.max_trials or DEFAULT_MAX_TRIALS
     if count > limit:
-        how, fix = f"n_trials of strategy {spec.strategy.value}", "lower n_trials"
-        if spec.strategy is StrategyName.grid:
-            sizes = " x ".join(str(n) for n in grid_shape(spec))
-            how, fix = f"a grid of {sizes} values", "shrink the space"
+        how, fix = get_strategy(spec.strategy).count_text(spec)
         raise SpecError(
             f"the sweep asks for {count:,} trials ({how}), above the limit of {limit:,}; "
             f"{fix}, or raise the limit with max_trials: {count} in the spec or "

@@ -1,4 +1,5 @@
-"""Search strategies, registered by name: ``grid``, ``random`` and ``optuna``.
+"""Search strategies, each registered where it is defined: ``grid``, ``random`` and ``optuna``
+(the registry: :mod:`.registry`).
 
 ``grid`` and ``random`` plan every trial up front (a list of ``{dotted key: value}``);
 ``optuna`` asks a multi-objective study (clean accuracy and robust accuracy, both
@@ -10,22 +11,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .spec import SweepSpec
+from .registry import register_strategy
+from .spec import LogUniform, SpecError, SweepSpec
 
 __all__ = [
-    "StrategyName",
-    "list_strategies",
     "grid_trials",
     "random_trials",
-    "planned_trials",
     "grid_shape",
-    "count_trials",
     "OptunaDriver",
     "OPTUNA_DB",
 ]
@@ -33,48 +28,54 @@ __all__ = [
 OPTUNA_DB = "optuna.db"
 
 
-class StrategyName(StrEnum):
-    """The registered strategies (the spec's ``strategy`` key)."""
-
-    grid = "grid"
-    random = "random"
-    optuna = "optuna"
-
-
-_DESCRIPTIONS = {
-    StrategyName.grid: "every combination of the space (log_uniform ranges need num points)",
-    StrategyName.random: "n_trials independent draws, seeded by the spec's seed",
-    StrategyName.optuna: "n_trials from a multi-objective Optuna study (clean vs robust "
-    "accuracy, NSGA-II), stored in OUT/optuna.db (pip install 'robustrank[sweep]')",
-}
-
-
-def list_strategies() -> dict[str, str]:
-    """Strategy names and one-line descriptions."""
-    return {name.value: _DESCRIPTIONS[name] for name in StrategyName}
-
-
 def _plain(value: Any) -> Any:
     """numpy scalars -> Python numbers (trial values are written to YAML/JSON)."""
     return value.item() if hasattr(value, "item") and not isinstance(value, list | dict) else value
 
 
+def grid_shape(spec: SweepSpec) -> list[int]:
+    """The number of grid points of each space key, in order (nothing is materialised)."""
+    return [(d.num or 2) if isinstance(d, LogUniform) else len(d) for d in spec.space.values()]
+
+
+def _grid_count(spec: SweepSpec) -> int:
+    return math.prod(grid_shape(spec))
+
+
+def _grid_text(spec: SweepSpec) -> tuple[str, str]:
+    return f"a grid of {' x '.join(str(n) for n in grid_shape(spec))} values", "shrink the space"
+
+
+def _grid_check(spec: SweepSpec) -> None:
+    for key, dim in spec.space.items():
+        if isinstance(dim, LogUniform) and dim.num is None:
+            raise ValueError(
+                f"space[{key}]: strategy grid needs num (grid points) for a log_uniform "
+                "range; add num: 5, say, or give a list of values"
+            )
+
+
+@register_strategy(
+    "grid",
+    description="every combination of the space (log_uniform ranges need num points)",
+    needs_n_trials=False,
+    count=_grid_count,
+    check=_grid_check,
+    count_text=_grid_text,
+)
 def grid_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     """Every combination of the space, the last key varying fastest; a log_uniform range
     contributes ``num`` log-spaced points."""
-    from .spec import LogUniform
-
     keys = list(spec.space)
     axes = [d.grid() if isinstance(d, LogUniform) else list(d) for d in spec.space.values()]
     return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
 
 
+@register_strategy("random", description="n_trials independent draws, seeded by the spec's seed")
 def random_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     """``n_trials`` draws with ``numpy.random.default_rng(spec.seed)``: lists uniformly,
     log_uniform ranges as ``exp(uniform(log lo, log hi))``; the same draws on every call."""
     import numpy as np
-
-    from .spec import LogUniform
 
     rng = np.random.default_rng(spec.seed)
     trials = []
@@ -88,46 +89,6 @@ def random_trials(spec: SweepSpec) -> list[dict[str, Any]]:
                 values[key] = _plain(dim[int(rng.integers(len(dim)))])
         trials.append(values)
     return trials
-
-
-_PLANNERS: dict[StrategyName, Callable[[SweepSpec], list[dict[str, Any]]]] = {
-    StrategyName.grid: grid_trials,
-    StrategyName.random: random_trials,
-}
-
-
-def planned_trials(spec: SweepSpec) -> list[dict[str, Any]] | None:
-    """The trials of a planning strategy in order; None for ``optuna`` (asked as it goes)."""
-    planner = _PLANNERS.get(spec.strategy)
-    return None if planner is None else planner(spec)
-
-
-def grid_shape(spec: SweepSpec) -> list[int]:
-    """The number of grid points of each space key, in order (nothing is materialised)."""
-    from .spec import LogUniform
-
-    return [(d.num or 2) if isinstance(d, LogUniform) else len(d) for d in spec.space.values()]
-
-
-def _grid_count(spec: SweepSpec) -> int:
-    return math.prod(grid_shape(spec))
-
-
-def _drawn_count(spec: SweepSpec) -> int:
-    return spec.n_trials or 0
-
-
-_COUNTERS: dict[StrategyName, Callable[[SweepSpec], int]] = {
-    StrategyName.grid: _grid_count,
-    StrategyName.random: _drawn_count,
-    StrategyName.optuna: _drawn_count,
-}
-
-
-def count_trials(spec: SweepSpec) -> int:
-    """How many trials ``spec`` runs, from the sizes of its space (``grid``: the product of
-    the keys' grid points) or its ``n_trials``; no trial is built."""
-    return _COUNTERS[spec.strategy](spec)
 
 
 # --------------------------------------------------------------------------- optuna
@@ -148,8 +109,6 @@ def _import_optuna():
 def _distributions(spec: SweepSpec) -> dict[str, Any]:
     """Optuna distributions of the space: categorical for lists, log floats for ranges."""
     optuna = _import_optuna()
-    from .spec import LogUniform, SpecError
-
     out: dict[str, Any] = {}
     for key, dim in spec.space.items():
         if isinstance(dim, LogUniform):
@@ -166,6 +125,12 @@ def _distributions(spec: SweepSpec) -> dict[str, Any]:
     return out
 
 
+@register_strategy(
+    "optuna",
+    adaptive=True,
+    description="n_trials from a multi-objective Optuna study (clean vs robust accuracy, "
+    "NSGA-II), stored in OUT/optuna.db (pip install 'robustrank[sweep]')",
+)
 class OptunaDriver:
     """The study of a sweep: ``sqlite:///OUT/optuna.db``, named after the spec, two
     maximised objectives (clean, robust accuracy), NSGA-II seeded by the spec's seed.

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._io import csv_text
 from ..stats import SeedStat, seed_summary
-from .space import _LAYER_MAPS, parse_path
+from .space import LAYER_MAPS, parse_path
 
 __all__ = [
     "SEED_KEY",
@@ -259,7 +259,7 @@ def structure_layers(
     keys: list[Any] = []
     for key in space_keys:
         path = parse_path(key)
-        if len(path) == 3 and tuple(path[:2]) in _LAYER_MAPS:
+        if len(path) == 3 and tuple(path[:2]) in LAYER_MAPS:
             keys.append(path[2])
     regs = base.get("regularizers") or {}
     for what in ("l1", "nuclear"):

@@ -5,7 +5,10 @@
 * :mod:`.rundir` -- the run directory, its history files and resume state.
 * :mod:`.setup` / :mod:`.loop` -- starting a run and the training loop (:func:`train`).
 * :mod:`.measurements` -- what a history row measures.
-* :mod:`.seeds` -- derived seeds and the learning-rate schedule.
+* :mod:`.seeds` -- derived seeds and the learning rate of an epoch.
+* :mod:`.optimizers` / :mod:`.schedules` -- the registries of optimizers (``sgd``,
+  ``adam``, ``adamw``, ``rmsprop``) and learning-rate schedules (``constant``, ``cosine``,
+  ``step``, ``linear-warmup``).
 * :mod:`.tracker` -- :class:`StructureTracker` for your own training loop.
 """
 
@@ -15,7 +18,9 @@ from .config import (
     HistoryConfig,
     InitConfig,
     ModelConfig,
+    OptimizerConfig,
     PaperRef,
+    ScheduleConfig,
     TrainConfig,
     config_from_dict,
     load_config,
@@ -23,8 +28,10 @@ from .config import (
 )
 from .loop import TrainResult, train
 from .measurements import Measurer
+from .optimizers import create_optimizer, get_optimizer, list_optimizers, register_optimizer
 from .presets import list_presets, load_preset
 from .rundir import RunError, read_history
+from .schedules import get_schedule, list_schedules, register_schedule
 from .seeds import derive_seed, lr_at_epoch
 from .tracker import StructureTracker
 
@@ -35,6 +42,8 @@ __all__ = [
     "InitConfig",
     "AdversarialConfig",
     "HistoryConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
     "PaperRef",
     "TrainConfig",
     "TrainResult",
@@ -47,6 +56,13 @@ __all__ = [
     "load_preset",
     "derive_seed",
     "lr_at_epoch",
+    "register_optimizer",
+    "get_optimizer",
+    "list_optimizers",
+    "create_optimizer",
+    "register_schedule",
+    "get_schedule",
+    "list_schedules",
     "train",
     "read_history",
 ]

@@ -25,6 +25,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from torch import nn
@@ -35,11 +36,14 @@ from ..models import (
     LayerOrderUnknown,
     UntrustedCodeError,
     create_model,
-    get_model_entry,
+    get_model,
     is_import_path,
 )
 from ..regularizers import RegularizerConfig
 from ..yamlio import YAMLInputError, load_yaml_file
+from . import preset_index
+from .optimizers import create_optimizer, get_optimizer, list_optimizers
+from .schedules import get_schedule
 
 __all__ = [
     "ConfigError",
@@ -47,6 +51,8 @@ __all__ = [
     "InitConfig",
     "AdversarialConfig",
     "HistoryConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
     "PaperRef",
     "TrainConfig",
     "config_from_dict",
@@ -83,7 +89,7 @@ class ModelConfig(_Strict):
     @classmethod
     def _known(cls, value: str) -> str:
         if not is_import_path(value):
-            get_model_entry(value)  # raises with the registered names
+            get_model(value)  # raises with the registered names
         return value
 
 
@@ -261,6 +267,75 @@ def prune_attack_options(base: Mapping[str, Any], config: dict[str, Any]) -> dic
     return {**config, "history": {**new, "attack_options": kept}}
 
 
+class _Named(BaseModel):
+    """A registered name and its options beside it: ``{name: adam, betas: [0.9, 0.999]}``;
+    a bare string is the name alone."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options given beside the name."""
+        return dict(self.model_extra or {})
+
+
+class OptimizerConfig(_Named):
+    """The optimizer (:mod:`robustrank.training.optimizers`): ``sgd`` (default, the
+    paper's), ``adam``, ``adamw``, ``rmsprop`` or a registered one, with its options beside
+    the name (checked against its signature), e.g. ``{name: adam, betas: [0.9, 0.999]}``.
+    The top-level ``lr``, ``momentum`` and ``weight_decay`` apply to it
+    (:meth:`TrainConfig.optimizer_options`); ``weight_decay`` (default 0) also replaces
+    ``adamw``'s own default of 0.01, so give ``weight_decay: 0.01`` for torch's AdamW."""
+
+    name: str = "sgd"
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return get_optimizer(value).name  # raises naming the registered optimizers
+
+    @model_validator(mode="after")
+    def _options_taken(self) -> OptimizerConfig:
+        get_optimizer(self.name).check_options(self.options)
+        return self
+
+    @property
+    def is_default(self) -> bool:
+        """Plain SGD with the top-level settings: then configs leave the key out."""
+        return self.name == "sgd" and not self.options
+
+
+class ScheduleConfig(_Named):
+    """The learning-rate schedule (:mod:`robustrank.training.schedules`): ``constant``
+    (default), ``cosine``, ``step``, ``linear-warmup`` or a registered one; a name alone,
+    or a mapping with options, e.g. ``{name: linear-warmup, warmup_epochs: 2}``. Written
+    back as the bare name when it has no options."""
+
+    name: str = "constant"
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return get_schedule(value).name  # raises naming the registered schedules
+
+    @model_validator(mode="after")
+    def _options_taken(self) -> ScheduleConfig:
+        get_schedule(self.name).check_options(self.options)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _bare_when_plain(self, handler: Any) -> Any:
+        data = handler(self)
+        return data if self.options else data["name"]
+
+
 class PaperRef(_Strict):
     """The row of the paper's Table 1/2 that a preset reproduces."""
 
@@ -284,10 +359,12 @@ class TrainConfig(_Strict):
     """A complete, validated training run (see :mod:`robustrank.training` and the presets).
 
     Paper settings (Section 5): plain SGD; FCNN lr 0.001, batch 128; CNN lr 0.01 from
-    scratch and 0.001 for fine-tuning, batch 64; adversarial eps 0.05. ``schedule`` sets
-    the per-epoch learning rate: ``constant`` (default), ``cosine`` (to 0 over the run) or
-    ``step`` (times ``lr_gamma`` every ``lr_step_epochs`` epochs). ``dataset`` is a
-    registered name (``mnist``) or ``{name: npz, path: data.npz}``.
+    scratch and 0.001 for fine-tuning, batch 64; adversarial eps 0.05. ``optimizer`` picks
+    another optimizer (:class:`OptimizerConfig`; default plain SGD, left out of
+    :meth:`plain`). ``schedule`` sets the per-epoch learning rate
+    (:class:`ScheduleConfig`): ``constant`` (default), ``cosine`` (to 0 over the run),
+    ``step`` (times ``lr_gamma`` every ``lr_step_epochs`` epochs) or ``linear-warmup``.
+    ``dataset`` is a registered name (``mnist``) or ``{name: npz, path: data.npz}``.
     """
 
     name: str
@@ -303,7 +380,8 @@ class TrainConfig(_Strict):
     lr: Annotated[Positive, Field(description="paper: 0.001 FCNN, 0.01 CNN from scratch")]
     momentum: Annotated[NonNegative, Field(description="0 = plain SGD as in the paper")] = 0.0
     weight_decay: Annotated[NonNegative, Field(description="0 = plain SGD as in the paper")] = 0.0
-    schedule: typing.Literal["constant", "cosine", "step"] = "constant"
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     lr_step_epochs: PositiveInt = 10
     lr_gamma: Positive = 0.1
     seed: NonNegativeInt = 0
@@ -361,6 +439,65 @@ class TrainConfig(_Strict):
             pass  # paper indices on a model of unknown input shape: checked when training
         return self
 
+    @model_validator(mode="after")
+    def _optimizer_and_schedule(self) -> TrainConfig:
+        try:  # on a stand-in parameter: refuses bad values (betas outside [0, 1), ...)
+            options = self.optimizer_options()
+            create_optimizer(
+                self.optimizer.name, [torch.zeros(1, requires_grad=True)], self.lr, **options
+            )
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"optimizer: {err}") from None
+        schedule = get_schedule(self.schedule.name)
+        shared = sorted(set(self.schedule.options) & set(type(self).model_fields))
+        if shared:
+            raise ValueError(
+                f"schedule: set {', '.join(shared)} at the top level of the config, beside "
+                "schedule, not inside it"
+            )
+        try:
+            schedule.rates(self.lr, self.epochs, self.schedule_options())
+        except (ValueError, TypeError, ArithmeticError) as err:
+            raise ValueError(f"schedule: {err}") from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_default_optimizer(self, handler: Any) -> Any:
+        data = handler(self)
+        if self.optimizer.is_default:  # configs written before optimizers were chosen
+            data.pop("optimizer", None)
+        return data
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """The options the optimizer is built with (besides ``lr``): the top-level
+        ``momentum`` and ``weight_decay`` if it takes them, then ``optimizer``'s own.
+
+        Raises ``ValueError`` when one is set in both places, or a non-zero top-level one
+        goes to an optimizer that does not take it (``momentum`` with ``adam``).
+        """
+        own, takes = self.optimizer.options, get_optimizer(self.optimizer.name).options
+        out: dict[str, Any] = {}
+        for key in ("momentum", "weight_decay"):
+            value = getattr(self, key)
+            if key in own and value != 0:
+                raise ValueError(f"{key} is set twice: at the top level and in optimizer")
+            if key in takes:
+                out[key] = value
+            elif value != 0:
+                others = [n for n in list_optimizers() if key in get_optimizer(n).options]
+                raise ValueError(
+                    f"{self.optimizer.name} takes no {key} (top-level {key}: {value}); set it "
+                    f"to 0, or choose an optimizer that takes it ({', '.join(others)})"
+                )
+        return {**out, **own}
+
+    def schedule_options(self) -> dict[str, Any]:
+        """The options the schedule is called with: those named like a top-level key
+        (``lr_step_epochs``, ``lr_gamma``) from there, then ``schedule``'s own."""
+        takes = get_schedule(self.schedule.name).options
+        top = {k: getattr(self, k) for k in takes if k in type(self).model_fields}
+        return {**top, **self.schedule.options}
+
     @property
     def needs_trust(self) -> bool:
         """Whether building the model imports code named by the config (an import path)."""
@@ -379,14 +516,12 @@ class TrainConfig(_Strict):
 
 
 def _check_from_preset(config: TrainConfig) -> None:
-    from .presets import list_presets
-
     preset = config.init.from_preset
     if preset is None:
         return
     if preset == config.name:
         raise ValueError(f"init.from_preset cannot be the run itself ({config.name!r})")
-    names = list_presets()
+    names = preset_index.list_presets()
     if preset not in names:
         close = difflib.get_close_matches(preset, names, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""

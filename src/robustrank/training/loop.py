@@ -34,6 +34,8 @@ from ..models import save_checkpoint, use_fast_layout
 from ..regularizers import Regularizer
 from .config import ConfigError, TrainConfig
 from .measurements import Accumulator, Measurer
+from .optimizers import create_optimizer
+from .presets import load_preset
 from .rundir import (
     CONFIG_FILE,
     DONE_FILE,
@@ -43,19 +45,27 @@ from .rundir import (
     LAST_FILE,
     RESUME_FILE,
     RunError,
-    _append_line,
-    _csv_line,
-    _json_value,
-    _restore_optimizer,
-    _save_resume,
-    _truncate,
+    append_line,
     check_run_dir,
+    csv_line,
+    json_value,
     prepare_run_dir,
     read_history,
+    restore_optimizer,
     run_lock,
+    save_resume,
+    truncate_to,
 )
 from .seeds import ATTACK, GLOBAL, SHUFFLE, derive_seed, lr_at_epoch
-from .setup import _pin_data, _private_rng, _Setup, _setup, check_labels_before_run
+from .setup import (
+    RunSetup,
+    check_labels_before_run,
+    needs_parent_run,
+    pin_data,
+    preset_run_dir,
+    private_rng,
+    setup_run,
+)
 
 __all__ = ["TrainResult", "train"]
 
@@ -152,7 +162,7 @@ def _train(
     except ValueError as err:
         raise RunError(str(err)) from None
     check_run_dir(out_dir, resume, overwrite)  # before the lock file: refuse a foreign dir
-    config = _pin_data(config)
+    config = pin_data(config)
     if overwrite or not (out_dir / CONFIG_FILE).exists():
         check_labels_before_run(config, trust_code)  # before a run is deleted or started
     with run_lock(out_dir), torch_threads(config.threads):
@@ -161,10 +171,43 @@ def _train(
         if mode == "done":
             log(f"[{config.name}] run {out_dir} is already finished ({DONE_FILE}); nothing to do")
             return _result_from_finished(config, out_dir, t_call, trust_code)
-        setup = _setup(config, out_dir, mode, progress, stack, trust_code)
-        with _private_rng(setup.device):
+        if needs_parent_run(config, out_dir, mode):
+            _train_parent(config, out_dir, progress, stack, trust_code)
+        setup = setup_run(config, out_dir, mode, trust_code)
+        with private_rng(setup.device):
             run = _Run(config, out_dir, setup, progress, callback, t_call)
             return run.execute()
+
+
+def _train_parent(
+    config: TrainConfig, out_dir: Path, progress: bool, stack: tuple[str, ...], trust_code: bool
+) -> None:
+    """Train the run a fine-tune starts from (``init.from_preset``, with this run's seed and
+    device) into :func:`preset_run_dir`, resuming it if it was interrupted."""
+    name = config.init.from_preset
+    assert name is not None
+    if name in stack:
+        raise ConfigError(f"init.from_preset cycle: {' -> '.join((*stack, name))}")
+    parent_dir = preset_run_dir(config, out_dir)
+    log(
+        f"[{config.name}] init.from_preset {name!r}: no finished run in {parent_dir}; "
+        f"training it first (seed {config.seed}, device {config.device})"
+    )
+    parent = load_preset(name).model_copy(update={"seed": config.seed, "device": config.device})
+    try:
+        _train(
+            parent,
+            parent_dir,
+            resume=True,
+            overwrite=False,
+            progress=progress,
+            callback=None,
+            stack=(*stack, config.name),
+            trust_code=trust_code,
+        )
+    except RunError as err:
+        raise RunError(f"while preparing init.from_preset {name!r}: {err}") from err
+    log(f"[{config.name}] {name} finished; fine-tuning from {parent_dir / FINAL_FILE}")
 
 
 def _result_from_finished(
@@ -241,7 +284,7 @@ class _Run:
         self,
         config: TrainConfig,
         out_dir: Path,
-        setup: _Setup,
+        setup: RunSetup,
         progress: bool,
         callback: Callable[[dict[str, Any], nn.Module], None] | None,
         t_call: float,
@@ -254,11 +297,11 @@ class _Run:
         self.model = setup.model
         use_fast_layout(self.model.to(setup.device), setup.device)
         self.model.train()
-        self.opt = torch.optim.SGD(
+        self.opt = create_optimizer(
+            config.optimizer.name,
             self.model.parameters(),
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
+            config.lr,
+            **config.optimizer_options(),
         )
         self.regularizer = (
             Regularizer.from_config(config.regularizers) if config.regularizers.active else None
@@ -291,7 +334,7 @@ class _Run:
         prefix = "model/"
         weights = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         self.model.load_state_dict(weights)
-        _restore_optimizer(self.opt, tensors, header)
+        restore_optimizer(self.opt, tensors, header)
         torch.set_rng_state(tensors["rng/torch_cpu"])
         cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
         if cuda_states and self.setup.device.type == "cuda":
@@ -301,8 +344,8 @@ class _Run:
         self.acc = Accumulator(header["accumulator"])
         self.sizes, self.times = header["history_bytes"], header["times"]
         self.columns = header["columns"]
-        _truncate(self.jsonl, self.sizes["jsonl"])
-        _truncate(self.csv_path, self.sizes["csv"])
+        truncate_to(self.jsonl, self.sizes["jsonl"])
+        truncate_to(self.csv_path, self.sizes["csv"])
         self.rows = read_history(self.out_dir)
         self._clock()
         part = self.step_in_epoch < self.n_batches
@@ -348,10 +391,10 @@ class _Run:
                 f"history row columns changed: {sorted(set(row) ^ set(self.columns))}"
             )
         if self.sizes["csv"] == 0:
-            self.sizes["csv"] = _append_line(self.csv_path, _csv_line(self.columns))
-        clean = {k: _json_value(row[k]) for k in self.columns}
-        self.sizes["jsonl"] = _append_line(self.jsonl, json.dumps(clean) + "\n")
-        self.sizes["csv"] = _append_line(self.csv_path, _csv_line([row[k] for k in self.columns]))
+            self.sizes["csv"] = append_line(self.csv_path, csv_line(self.columns))
+        clean = {k: json_value(row[k]) for k in self.columns}
+        self.sizes["jsonl"] = append_line(self.jsonl, json.dumps(clean) + "\n")
+        self.sizes["csv"] = append_line(self.csv_path, csv_line([row[k] for k in self.columns]))
         self.rows.append(clean)
 
     def _save_state(self, kind: str | None) -> None:
@@ -371,7 +414,7 @@ class _Run:
             "times": self.times,
             "columns": self.columns,
         }
-        _save_resume(self.out_dir / RESUME_FILE, self.model, self.opt, resume_meta)
+        save_resume(self.out_dir / RESUME_FILE, self.model, self.opt, resume_meta)
 
     def _checkpoint_meta(self) -> dict[str, Any]:
         return {

@@ -66,7 +66,7 @@ class Measurer:
 
     def robustness(self, model: nn.Module) -> dict[str, float]:
         """Clean accuracy and the fooling ratio of every history attack (Section 5)."""
-        from ..evaluation import accuracy, fooling_ratio
+        from ..evaluation.robustness import accuracy, fooling_ratio
 
         bs = self.h.eval_batch_size
         row = {"test_acc": accuracy(model, self.x_acc, self.y_acc, batch_size=bs)}

@@ -3,33 +3,23 @@
 from __future__ import annotations
 
 import difflib
-from importlib import resources
 
 from ..yamlio import YAMLInputError, load_yaml
+from . import preset_index
 from .config import ConfigError, TrainConfig, config_from_dict
+from .preset_index import list_presets, preset_dir
 
 __all__ = ["list_presets", "load_preset"]
 
 
-def _preset_dir():
-    return resources.files("robustrank") / "experiments" / "presets"
-
-
-def list_presets() -> list[str]:
-    """Names of the bundled presets (every row of the paper's Tables 1 and 2, and more)."""
-    return sorted(
-        p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml")
-    )
-
-
 def load_preset(name: str) -> TrainConfig:
     """The bundled preset ``name`` (e.g. ``"fcnn-natural"``, ``"cnn-pgd"``)."""
-    names = list_presets()
+    names = preset_index.list_presets()
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ConfigError(f"unknown preset {name!r}{hint} Available presets: {', '.join(names)}")
-    resource = _preset_dir() / f"{name}.yaml"
+    resource = preset_dir() / f"{name}.yaml"
     try:
         data = load_yaml(resource.read_text(encoding="utf-8"), f"preset {name}")
     except YAMLInputError as err:  # pragma: no cover - bundled files are tested

@@ -55,6 +55,13 @@ __all__ = [
     "run_lock",
     "check_run_dir",
     "prepare_run_dir",
+    "append_line",
+    "truncate_to",
+    "csv_line",
+    "json_value",
+    "save_resume",
+    "load_resume",
+    "restore_optimizer",
 ]
 
 RESUME_FORMAT = "robustrank-resume/1"
@@ -105,7 +112,7 @@ def run_lock(out_dir: Path) -> contextlib.AbstractContextManager[None]:
     )
 
 
-def _append_line(path: Path, line: str) -> int:
+def append_line(path: Path, line: str) -> int:
     """Append one complete line with a single write, flush and fsync; return the new size."""
     data = line.encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -117,7 +124,7 @@ def _append_line(path: Path, line: str) -> int:
         os.close(fd)
 
 
-def _truncate(path: Path, size: int) -> None:
+def truncate_to(path: Path, size: int) -> None:
     """Drop what was appended after the last committed resume state (e.g. a torn line)."""
     current = path.stat().st_size if path.exists() else 0
     if current < size:
@@ -147,7 +154,8 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _csv_line(values: list[Any]) -> str:
+def csv_line(values: list[Any]) -> str:
+    """One CSV line of ``values``; None and non-finite floats become empty cells."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(
         ["" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in values]
@@ -155,8 +163,10 @@ def _csv_line(values: list[Any]) -> str:
     return buf.getvalue()
 
 
-def _save_resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict) -> None:
-    """Model, optimiser state (e.g. momentum buffers) and RNG states: safetensors + JSON."""
+def save_resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict) -> None:
+    """Model, optimiser state and RNG states: safetensors + JSON. Every tensor of the
+    optimiser's state (momentum buffers, Adam's ``step``, ``exp_avg``, ``exp_avg_sq``, ...)
+    is stored as it is; other values and the param groups go to the JSON header."""
     from safetensors.torch import save
 
     tensors: dict[str, Tensor] = {}
@@ -181,7 +191,8 @@ def _save_resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, meta:
     atomic_write_bytes(path, data)
 
 
-def _load_resume(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def load_resume(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and the JSON header of a resume state (:func:`save_resume`)."""
     from safetensors.torch import load
 
     raw = path.read_bytes()
@@ -199,7 +210,8 @@ def _load_resume(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, header
 
 
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], header: dict):
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], header: dict) -> None:
+    """Load the optimiser state saved by :func:`save_resume` into ``opt``."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim/"):
@@ -207,7 +219,12 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], h
             state.setdefault(int(idx), {})[name] = value
     for idx, scal in header["optim"]["scalars"].items():
         state.setdefault(int(idx), {}).update(scal)
-    opt.load_state_dict({"state": state, "param_groups": header["optim"]["param_groups"]})
+    # JSON has no tuples: give back the tuples the optimizer holds (Adam's betas)
+    groups = [
+        {k: tuple(v) if isinstance(mine.get(k), tuple) else v for k, v in saved.items()}
+        for saved, mine in zip(header["optim"]["param_groups"], opt.param_groups)
+    ]
+    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 def _contents(out_dir: Path) -> list[str]:
@@ -317,7 +334,8 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _json_value(v: Any) -> Any:
+def json_value(v: Any) -> Any:
+    """``v`` as JSON allows it: a non-finite float becomes None."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v

@@ -1,13 +1,12 @@
 """Seeds: every source of randomness in a run is derived from its ``seed``, one independent
-stream per purpose, and the learning-rate schedule."""
+stream per purpose; and the learning rate of an epoch under the config's schedule."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from .config import TrainConfig
+from .schedules import get_schedule
 
 __all__ = ["derive_seed", "lr_at_epoch", "INIT", "SHUFFLE", "ATTACK", "GLOBAL"]
 
@@ -22,9 +21,7 @@ def derive_seed(*parts: int) -> int:
 
 
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
-    """Learning rate used during ``epoch`` (1-based) under ``config.schedule``."""
-    if config.schedule == "cosine":
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
-    if config.schedule == "step":
-        return config.lr * config.lr_gamma ** ((epoch - 1) // config.lr_step_epochs)
-    return config.lr
+    """Learning rate used during ``epoch`` (1-based) under ``config.schedule``
+    (:mod:`robustrank.training.schedules`)."""
+    schedule = get_schedule(config.schedule.name)
+    return schedule.fn(config.lr, epoch, config.epochs, **config.schedule_options())

@@ -25,7 +25,6 @@ from ..models import (
     set_input_shape,
 )
 from .config import ConfigError, TrainConfig
-from .presets import load_preset
 from .rundir import (
     CONFIG_FILE,
     DONE_FILE,
@@ -35,10 +34,20 @@ from .rundir import (
     LAST_FILE,
     RESUME_FILE,
     RunError,
-    _load_resume,
+    load_resume,
     read_history,
 )
 from .seeds import INIT, derive_seed
+
+__all__ = [
+    "RunSetup",
+    "setup_run",
+    "pin_data",
+    "private_rng",
+    "check_labels_before_run",
+    "preset_run_dir",
+    "needs_parent_run",
+]
 
 
 @functools.lru_cache(maxsize=4)
@@ -53,14 +62,14 @@ def _load_dataset(ref: Any, split: str) -> tuple[Tensor, Tensor]:
 
 
 @contextmanager
-def _private_rng(device: torch.device) -> Iterator[None]:
+def private_rng(device: torch.device) -> Iterator[None]:
     """Run with a forked global RNG so training neither reads nor disturbs the caller's."""
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         yield
 
 
-def _pin_data(config: TrainConfig) -> TrainConfig:
+def pin_data(config: TrainConfig) -> TrainConfig:
     """The config with its dataset's SHA-256 fingerprint recorded (custom datasets only).
 
     A config that already pins a fingerprint must match the data it names.
@@ -81,7 +90,7 @@ def _pin_data(config: TrainConfig) -> TrainConfig:
 
 
 @dataclass
-class _Setup:
+class RunSetup:
     """Everything a run needs before its first step."""
 
     device: torch.device
@@ -98,22 +107,20 @@ class _Setup:
         return math.ceil(len(self.x_tr) / batch_size)
 
 
-def _setup(
+def setup_run(
     config: TrainConfig,
     out_dir: Path,
     mode: str,
-    progress: bool,
-    stack: tuple[str, ...],
     trust_code: bool,
-) -> _Setup:
+) -> RunSetup:
     """Model (fresh, fine-tuned or resumed), data on the device, and a clean history."""
     device = resolve_device(config.device)
     state_path = out_dir / RESUME_FILE
-    resume_state = _load_resume(state_path) if mode == "resume" and state_path.exists() else None
+    resume_state = load_resume(state_path) if mode == "resume" and state_path.exists() else None
     if mode == "resume" and resume_state is None:
         log(f"[{config.name}] {out_dir} has no resume state yet; starting the run from scratch")
     if resume_state is None:
-        model, origin, init_measures = _initial_model(config, out_dir, progress, stack, trust_code)
+        model, origin, init_measures = _initial_model(config, out_dir, trust_code)
     else:
         opts = config.model.options
         model = create_model(config.model.name, trust_code=trust_code, **opts)
@@ -131,7 +138,7 @@ def _setup(
             p.unlink(missing_ok=True)
         atomic_write_bytes(out_dir / CONFIG_FILE, config.to_yaml().encode("utf-8"))
     tensors = (t.to(device) for t in (x_tr, y_tr, x_te, y_te))
-    return _Setup(device, model, origin, init_measures, resume_state, *tensors)
+    return RunSetup(device, model, origin, init_measures, resume_state, *tensors)
 
 
 def _check_run_labels(
@@ -228,45 +235,39 @@ def _reusable_measures(config: TrainConfig, parent_dir: Path) -> dict[str, Any] 
     return {k: v for k, v in rows[-1].items() if not k.startswith(_ROW_BOOKKEEPING)}
 
 
-def _from_preset_run(
-    config: TrainConfig, out_dir: Path, progress: bool, stack: tuple[str, ...], trust_code: bool
-) -> Path:
-    """The finished run directory of ``init.from_preset`` (trained first if needed)."""
+def preset_run_dir(config: TrainConfig, out_dir: Path) -> Path:
+    """The run directory of ``init.from_preset`` for a run in ``out_dir``: a sibling named
+    after the preset, or ``init.preset_run`` relative to ``out_dir``."""
     name = config.init.from_preset
     assert name is not None
-    if name in stack:
-        raise ConfigError(f"init.from_preset cycle: {' -> '.join((*stack, name))}")
-    parent_dir = out_dir.parent / name
     if config.init.preset_run is not None:
-        parent_dir = out_dir / config.init.preset_run
-    if (parent_dir / DONE_FILE).exists():
-        return parent_dir
-    log(
-        f"[{config.name}] init.from_preset {name!r}: no finished run in {parent_dir}; "
-        f"training it first (seed {config.seed}, device {config.device})"
-    )
-    parent = load_preset(name).model_copy(update={"seed": config.seed, "device": config.device})
-    from .loop import _train
+        return out_dir / config.init.preset_run
+    return out_dir.parent / name
 
-    try:
-        _train(
-            parent,
-            parent_dir,
-            resume=True,
-            overwrite=False,
-            progress=progress,
-            callback=None,
-            stack=(*stack, config.name),
-            trust_code=trust_code,
+
+def needs_parent_run(config: TrainConfig, out_dir: Path, mode: str) -> bool:
+    """Whether this run starts from ``init.from_preset`` (not from a checkpoint, nor from
+    its own resume state) and that preset's run has not finished yet."""
+    if config.init.from_preset is None or config.init.checkpoint is not None:
+        return False
+    if mode == "resume" and (out_dir / RESUME_FILE).exists():
+        return False
+    return not (preset_run_dir(config, out_dir) / DONE_FILE).exists()
+
+
+def _finished_preset_run(config: TrainConfig, out_dir: Path) -> Path:
+    """The finished run directory of ``init.from_preset`` (``train`` trains it first)."""
+    parent_dir = preset_run_dir(config, out_dir)
+    if not (parent_dir / DONE_FILE).exists():
+        raise RunError(
+            f"init.from_preset {config.init.from_preset!r}: no finished run in {parent_dir}; "
+            "train it first (train() does so by itself)"
         )
-    except RunError as err:
-        raise RunError(f"while preparing init.from_preset {name!r}: {err}") from err
-    log(f"[{config.name}] {name} finished; fine-tuning from {parent_dir / FINAL_FILE}")
     return parent_dir
 
 
 def _initial_model(
-    config: TrainConfig, out_dir: Path, progress: bool, stack: tuple[str, ...], trust_code: bool
+    config: TrainConfig, out_dir: Path, trust_code: bool
 ) -> tuple[nn.Module, str, dict[str, Any] | None]:
     """The starting weights, where they came from, and reusable epoch-0 measurements.
 
@@ -283,7 +284,7 @@ def _initial_model(
             log(f"warning: {path} was trained on {ds}; fine-tuning it on {config.dataset.name}")
         return model, f"checkpoint {path}", None
     if config.init.from_preset is not None:
-        parent_dir = _from_preset_run(config, out_dir, progress, stack, trust_code)
+        parent_dir = _finished_preset_run(config, out_dir)
         model, meta = load_checkpoint(parent_dir / FINAL_FILE, trust_code=trust_code)
         _check_init_model(model, config, f"preset run {parent_dir}")
         parent_seed = (meta.get("config") or {}).get("seed")

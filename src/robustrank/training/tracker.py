@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..models import input_shape_of, set_input_shape
 from .config import HistoryConfig
 from .measurements import Measurer
-from .rundir import _append_line, _csv_line, _json_value
+from .rundir import append_line, csv_line, json_value
 
 __all__ = ["StructureTracker"]
 
@@ -121,15 +121,15 @@ class StructureTracker:
         row["time"] = time.perf_counter() - self.t0
         if self.columns is None:
             self.columns = list(row)
-            _append_line(self.csv_path, _csv_line(self.columns))
+            append_line(self.csv_path, csv_line(self.columns))
         if list(row) != self.columns:
             raise ValueError(
                 f"this row's columns differ from the file's: {sorted(set(row) ^ set(self.columns))}"
                 "; log the same extra values every time (or start another out_dir)"
             )
-        clean = {k: _json_value(v.item() if isinstance(v, Tensor) else v) for k, v in row.items()}
-        _append_line(self.jsonl_path, json.dumps(clean) + "\n")
-        _append_line(self.csv_path, _csv_line(list(clean.values())))
+        clean = {k: json_value(v.item() if isinstance(v, Tensor) else v) for k, v in row.items()}
+        append_line(self.jsonl_path, json.dumps(clean) + "\n")
+        append_line(self.csv_path, csv_line(list(clean.values())))
         return clean
 
     def rows(self) -> list[dict[str, Any]]:

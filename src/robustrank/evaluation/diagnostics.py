@@ -8,20 +8,18 @@ lists the failed checks and is empty when all pass.
 
 The checks, at the evaluation budget ``eps`` unless said otherwise:
 
-========================  ===========================================================
-``single-step``           iterative attacks (PGD-20, APGD-CE) no weaker than FGSM
-``eps-monotone``          robust accuracy (APGD-CE) does not rise with eps
-``large-eps``             at a large eps (default 0.5) almost every input breaks
-``black-box``             the gradient-free Square breaks no input that the white-box
-                          attacks (APGD-CE, APGD-DLR) leave robust, per example
-``transfer``              a transfer attack from ``surrogate`` (APGD-CE) breaks no input
-                          that the white-box attacks leave robust, per example
-``convergence``           doubling APGD-CE's iterations and restarts changes robust
-                          accuracy by at most the tolerance
-``zero-gradient``         the input gradient of the margin is not exactly zero
-``randomness``            repeated forward passes give the same logits
-``logits``                outputs are logits, not probabilities
-========================  ===========================================================
+* ``single-step``: iterative attacks (PGD-20, APGD-CE) no weaker than FGSM;
+* ``eps-monotone``: robust accuracy (APGD-CE) does not rise with eps;
+* ``large-eps``: at a large eps (default 0.5) almost every input breaks;
+* ``black-box``: the gradient-free Square breaks no input that the white-box attacks
+  (APGD-CE, APGD-DLR) leave robust, per example;
+* ``transfer``: a transfer attack from ``surrogate`` (APGD-CE) breaks no input that the
+  white-box attacks leave robust, per example;
+* ``convergence``: doubling APGD-CE's iterations and restarts changes robust accuracy by
+  at most the tolerance;
+* ``zero-gradient``: the input gradient of the margin is not exactly zero;
+* ``randomness``: repeated forward passes give the same logits;
+* ``logits``: outputs are logits, not probabilities.
 
 How the tolerances were chosen (:class:`Tolerances`; fractions of the attacked inputs).
 Measured on a normally trained MLP (MNIST, 200 test inputs, eps 0.05; the test suite's
@@ -51,11 +49,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._io import atomic_write_text
-from ._modes import eval_mode
-from .attacks import Attack, create_attack
-from .attacks.losses import margin
-from .evaluation import _check_batch_size, _check_data, _device, _fooled_mask, _predictions
+from .._io import atomic_write_text
+from .._modes import eval_mode
+from ..attacks import Attack, create_attack
+from ..attacks.losses import margin
+from .core import check_batch_size, check_data, evaluation_device, fooled_mask, predictions
 
 __all__ = ["diagnose", "DiagnosticReport", "CheckResult", "Tolerances"]
 
@@ -183,7 +181,7 @@ class _Context:
         transfer attack when it was built on another one), cached under ``key``."""
         if key not in self._masks:
             atk = make()
-            self._masks[key] = _fooled_mask(
+            self._masks[key] = fooled_mask(
                 self.model,
                 atk,
                 self.x,
@@ -455,13 +453,13 @@ def diagnose(
         >>> report = diagnose(model, x, y, eps=0.05)
         >>> print(report.format()); assert not report.warnings
     """
-    _check_data(x, y)
+    check_data(x, y)
     if not (isinstance(eps, int | float) and 0 < eps <= large_eps):
         raise ValueError(f"eps must lie in (0, large_eps={large_eps:g}], got {eps!r}")
-    dev = _device(model, device)
+    dev = evaluation_device(model, device)
     tol = Tolerances() if tolerances is None else tolerances
-    bs = _check_batch_size(batch_size)
-    correct = (_predictions(model, x, bs, dev) == y.to(dev)).cpu()
+    bs = check_batch_size(batch_size)
+    correct = (predictions(model, x, bs, dev) == y.to(dev)).cpu()
     ctx = _Context(model, x, y, float(eps), correct, dev, bs, seed, steps, n_queries, tol, progress)
     checks: list[Callable[[], CheckResult]] = [
         lambda: _check_logits(ctx),

@@ -1,5 +1,6 @@
-"""Strong evaluation of every reproduced model: AutoAttack, robustness curves, diagnostics,
-and the paper's attacks with per-example outcomes.
+"""The run-level evaluation: AutoAttack, robustness curves, diagnostics and the paper's
+attacks with per-example outcomes, for one trained run (:class:`EvaluationSpec`,
+:func:`evaluate_run`, :func:`cached_evaluation`).
 
 After training, each run's final checkpoint is evaluated at the profile's eps (the paper's
 0.05) on fixed seeded test subsets:
@@ -11,7 +12,7 @@ After training, each run's final checkpoint is evaluated at the profile's eps (t
   tables can show both robust accuracies side by side;
 * a robustness curve (FAB's minimal perturbations, one run), with PGD-20's and
   AutoAttack's successes at eps folded in (per-example worst case);
-* the gradient-masking diagnostics of :mod:`robustrank.diagnostics`.
+* the gradient-masking diagnostics of :mod:`robustrank.evaluation.diagnostics`.
 
 Per-example outcomes (``"outcomes"``: clean-correct and fooled-by-each-attack bit masks,
 hex-encoded by :func:`encode_mask`) let the claims compare two models input by input. The
@@ -23,7 +24,9 @@ seed, so the seeds of a preset also differ in attack randomness.
 
 Results are cached per run in its run directory (``OUT/runs/<run>/evaluation.json``, written
 by :func:`robustrank.execution.run_task`), keyed by the settings and the checkpoint's
-SHA-256, so a repeated reproduce only evaluates what changed.
+SHA-256, so a repeated reproduce only evaluates what changed. The reproduce profiles
+(:mod:`robustrank.experiments.profiles`), the sweeps and the executors' tasks carry an
+:class:`EvaluationSpec`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
@@ -41,7 +44,15 @@ from torch import Tensor, nn
 
 from .._io import atomic_write_text
 from .._types import PositiveInt
-from ..training import TrainConfig
+from ..attacks import create_attack, get_attack
+from ..data import eval_subset, load_dataset
+from ..models import load_checkpoint
+from .curves import robustness_curve
+from .diagnostics import diagnose
+from .robustness import evaluate
+
+if TYPE_CHECKING:  # for annotations only: importing robustrank.evaluation loads no training
+    from ..training import TrainConfig
 
 __all__ = [
     "EvaluationSpec",
@@ -70,7 +81,7 @@ class CurveSpec(_Strict):
 
 
 class DiagnosticsSpec(_Strict):
-    """Settings of :func:`robustrank.diagnostics.diagnose` (its ``n`` test inputs)."""
+    """Settings of :func:`robustrank.evaluation.diagnose` (its ``n`` test inputs)."""
 
     n: PositiveInt = 200
     steps: PositiveInt = 100
@@ -97,8 +108,6 @@ class EvaluationSpec(_Strict):
     @field_validator("attack")
     @classmethod
     def _known_attack(cls, name: str) -> str:
-        from ..attacks import get_attack
-
         name = get_attack(name).name  # raises naming the registered attacks
         if name == "pgd":
             raise ValueError(
@@ -182,8 +191,6 @@ def _paper_attacks(
 
     Returns ``(results by attack, outcomes)``.
     """
-    from ..data import eval_subset
-    from ..evaluation import evaluate
     from ..training.measurements import history_attack
 
     assert spec.paper_n is not None
@@ -202,8 +209,6 @@ def _paper_attacks(
 
 def _curve(model: nn.Module, x: Tensor, y: Tensor, spec: EvaluationSpec, folds: dict) -> dict:
     """The FAB robustness curve with PGD-20's and the strong attack's successes folded in."""
-    from ..curves import robustness_curve
-
     assert spec.curve is not None
     t0 = time.perf_counter()
     curve = robustness_curve(
@@ -227,12 +232,6 @@ def evaluate_run(
     (``EvalResult.to_dict()`` by attack) when ``spec.paper_n`` is set; ``"curve"`` and
     ``"diagnostics"`` when the spec asks for them.
     """
-    from ..attacks import create_attack
-    from ..data import eval_subset, load_dataset
-    from ..diagnostics import diagnose
-    from ..evaluation import evaluate
-    from ..models import load_checkpoint
-
     model, _ = load_checkpoint(checkpoint, config.device, trust_code=trust_code)
     x_all, y_all = load_dataset(config.dataset, "test")
     out: dict[str, Any] = {"outcomes": {}}

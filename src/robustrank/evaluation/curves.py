@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .attacks import Attack, check_model, create_attack, get_attack
-from .evaluation import _check_batch_size, _check_data, _device, _fooled_mask, _predictions
+from ..attacks import Attack, check_model, create_attack, get_attack
+from .core import check_batch_size, check_data, evaluation_device, fooled_mask, predictions
 
 __all__ = ["RobustnessCurve", "robustness_curve", "confirm_curve", "is_minimal_perturbation"]
 
@@ -166,7 +166,7 @@ def _fooled_at(
     progress: bool,
 ) -> Tensor:
     """Attack only the inputs still robust at ``attack.eps``; their fooled mask (CPU)."""
-    return _fooled_mask(
+    return fooled_mask(
         model,
         attack,
         x,
@@ -209,13 +209,13 @@ def robustness_curve(
             robust there; the curve becomes the per-example worst case of both.
         attack_options: options of ``attack`` (e.g. ``steps=100``, ``seed=0``).
     """
-    _check_data(x, y)
-    batch_size = _check_batch_size(batch_size)
+    check_data(x, y)
+    batch_size = check_batch_size(batch_size)
     grid = _check_grid(eps_grid)
-    dev = _device(model, device)
+    dev = evaluation_device(model, device)
     if checks:
         check_model(model, x[:32].to(dev), y[:32].to(dev), stacklevel=3)
-    correct = (_predictions(model, x, batch_size, dev) == y.to(dev)).cpu()
+    correct = (predictions(model, x, batch_size, dev) == y.to(dev)).cpu()
     t0 = time.perf_counter()
     name = get_attack(attack).name
     if is_minimal_perturbation(name):
@@ -256,7 +256,7 @@ def confirm_curve(
     """Run the fixed-eps ``attack`` at ``eps`` on the inputs ``curve`` calls robust there and
     fold its successes into the curve (per-example worst case). Returns the record added
     to ``curve.confirmations``."""
-    dev = _device(model, device)
+    dev = evaluation_device(model, device)
     atk = create_attack(attack, model, eps, **attack_options)
     t0 = time.perf_counter()
     fooled = _fooled_at(

@@ -1,0 +1,81 @@
+"""Robustness evaluation: fooling ratio (Section 5), robust accuracy, eps sweeps, robustness
+curves, gradient-masking diagnostics and the run-level evaluation of a trained model.
+
+One module per concept, each building only on the ones above it:
+
+* :mod:`.core` -- the per-example core: clean predictions, the masks of the inputs an
+  attack fools, the input checks, and :class:`EvalResult` (the counts, and the fooling
+  ratio and robust accuracy they give);
+* :mod:`.robustness` -- a model under an attack: :func:`accuracy`, :func:`fooling_ratio`,
+  :func:`robust_accuracy`, :func:`evaluate` (every count) and :func:`eps_sweep`;
+* :mod:`.results` -- :func:`format_results` and :func:`save_results` (text, JSON, CSV);
+* :mod:`.curves` -- robustness curves over eps (:func:`robustness_curve`);
+* :mod:`.diagnostics` -- the gradient-masking checks (:func:`diagnose`);
+* :mod:`.spec` -- the run-level evaluation of a checkpoint (:class:`EvaluationSpec`,
+  :func:`evaluate_run`, :func:`cached_evaluation`) and its per-example outcomes
+  (:func:`encode_mask`, :func:`decode_mask`).
+
+Everything listed in ``__all__`` is importable from ``robustrank.evaluation``.
+"""
+
+from .core import EvalResult, fooled_mask, predictions
+from .curves import RobustnessCurve, confirm_curve, is_minimal_perturbation, robustness_curve
+from .diagnostics import CheckResult, DiagnosticReport, Tolerances, diagnose
+from .results import format_results, save_results
+from .robustness import (
+    PAPER_DEFAULTS,
+    AttackName,
+    accuracy,
+    eps_sweep,
+    evaluate,
+    fooling_ratio,
+    make_attack,
+    robust_accuracy,
+)
+from .spec import (
+    CurveSpec,
+    DiagnosticsSpec,
+    EvaluationSpec,
+    cached_evaluation,
+    decode_mask,
+    encode_mask,
+    evaluate_run,
+    paper_attacks_spec,
+)
+
+__all__ = [
+    # the core
+    "EvalResult",
+    "predictions",
+    "fooled_mask",
+    # a model under an attack
+    "AttackName",
+    "PAPER_DEFAULTS",
+    "make_attack",
+    "accuracy",
+    "fooling_ratio",
+    "robust_accuracy",
+    "evaluate",
+    "eps_sweep",
+    "format_results",
+    "save_results",
+    # robustness curves
+    "RobustnessCurve",
+    "robustness_curve",
+    "confirm_curve",
+    "is_minimal_perturbation",
+    # gradient-masking diagnostics
+    "diagnose",
+    "DiagnosticReport",
+    "CheckResult",
+    "Tolerances",
+    # the run-level evaluation
+    "EvaluationSpec",
+    "CurveSpec",
+    "DiagnosticsSpec",
+    "evaluate_run",
+    "cached_evaluation",
+    "paper_attacks_spec",
+    "encode_mask",
+    "decode_mask",
+]
