@@ -277,6 +277,11 @@ def test_cli_budgets(tmp_path, natural_dir):
     assert [r["epoch"] for r in saved["presets"]["fcnn-l1-1e-2"]["rows"]] == [0, 1, 2]
     result = CliRunner().invoke(app, [*args[:-8], "--preset", "fcnn-natural"])
     assert result.exit_code == 2 and "does not fine-tune" in result.output
+    # --address reaches the executor like reproduce's and sweep's: it needs --executor ray
+    other = ["--out", str(tmp_path / "addr"), "--address", "127.0.0.1:1"]
+    result = CliRunner().invoke(app, [*args[:5], *other, *args[7:]])
+    assert result.exit_code == 2 and "--executor ray" in result.output
+    assert not (tmp_path / "addr").exists()  # refused before the study directory is made
 
 
 @pytest.mark.slow

@@ -853,6 +853,7 @@ def budgets_cmd(
     ),
     executor: ExecutorOpt = ExecutorName.local,
     workers: WorkersOpt = None,
+    address: AddressOpt = None,
     threads: ThreadsOpt = 1,
     progress: ProgressOpt = True,
     overwrite: bool = typer.Option(
@@ -875,6 +876,7 @@ def budgets_cmd(
             overrides=parse_overrides(set_ or []),
             executor=executor,
             workers=workers,
+            address=address,
             threads=threads,
             progress=progress,
             overwrite=overwrite,

@@ -32,7 +32,7 @@ import yaml
 
 from .._io import atomic_write_text, csv_text
 from .._mappings import deep_merge
-from ..execution import RunTask, create_executor
+from ..execution import Executor, RunTask, create_executor
 from ..ownership import OutputKind, OwnershipError, claim_dir, read_record
 from ..training import (
     TrainConfig,
@@ -594,6 +594,7 @@ def budget_study(
     overrides: dict | None = None,
     executor: str = "local",
     workers: int | None = None,
+    address: str | None = None,
     threads: int = 1,
     progress: bool = True,
     overwrite: bool = False,
@@ -613,7 +614,7 @@ def budget_study(
         overrides: deep-merged into every config the study builds (natural run included);
             the fine-tunes' ``epochs`` and ``history.every_epochs`` are then set from
             ``max_epochs`` and ``every``, so ``epochs`` here sets the natural run's only.
-        executor, workers: see :func:`robustrank.execution.create_executor`.
+        executor, workers, address: see :func:`robustrank.execution.create_executor`.
         threads: CPU threads of every run (its ``threads`` config key).
         progress: show a progress bar over the runs.
         overwrite: delete a study of other settings in ``out`` first (only the files and
@@ -641,23 +642,21 @@ def budget_study(
         "natural_run": None if natural_run is None else str(natural_run.resolve()),
     }
     tasks = _tasks(names, natural, out, natural_run, settings)
-    _check_out(out, settings, overwrite)
-    _run(tasks, out, executor, workers, progress)
+    with create_executor(executor, workers=workers, address=address) as runner:
+        _check_out(out, settings, overwrite)  # after the executor's arguments are checked
+        _run(tasks, out, runner, progress)
     study = _collect(tasks, settings, out, natural_run, natural)
     study.wall_time = time.perf_counter() - t0
     _write_outputs(study)
     return study
 
 
-def _run(
-    tasks: list[RunTask], out: Path, executor: str, workers: int | None, progress: bool
-) -> None:
+def _run(tasks: list[RunTask], out: Path, runner: Executor, progress: bool) -> None:
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    with create_executor(executor, workers=workers) as runner:
-        try:
-            runner.map(tasks, progress=progress)
-        except ValueError as err:  # RunError is a ValueError; the message names the run
-            raise BudgetError(f"{err}. Choose a new --out for other settings") from err
+    try:
+        runner.map(tasks, progress=progress)
+    except ValueError as err:  # RunError is a ValueError; the message names the run
+        raise BudgetError(f"{err}. Choose a new --out for other settings") from err
 
 
 def _collect(
