@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 import os
 import re
 import shutil
@@ -28,6 +27,7 @@ import pytest
 import yaml
 
 import robustrank
+from headless import needs_chromium, probe_page
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "mkdocs.yml"
@@ -236,13 +236,6 @@ def test_readme_links_into_the_site_resolve(site):
 # --------------------------------------------------------------------------- the browser
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        if path := shutil.which(name):
-            return path
-    return None
-
-
 _PROBE = """<script>
 window.addEventListener("load", () => setTimeout(() => {
   const header = document.querySelector(".md-header");
@@ -257,29 +250,13 @@ window.addEventListener("load", () => setTimeout(() => {
 
 @pytest.mark.slow
 @needs_mkdocs
-@pytest.mark.skipif(_chromium() is None, reason="no chromium binary (apt-get install chromium)")
+@needs_chromium
 def test_home_page_renders_offline_in_headless_chromium(site, tmp_path):
     # A copy of the site with the home page plus a probe that records what rendered.
     copy = tmp_path / "site"
     shutil.copytree(site, copy)
-    text = (copy / "index.html").read_text(encoding="utf-8")
-    assert text.count("</body>") == 1
-    (copy / "probe.html").write_text(text.replace("</body>", _PROBE + "</body>"), "utf-8")
-    cmd = [
-        _chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        (copy / "probe.html").as_uri(),
-    ]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
-    start = dom.index('data-probe="') + len('data-probe="')
-    probe = json.loads(dom[start : dom.index('"', start)].replace("&quot;", '"'))
+    shutil.copy(copy / "index.html", copy / "probe.html")
+    probe, dom = probe_page(copy / "probe.html", _PROBE, tmp_path / "profile")
     assert probe["header"] == "sticky", "the theme's stylesheet did not apply"
     pages = {unquote(urlsplit(h).path) for h in probe["links"]}
     assert len(pages) >= 20 and all(Path(p).is_file() for p in pages), pages

@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from types import SimpleNamespace
 
@@ -23,6 +22,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from headless import needs_chromium, probe_page
 from robustrank.data import eval_subset, load_dataset
 from robustrank.evaluation import decode_mask
 from robustrank.experiments.claims import ONE_SEED_CAVEAT
@@ -395,36 +395,13 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        if path := shutil.which(name):
-            return path
-    return None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="no chromium binary (apt-get install chromium)")
+@needs_chromium
 def test_report_renders_in_headless_chromium_and_every_image_loads(tiny, tmp_path):
     # The report unchanged, plus a probe script that records each image's load state.
-    text = tiny.report_html.read_text()
-    assert text.count("</body>") == 1
     page = tmp_path / "report.html"
-    page.write_text(text.replace("</body>", _PROBE + "</body>"))
-    cmd = [
-        _chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
-    start = dom.index('data-probe="') + len('data-probe="')
-    probe = json.loads(dom[start : dom.index('"', start)].replace("&quot;", '"'))
+    shutil.copy(tiny.report_html, page)
+    probe, dom = probe_page(page, _PROBE, tmp_path / "profile")
     assert len(probe) == len(tiny.figures) > 0
     for complete, width, height in probe:
         assert complete and width > 50 and height > 50

@@ -86,6 +86,11 @@ class OutputKind:
     children: Mapping[str, OutputKind] = field(default_factory=dict)
     lock: str | None = None
 
+    def top_level(self) -> frozenset[str]:
+        """The names this kind may write directly in its directory (``runs``, ``tables``,
+        ``results.json``, ...): what an earlier, unmarked output of it may hold."""
+        return frozenset(p.split("/")[0] for p in (*self.files, *self.children))
+
 
 #: Single files written by commands like ``evaluate --out`` (listed in the marker).
 OUTPUT_FILES = OutputKind("outputs")
@@ -211,8 +216,9 @@ def _walk(
                 kept.append(sub)
             continue
         child = _child_kind(sub, kind)
-        if child is not None and _has_marker(entry, child):
-            inner = _walk(entry, child, _listed(entry), delete, top=False)
+        marker = _marker_of(entry, child) if child is not None else None
+        if child is not None and marker is not None:
+            inner = _walk(entry, child, list(marker.files), delete, top=False)
             kept += [f"{sub}/{k}" for k in inner]
         elif child is None and _inside_layout(sub, kind):
             kept += _walk(root, kind, listed, delete, sub, top)
@@ -234,12 +240,13 @@ def _remove_if_empty(directory: Path) -> None:
         directory.rmdir()
 
 
-def _has_marker(directory: Path, kind: OutputKind) -> bool:
+def _marker_of(directory: Path, kind: OutputKind) -> Marker | None:
+    """The valid marker of ``directory`` if it names ``kind``, else None."""
     try:
         marker = read_marker(directory)
     except OwnershipError:
-        return False
-    return marker is not None and marker.kind == kind.name
+        return None
+    return marker if marker is not None and marker.kind == kind.name else None
 
 
 def _listed(directory: Path) -> list[str]:

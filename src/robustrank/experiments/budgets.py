@@ -348,7 +348,7 @@ def _tasks(
 
 def _earlier_study(out: Path) -> bool:
     """An unmarked study of an earlier robustrank: its record and its layout only."""
-    names = {p.split("/")[0] for p in (*BUDGETS_DIR.files, *BUDGETS_DIR.children)}
+    names = BUDGETS_DIR.top_level()
     return (out / STUDY_FILE).is_file() and all(p.name in names for p in out.iterdir())
 
 

@@ -88,7 +88,6 @@ REPRODUCE_DIR = OutputKind(
     ),
     children={"runs/*/seed-*": RUN_DIR},
 )
-_TOP_LEVEL = {p.split("/")[0] for p in (*REPRODUCE_DIR.files, *REPRODUCE_DIR.children)}
 
 
 class ReproduceError(RuntimeError):
@@ -149,7 +148,7 @@ def _earlier_output(out: Path, configs: list[TrainConfig]) -> bool:
         recognised = _saved_profile(out) is not None
     except OwnershipError:
         return False
-    return recognised and all(p.name in _TOP_LEVEL for p in out.iterdir())
+    return recognised and all(p.name in REPRODUCE_DIR.top_level() for p in out.iterdir())
 
 
 def _refuse_old_layout(out: Path) -> None:
