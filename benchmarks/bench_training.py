@@ -114,7 +114,7 @@ def bare_epoch(cfg: dict, fast_layout: bool = True) -> float:
     return time.perf_counter() - start
 
 
-def _alternate(*fns, repeat: int) -> list[list[float]]:
+def alternate(*fns, repeat: int) -> list[list[float]]:
     """Warm each up once, then time them in alternating (ABBA...) order so drift cancels."""
     for fn in fns:
         fn()
@@ -131,7 +131,7 @@ def compare(label: str, cfg: dict, repeat: int, target: float) -> bool:
     conv = cfg["model"]["name"] == "cnn"
     if conv:  # also a bare loop on the default NCHW layout: the speed a user would get
         fns.append(lambda: bare_epoch(cfg, fast_layout=False))
-    times = _alternate(*fns, repeat=repeat)
+    times = alternate(*fns, repeat=repeat)
     mb, mo = statistics.median(times[0]), statistics.median(times[1])
     ratio = mo / mb
     ok = ratio <= target
@@ -153,7 +153,7 @@ def compare(label: str, cfg: dict, repeat: int, target: float) -> bool:
 def nuclear_overhead(batches: int, repeat: int) -> bool:
     plain = _config("cnn", batches)
     reg = _config("cnn", batches, regularizers={"nuclear": {2: 0.1}})
-    t_plain, t_reg = _alternate(
+    t_plain, t_reg = alternate(
         lambda: robustrank_epoch(plain)[0], lambda: robustrank_epoch(reg)[0], repeat=repeat
     )
     a, b = statistics.median(t_plain), statistics.median(t_reg)

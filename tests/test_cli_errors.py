@@ -118,3 +118,37 @@ def test_a_broken_sweep_json_names_its_file(tmp_path, capsys, content):
         sweep_status(tmp_path)
     code, err = run_main(capsys, "sweep", "status", tmp_path)
     assert code == 2 and "sweep.json" in one_error_line(err)
+
+
+def test_sweep_run_of_a_missing_spec_is_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = run_main(capsys, "sweep", "run", "open-question-fcn", "--out", out)
+    line = one_error_line(err)
+    assert code == 2 and "neither a spec file nor a bundled spec" in line
+    assert "did you mean 'open-question-fcnn'" in line and "robustrank sweep list" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sweep", "status"],  # no DIR
+        ["sweep", "run", "open-question-fcnn"],  # no --out
+        ["sweep", "open-question-fcnn", "--out", "x"],  # the form before `sweep run`
+    ],
+)
+def test_sweep_without_its_arguments_is_a_usage_error(capsys, args):
+    code, err = run_main(capsys, *args)
+    assert code == 2 and "Usage: " in err and "Traceback" not in err
+
+
+def test_sweep_list_names_every_bundled_spec_and_strategy(capsys):
+    from robustrank.sweeps import list_specs, list_strategies
+
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "list"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    names = [line for line in out.splitlines() if line and not line.startswith(" ")]
+    assert names[: len(list_specs())] == list(list_specs())
+    assert all(f"{name}: " in out for name in list_strategies())

@@ -4,11 +4,6 @@ with every optimizer (an Adam run SIGKILLed mid-run resumes to identical weights
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -27,6 +22,7 @@ from robustrank.training import (
     train,
 )
 from robustrank.training import schedules as schedule_module
+from runs import same_weights, sigkill_train
 
 
 def config(**overrides):
@@ -43,11 +39,6 @@ def config(**overrides):
         **overrides,
     }
     return config_from_dict(data)
-
-
-def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -263,19 +254,7 @@ def test_sigkilled_adam_run_resumes_to_identical_weights(tmp_path):
     full = train(cfg, tmp_path / "full", progress=False)
     path, run = tmp_path / "adam.yaml", tmp_path / "run"
     path.write_text(cfg.to_yaml())
-    cmd = [sys.executable, "-m", "robustrank", "train", str(path), "--out", str(run)]
-    proc = subprocess.Popen([*cmd, "--no-progress"], stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (run / "resume.safetensors").exists() and len(read_history(run)) >= 3:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.002)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (run / "done.json").exists()
+    sigkill_train(path, run, rows=3)
     resumed = train(cfg, run, resume=True, progress=False)
     assert resumed.resumed and same_weights(resumed.model, full.model)
     assert [r["step"] for r in read_history(run)] == [r["step"] for r in full.history]

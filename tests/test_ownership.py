@@ -266,7 +266,7 @@ def test_sweep_overwrite_refuses_a_foreign_sweep_json_and_leaves_no_lock(tmp_pat
     assert _tree(out) == before and _intact(out, decoys)
     (tmp_path / "file").write_text("x")  # a plain file as --out: one clear line, exit 2
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SWEEP))
-    result = _cli("sweep", tmp_path / "spec.yaml", "--out", tmp_path / "file")
+    result = _cli("sweep", "run", tmp_path / "spec.yaml", "--out", tmp_path / "file")
     assert result.exit_code == 2 and "is a file, not a directory" in result.output
 
 

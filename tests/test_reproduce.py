@@ -515,8 +515,10 @@ def test_run_kinds_from_configs_match_the_bundled_preset_names():
         kind = run_kind(load_preset(name))
         if name.endswith("-natural"):
             assert kind == RunKind.natural, name
-        elif name.endswith(("-fgsm", "-pgd")):
+        elif name.endswith(("-fgsm", "-pgd", "-trades")):
             assert kind == RunKind.adversarial, name
+        elif "-exact-" in name:
+            assert kind == RunKind.structured, name
         else:
             assert kind == RunKind.regularised, name
 

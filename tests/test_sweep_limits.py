@@ -104,7 +104,7 @@ def test_cli_refuses_a_million_trial_grid_before_writing_anything(tmp_path):
     spec = tmp_path / "huge.yaml"
     spec.write_text(yaml.safe_dump(_spec(HUGE_SPACE), sort_keys=False))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "robustrank", "sweep", str(spec), "--out", str(out)]
+    cmd = [sys.executable, "-m", "robustrank", "sweep", "run", str(spec), "--out", str(out)]
     try:
         done = subprocess.run(
             [*cmd, "--no-progress"],
@@ -193,7 +193,7 @@ def test_cli_sweep_with_raised_max_trials_and_fewer_history_attacks_finishes(tmp
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
     out = tmp_path / "out"
-    args = ["sweep", str(spec), "--out", str(out), "--no-progress"]
+    args = ["sweep", "run", str(spec), "--out", str(out), "--no-progress"]
 
     refused = CliRunner().invoke(app, args)
     assert refused.exit_code == 2

@@ -372,6 +372,7 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_table(tmp_path):
         "-m",
         "robustrank",
         "sweep",
+        "run",
         str(spec),
         "--out",
         str(out),

@@ -23,6 +23,7 @@ from robustrank.training import (
     read_history,
     train,
 )
+from runs import same_weights
 
 # Appendix A of the paper: clean test accuracies, Table 1 (FCNN, MNIST), Table 2 (CNN, F-MNIST)
 TABLE_1 = {
@@ -67,11 +68,6 @@ def tiny(**overrides) -> TrainConfig:
 
 def without_time(rows):
     return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows]
-
-
-def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 class Stop(Exception):

@@ -340,3 +340,33 @@ def test_the_strong_attack_is_named_by_the_evaluation_not_fixed_to_autoattack():
     row = _table_row(presets["reg"], ["pgd"])
     expected = np.mean([(~f).mean() for f in reg_f])  # every input correct: RA = 1 - fooled
     assert row["ra_apgd-ce_mean"] == pytest.approx(expected)
+
+
+def _twin_case(reg_rate, twin_rate, seed=0):
+    """A natural run, a regularised fine-tune and its exact-structure twin, 3 seeds."""
+    rng = np.random.default_rng(seed)
+    nat_f, reg_f, twin_f = (_masks(r, 3, rng) for r in (0.7, reg_rate, twin_rate))
+    nat = [_run("nat", "natural", k, fooled=nat_f[k]) for k in range(3)]
+    reg = [_run("reg", "regularised", k, fooled=reg_f[k], parent="nat") for k in range(3)]
+    twin = [_run("twin", "structured", k, fooled=twin_f[k], parent="nat") for k in range(3)]
+    return assess_claims(_presets(nat, reg, twin), twins={"twin": "reg", "absent": "reg"})
+
+
+def test_exact_twins_are_compared_with_their_penalty_and_with_natural_training():
+    claims = _twin_case(0.5, 0.2)
+    _assert_consistent(claims)
+    twins = _by_title(claims, "Exact twins")
+    (c,) = twins.comparisons  # the twin whose runs are absent is skipped
+    assert c.details["a"] == "twin" and c.details["b"] == "reg" and c.direction == "greater"
+    assert twins.verdict == "supported"  # robust accuracy 0.8 vs 0.5
+    exact = _by_title(claims, "Claim 2 with exact structure")
+    assert exact.verdict == "supported" and exact.comparisons[0].details["b"] == "nat"
+    # the twin is not a regularised run: Claim 2 (the penalties) compares reg only
+    assert [c.details["a"] for c in _by_title(claims, "Claim 2: ").comparisons] == ["reg"]
+    reversed_claims = _twin_case(0.2, 0.5, seed=3)
+    assert _by_title(reversed_claims, "Exact twins").verdict == "contradicted"
+    same = _twin_case(0.4, 0.4, seed=4)
+    assert _by_title(same, "Exact twins").verdict == "inconclusive"
+    assert not any(c.claim.startswith("Exact twins") for c in assess_claims(_presets(
+        [_run("nat", "natural", 0, fooled=np.ones(N_INPUTS, bool))]
+    )))  # fmt: skip

@@ -28,21 +28,29 @@ guaranteed for I(T;X) only (see ``mutual_information_y``). All results are in bi
 
 Distances are computed in chunks of rows, each reduced with log-sum-exp over j, in
 float64, so N = 10,000 needs O(chunk_size * N) memory, never an N x N matrix.
+
+:func:`analyze_model` gathers a model's structure report (Eqs. 2-3) and these bounds per
+layer into a :class:`ModelAnalysis` (what ``robustrank analyze`` prints and saves).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ._io import atomic_write_bytes
 from ._modes import eval_mode
+from .metrics import LayerStructure, format_structure_report, structure_report
 from .models import named_weight_layers
+from .ownership import check_files, record_files
 
 __all__ = [
     "LayerMI",
@@ -54,6 +62,8 @@ __all__ = [
     "mi_per_layer",
     "label_entropy",
     "format_mi_table",
+    "ModelAnalysis",
+    "analyze_model",
 ]
 
 CHUNK_ELEMENTS = 1 << 23  # automatic chunks hold ~8M distances (64 MB in float64)
@@ -428,3 +438,100 @@ def format_mi_table(rows: list[LayerMI]) -> str:
             f"{r.iyt_lower:>11.4f} {r.iyt_upper:>8.4f}"
         )
     return "\n".join(lines)
+
+
+@dataclass
+class ModelAnalysis:
+    """A model's per-layer structure (Eqs. 2-3) and KDE information bounds on ``n`` inputs.
+
+    ``checkpoint``, ``model`` (the model's ``robustrank_spec``), ``dataset`` (e.g.
+    ``DatasetRef.plain()``), ``subset_seed`` and ``checkpoint_metadata`` say where the
+    numbers come from; they are written to the JSON as given.
+    """
+
+    structure: list[LayerStructure]
+    mi: list[LayerMI]
+    n: int
+    noise_var: float
+    checkpoint: str | None = None
+    model: dict[str, Any] | None = None
+    dataset: str | dict[str, str] | None = None
+    subset_seed: int | None = None
+    checkpoint_metadata: dict[str, Any] = field(default_factory=dict)
+    split: str = "test"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly: the provenance, then ``structure`` and ``mi`` (one dict per layer)."""
+        return {
+            "checkpoint": self.checkpoint,
+            "model": self.model,
+            "dataset": self.dataset,
+            "split": self.split,
+            "n": self.n,
+            "subset_seed": self.subset_seed,
+            "noise_var": self.noise_var,
+            "structure": [r.as_dict() for r in self.structure],
+            "mi": [r.as_dict() for r in self.mi],
+            "checkpoint_metadata": self.checkpoint_metadata,
+        }
+
+    def format(self) -> str:
+        """A heading line, the structure table and the table of bounds (bits)."""
+        arch = (self.model or {}).get("name")
+        name = self.dataset if isinstance(self.dataset, str) else (self.dataset or {}).get("name")
+        where = f" on {name} {self.split}" if name else ""
+        head = (
+            f"{self.checkpoint or 'model'} ({arch}){where}, n={self.n}, noise_var={self.noise_var}"
+        )
+        return "\n".join(
+            [
+                head,
+                format_structure_report(self.structure),
+                "",
+                format_mi_table(self.mi) + "\n(KDE bounds in bits; I(T;X) <= log2 n)",
+            ]
+        )
+
+    def save_json(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write :meth:`to_dict` atomically as JSON and list the file in its directory's
+        ownership marker. An existing file is replaced only with ``overwrite``, and only
+        when robustrank wrote it (:func:`robustrank.ownership.check_files`)."""
+        check_files([path], overwrite=overwrite)
+        written = atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode())
+        record_files([written])
+        return written
+
+
+def analyze_model(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    noise_var: float = 0.1,
+    batch_size: int = 1000,
+    layers: Sequence[str] | None = None,
+    checkpoint: str | Path | None = None,
+    dataset: str | dict[str, str] | None = None,
+    subset_seed: int | None = None,
+    checkpoint_metadata: dict[str, Any] | None = None,
+) -> ModelAnalysis:
+    """The structure report (:func:`robustrank.metrics.structure_report`) and the bounds of
+    :func:`mi_per_layer` of ``model`` on ``x, y`` in one :class:`ModelAnalysis`.
+
+    ``layers`` chooses the representations (module paths or globs; default: the paper's
+    t^i, or every weight layer but the last); the keyword arguments after it only label
+    the result.
+    """
+    structure = structure_report(model)
+    mi = mi_per_layer(model, x, y, noise_var=noise_var, batch_size=batch_size, layers=layers)
+    return ModelAnalysis(
+        structure=structure,
+        mi=mi,
+        n=len(x),
+        noise_var=noise_var,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        model=getattr(model, "robustrank_spec", None),
+        dataset=dataset,
+        subset_seed=subset_seed,
+        checkpoint_metadata=dict(checkpoint_metadata or {}),
+    )

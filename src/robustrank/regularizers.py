@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -43,8 +43,8 @@ from .models import (
     LayerOrderUnknown,
     WeightLayer,
     as_matrix,
-    match_layers,
     named_weight_layers,
+    select_layers,
 )
 
 __all__ = [
@@ -101,25 +101,11 @@ def resolve_lambdas(
             f"path or glob), got {type(lambdas).__name__}"
         )
     layers = named_weight_layers(model, require_order=_needs_order(lambdas))
-    chosen: dict[str, tuple[LayerKey, float]] = {}
-    for key, lam in lambdas.items():
-        lam = check_non_negative(lam, f"{what} lambda for layer {key!r}")
-        try:
-            found = match_layers(layers, key, owner=type(model).__name__)
-        except ValueError as err:
-            raise ValueError(f"{what} regulariser: {err}") from None
-        for layer in found:
-            if layer.name in chosen:
-                raise ValueError(
-                    f"{what} regulariser: layer {layer.name!r} is selected by both "
-                    f"{chosen[layer.name][0]!r} and {key!r}; give each layer one lambda"
-                )
-            chosen[layer.name] = (key, lam)
-    return [
-        (layer, chosen[layer.name][1])
-        for layer in layers
-        if layer.name in chosen and chosen[layer.name][1] != 0
-    ]
+    checked = {
+        k: check_non_negative(v, f"{what} lambda for layer {k!r}") for k, v in lambdas.items()
+    }
+    pairs = select_layers(layers, checked, f"{what} regulariser", owner=type(model).__name__)
+    return [(layer, lam) for layer, lam in pairs if lam != 0]
 
 
 def _zero(model: nn.Module) -> Tensor:
@@ -232,13 +218,20 @@ Lambdas = Annotated[dict[LayerKey, NonNegative], Field(default_factory=dict)]
 class RegularizerConfig(BaseModel):
     """The lambdas of Eq. (8): ``l1`` (Eq. 5) and ``nuclear`` (Eq. 6) map layer keys (1-based
     index, module path, alias or glob) to lambda; ``joint`` is lambda_joint (Eq. 7). All
-    default to off."""
+    default to off.
+
+    ``mode``: ``subgradient`` (default) adds the penalties to the loss (Eq. 8);
+    ``proximal`` applies l1 and nuclear as proximal steps after each optimizer step
+    (soft-thresholding and singular value thresholding, threshold ``lr * lambda``:
+    :mod:`robustrank.structure.proximal`), which set exact zeros and drop the rank exactly;
+    the joint term has no closed-form proximal operator and stays in the loss."""
 
     model_config = ConfigDict(extra="forbid")
 
     l1: Lambdas
     nuclear: Lambdas
     joint: NonNegative = 0.0
+    mode: Literal["subgradient", "proximal"] = "subgradient"
 
     @field_validator("l1", "nuclear")
     @classmethod
@@ -262,7 +255,16 @@ class RegularizerConfig(BaseModel):
 
     def plain(self) -> dict[str, Any]:
         """Plain data with the keys' types kept (an int index stays an int in YAML)."""
-        return {"l1": dict(self.l1), "nuclear": dict(self.nuclear), "joint": self.joint}
+        data: dict[str, Any] = {"l1": dict(self.l1), "nuclear": dict(self.nuclear)}
+        data["joint"] = self.joint
+        if self.mode != "subgradient":  # configs written before modes existed stay the same
+            data["mode"] = self.mode
+        return data
+
+    @property
+    def proximal(self) -> bool:
+        """Whether l1 and nuclear act as proximal steps (``mode: proximal``)."""
+        return self.mode == "proximal" and (any(self.l1.values()) or any(self.nuclear.values()))
 
 
 class Regularizer:
@@ -282,14 +284,21 @@ class Regularizer:
         l1: Mapping[LayerKey, float] | None = None,
         nuclear: Mapping[LayerKey, float] | None = None,
         joint: float = 0.0,
+        *,
+        proximal: bool = False,
     ) -> None:
-        self.config = RegularizerConfig(l1=dict(l1 or {}), nuclear=dict(nuclear or {}), joint=joint)
+        self.config = RegularizerConfig(
+            l1=dict(l1 or {}),
+            nuclear=dict(nuclear or {}),
+            joint=joint,
+            mode="proximal" if proximal else "subgradient",
+        )
         self._resolved: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_config(cls, config: RegularizerConfig) -> Regularizer:
         """The callable of a validated :class:`RegularizerConfig`."""
-        return cls(config.l1, config.nuclear, config.joint)
+        return cls(config.l1, config.nuclear, config.joint, proximal=config.mode == "proximal")
 
     def _resolve(self, model: nn.Module) -> tuple:
         if model not in self._resolved:
@@ -301,11 +310,18 @@ class Regularizer:
             )
         return self._resolved[model]
 
+    def layers(self, model: nn.Module) -> tuple[list[tuple[WeightLayer, float]], ...]:
+        """``(l1 pairs, nuclear pairs)``: the ``(layer, lambda)`` of Eqs. 5-6 in forward order."""
+        l1, nuclear, _ = self._resolve(model)
+        return l1, nuclear
+
     def terms(self, model: nn.Module) -> dict[str, Tensor]:
-        """``{"l1", "nuclear", "joint"}`` scalar tensors (Eqs. 5-7)."""
+        """``{"l1", "nuclear", "joint"}`` scalar tensors (Eqs. 5-7). In proximal mode the l1
+        and nuclear terms are values without a gradient (their proximal steps do their work)."""
         l1, nuclear, chain = self._resolve(model)
         joint = _joint(chain, self.config.joint) if chain else _zero(model)
-        return {"l1": _l1(l1, model), "nuclear": _nuclear(nuclear, model), "joint": joint}
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.proximal):
+            return {"l1": _l1(l1, model), "nuclear": _nuclear(nuclear, model), "joint": joint}
 
     def __call__(self, model: nn.Module) -> Tensor:
         """The sum of the three terms, to add to the loss (Eq. 8)."""

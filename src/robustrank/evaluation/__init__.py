@@ -8,8 +8,10 @@ One module per concept, each building only on the ones above it:
   ratio and robust accuracy they give);
 * :mod:`.robustness` -- a model under an attack: :func:`accuracy`, :func:`fooling_ratio`,
   :func:`robust_accuracy`, :func:`evaluate` (every count) and :func:`eps_sweep`;
-* :mod:`.results` -- :func:`format_results` and :func:`save_results` (text, JSON, CSV);
-* :mod:`.curves` -- robustness curves over eps (:func:`robustness_curve`);
+* :mod:`.results` -- :func:`format_results`, :func:`format_breakdown`,
+  :func:`result_paths` and :func:`save_results` (text, JSON, CSV);
+* :mod:`.curves` -- robustness curves over eps (:func:`robustness_curve`) and their files
+  (:func:`save_curve`);
 * :mod:`.diagnostics` -- the gradient-masking checks (:func:`diagnose`);
 * :mod:`.spec` -- the run-level evaluation of a checkpoint (:class:`EvaluationSpec`,
   :func:`evaluate_run`, :func:`cached_evaluation`) and its per-example outcomes
@@ -19,9 +21,16 @@ Everything listed in ``__all__`` is importable from ``robustrank.evaluation``.
 """
 
 from .core import EvalResult, fooled_mask, predictions
-from .curves import RobustnessCurve, confirm_curve, is_minimal_perturbation, robustness_curve
+from .curves import (
+    RobustnessCurve,
+    confirm_curve,
+    curve_paths,
+    is_minimal_perturbation,
+    robustness_curve,
+    save_curve,
+)
 from .diagnostics import CheckResult, DiagnosticReport, Tolerances, diagnose
-from .results import format_results, save_results
+from .results import format_breakdown, format_results, result_paths, save_results
 from .robustness import (
     PAPER_DEFAULTS,
     AttackName,
@@ -58,12 +67,16 @@ __all__ = [
     "evaluate",
     "eps_sweep",
     "format_results",
+    "format_breakdown",
+    "result_paths",
     "save_results",
     # robustness curves
     "RobustnessCurve",
     "robustness_curve",
     "confirm_curve",
     "is_minimal_perturbation",
+    "curve_paths",
+    "save_curve",
     # gradient-masking diagnostics
     "diagnose",
     "DiagnosticReport",

@@ -17,23 +17,40 @@ Two ways to get it (Carlini et al. 2019 ask for curves, not one point):
 ``confirm="autoattack"`` then re-attacks, at the chosen budgets, the inputs the curve
 still calls robust, and lowers their breaking eps where the ensemble breaks them: the
 per-example worst case of both, and a count of what the curve alone missed.
+
+:func:`save_curve` writes a curve as ``curve.json`` and its figure ``curve.png`` (the files
+of ``robustrank curve``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._io import atomic_write_text
 from ..attacks import Attack, check_model, create_attack, get_attack
+from ..ownership import check_files, record_files
 from .core import check_batch_size, check_data, evaluation_device, fooled_mask, predictions
 
-__all__ = ["RobustnessCurve", "robustness_curve", "confirm_curve", "is_minimal_perturbation"]
+__all__ = [
+    "RobustnessCurve",
+    "robustness_curve",
+    "confirm_curve",
+    "is_minimal_perturbation",
+    "curve_paths",
+    "save_curve",
+]
+
+CURVE_JSON = "curve.json"
+CURVE_PNG = "curve.png"
 
 
 @dataclass
@@ -122,6 +139,19 @@ class RobustnessCurve:
             "confirmations": self.confirmations,
             "seconds": self.seconds,
         }
+
+    def format(self) -> str:
+        """A plain-text table of robust accuracy and fooling ratio per eps, then one line
+        per confirmation."""
+        lines = [f"{'eps':>7} {'robust acc':>10} {'fooling':>8}"]
+        for e, ra, fr in zip(self.eps, self.robust_accuracy, self.fooling_ratio, strict=True):
+            lines.append(f"{e:>7g} {ra:>10.4f} {fr:>8.4f}")
+        for c in self.confirmations:
+            lines.append(
+                f"confirmed at eps {c['eps']:g} by {c['attack']}: {c['broken']} more broken, "
+                f"robust accuracy {c['robust_accuracy_before']:.4f} -> {c['robust_accuracy']:.4f}"
+            )
+        return "\n".join(lines)
 
 
 def is_minimal_perturbation(attack: Attack | str) -> bool:
@@ -263,3 +293,39 @@ def confirm_curve(
         curve.breaking_eps, model, atk, x, y, batch_size=batch_size, device=dev, progress=progress
     )
     return curve.fold(atk.name, eps, fooled, time.perf_counter() - t0)
+
+
+def curve_paths(out_dir: str | Path) -> list[Path]:
+    """The files :func:`save_curve` writes in ``out_dir``: ``curve.json`` and ``curve.png``."""
+    return [Path(out_dir) / CURVE_JSON, Path(out_dir) / CURVE_PNG]
+
+
+def save_curve(
+    curve: RobustnessCurve,
+    out_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    dataset: str | dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write ``curve`` to ``out_dir`` as ``curve.json`` and its figure ``curve.png``.
+
+    The JSON holds ``checkpoint`` and ``dataset`` (e.g. ``DatasetRef.plain()``), then
+    :meth:`RobustnessCurve.to_dict`; the figure's line is labelled with the checkpoint's
+    file stem (else the attack). Both files are written atomically and listed in the
+    directory's ownership marker; existing ones are replaced only with ``overwrite`` and
+    only when robustrank wrote them (:func:`robustrank.ownership.check_files`, checked for
+    both before anything is written). Returns the two paths.
+    """
+    from ..plots import plot_robustness_curves
+
+    paths = curve_paths(out_dir)
+    check_files(paths, overwrite=overwrite)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    source = None if checkpoint is None else str(checkpoint)
+    record = {"checkpoint": source, "dataset": dataset, **curve.to_dict()}
+    atomic_write_text(paths[0], json.dumps(record, indent=2) + "\n")
+    label = curve.attack if checkpoint is None else Path(checkpoint).stem
+    plot_robustness_curves({label: curve}, paths[1])
+    record_files(paths)
+    return paths

@@ -53,6 +53,7 @@ from .._io import atomic_write_text
 from .._modes import eval_mode
 from ..attacks import Attack, create_attack
 from ..attacks.losses import margin
+from ..ownership import check_files, record_files
 from .core import check_batch_size, check_data, evaluation_device, fooled_mask, predictions
 
 __all__ = ["diagnose", "DiagnosticReport", "CheckResult", "Tolerances"]
@@ -117,10 +118,15 @@ class DiagnosticReport:
             "checks": [vars(c) for c in self.checks],
         }
 
-    def save_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_dict` atomically as JSON."""
+    def save_json(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write :meth:`to_dict` atomically as JSON and list the file in its directory's
+        ownership marker. An existing file is replaced only with ``overwrite``, and only
+        when robustrank wrote it (:func:`robustrank.ownership.check_files`)."""
+        check_files([path], overwrite=overwrite)
         text = json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
-        return atomic_write_text(path, text)
+        written = atomic_write_text(path, text)
+        record_files([written])
+        return written
 
     def format(self) -> str:
         """A plain-text table: status, check, numbers, criterion; remedies for warnings."""

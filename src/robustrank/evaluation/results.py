@@ -1,5 +1,6 @@
-"""Evaluation results as a text table, JSON and CSV: :func:`format_results`,
-:func:`save_results` (the files ``robustrank evaluate`` writes)."""
+"""Evaluation results as text, JSON and CSV: :func:`format_results`, :func:`format_breakdown`
+(the tables ``robustrank evaluate`` prints), :func:`result_paths` and :func:`save_results`
+(the files it writes)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ..models import atomic_write_bytes
 from ..ownership import check_files, record_files
 from .core import EvalResult
 
-__all__ = ["format_results", "save_results"]
+__all__ = ["format_results", "format_breakdown", "result_paths", "save_results"]
 
 _COLUMNS = [
     "attack",
@@ -54,6 +55,46 @@ def format_results(results: Sequence[EvalResult]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_breakdown(results: Sequence[EvalResult]) -> str:
+    """Per-component tables of ensemble attacks (AutoAttack): who broke what, at what cost.
+
+    One table per result whose ``details`` hold ``components``, separated by blank lines;
+    ``""`` when no result comes from an ensemble.
+    """
+    blocks = []
+    for r in results:
+        parts = r.details.get("components")
+        if not parts:
+            continue
+        lines = [
+            f"{r.attack} eps={r.eps:g}: {r.n_correct} attacked, {r.n_fooled} broken",
+            f"  {'component':<10} {'attacked':>8} {'broken':>7} {'time':>8} {'fwd':>9} {'bwd':>9}",
+        ]
+        lines += [
+            f"  {c['name']:<10} {c['n_attacked']:>8} {c['n_broken']:>7} "
+            f"{c['seconds']:>7.1f}s {c['forward']:>9} {c['backward']:>9}"
+            for c in parts
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def result_paths(
+    out: str | Path | None,
+    attack: str,
+    json_path: str | Path | None = None,
+    csv_path: str | Path | None = None,
+) -> tuple[Path | None, Path | None]:
+    """The JSON and CSV files of ``attack``'s results: the given paths, else (when ``out``
+    is a directory) ``out/eval-<attack>.json`` and ``out/eval-<attack>.csv``."""
+    json_path = None if json_path is None else Path(json_path)
+    csv_path = None if csv_path is None else Path(csv_path)
+    if out is not None:
+        json_path = json_path or Path(out) / f"eval-{attack.lower()}.json"
+        csv_path = csv_path or Path(out) / f"eval-{attack.lower()}.csv"
+    return json_path, csv_path
 
 
 def _json_safe(value: Any) -> Any:

@@ -155,7 +155,8 @@ def _weight_groups(configs: list[TrainConfig], models: Models) -> tuple[Models, 
     natural training and the regularisers."""
     kinds = {c.name: run_kind(c) for c in configs}
     adv = {n: m for n, m in models.items() if kinds[n] in (RunKind.natural, RunKind.adversarial)}
-    reg = {n: m for n, m in models.items() if kinds[n] in (RunKind.natural, RunKind.regularised)}
+    shaped = (RunKind.natural, RunKind.regularised, RunKind.structured)
+    reg = {n: m for n, m in models.items() if kinds[n] in shaped}
     return adv, reg
 
 

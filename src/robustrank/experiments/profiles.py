@@ -4,7 +4,7 @@ independent seeds of each preset it trains (:func:`seeded_runs`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -38,6 +38,7 @@ class ProfileName(StrEnum):
     quick = "quick"
     paper = "paper"
     paper_long = "paper-long"
+    structure = "structure"
 
 
 @dataclass
@@ -45,7 +46,9 @@ class Profile:
     """One entry of ``profiles.yaml``: the presets per model family and their overrides,
     the Section 3 experiment's settings, the strong evaluation's settings (the paper's
     attacks, AutoAttack, curves, diagnostics; None skips it) and the number of independent
-    seeds per preset (``seeds``, default 1)."""
+    seeds per preset (``seeds``, default 1), and the exact-structure twins it compares
+    (``twins``: twin preset -> the regularised preset whose effective rank or sparsity it
+    matches)."""
 
     name: str
     description: str
@@ -53,6 +56,7 @@ class Profile:
     theory: dict[str, Any]
     evaluation: EvaluationSpec | None
     seeds: int = 1
+    twins: dict[str, str] = field(default_factory=dict)
 
 
 def _profiles() -> dict[str, Any]:
@@ -69,6 +73,10 @@ def load_profile(name: str | ProfileName) -> Profile:
     if name not in table:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(table)}")
     p = table[name]
+    presets = {n for fam in p["families"].values() for n in fam.get("presets", [])}
+    unknown = sorted(n for pair in (p.get("twins") or {}).items() for n in pair if n not in presets)
+    if unknown:
+        raise ValueError(f"profile {name!r}: twins name {unknown}, which are not among its presets")
     return Profile(
         name=name,
         description=" ".join(p.get("description", "").split()),
@@ -76,6 +84,7 @@ def load_profile(name: str | ProfileName) -> Profile:
         theory=p.get("theory", {}),
         evaluation=_evaluation_spec(name, p.get("evaluation")),
         seeds=check_seeds(p.get("seeds", 1), f"profile {name!r}, seeds"),
+        twins=dict(p.get("twins") or {}),
     )
 
 

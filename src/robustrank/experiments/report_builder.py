@@ -56,6 +56,42 @@ class ReproduceResult:
     seeds: int = 1
     claim_figures: list[list[tuple[str, Path]]] = field(default_factory=list)
 
+    def format(self) -> str:
+        """What ``robustrank reproduce`` prints: Tables 1-2 (mean ± t half-width over seeds,
+        [± Wilson]), the claim verdicts and the report's path, separated by blank lines."""
+        lines: list[str] = []
+        for key, title in (
+            ("table1", "Table 1 (FCNN, MNIST)"),
+            ("table2", "Table 2 (CNN, F-MNIST)"),
+        ):
+            if self.tables[key]:
+                lines += ["", *self._table_lines(self.tables[key], title)]
+        lines.append("")
+        lines += [f"{c.claim}: {c.verdict.upper()} ({c.evidence[0]})" for c in self.claims]
+        lines += ["", f"report: {self.report_html}  ({self.wall_time / 60:.1f} min)"]
+        return "\n".join(lines[1:])
+
+    def _table_lines(self, rows: list[dict[str, Any]], title: str) -> list[str]:
+        """One table as text: its title, the header and a line per preset."""
+        strong = strong_attack_of(self.runs.values())
+        ra = [] if strong is None else [f"ra_{strong}"]
+        metrics = ["test_acc"] + [f"fr_{a}" for a in self.attacks] + ra
+        metrics = [m for m in metrics if m in rows[0]]
+        heads = {"test_acc": "acc."}
+        if strong is not None:
+            heads[f"ra_{strong}"] = "RA-" + get_attack(strong).title
+        heads = {m: heads.get(m, "FR-" + m[3:].upper()) for m in metrics}
+        width = {m: max(len(heads[m]), *(len(str(r.get(m) or "-")) for r in rows)) for m in metrics}
+        lines = [
+            f"{title}, {self.seeds} seed(s): mean ± 95% t [± Wilson sampling]",
+            f"{'preset':<26} {'paper':>6}" + "".join(f"  {heads[m]:>{width[m]}}" for m in metrics),
+        ]
+        for r in rows:
+            paper = f"{r['paper']:.4f}" if isinstance(r["paper"], float) else "-"
+            cells = "".join(f"  {r.get(m) or '-':>{width[m]}}" for m in metrics)
+            lines.append(f"{r['preset']:<26} {paper:>6}{cells}")
+        return lines
+
 
 # results.json layout version: 2 = metrics over seeds and comparisons with intervals.
 RESULTS_SCHEMA = 2

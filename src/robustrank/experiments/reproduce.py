@@ -342,7 +342,7 @@ def reproduce(
     )
     if theory_png is not None:
         figures.append(("Section 3: linear classifiers with and without projection", theory_png))
-    claims = assess_claims(presets)
+    claims = assess_claims(presets, prof.twins)
     claim_figures = forest_figures(out, claims)
     attacks = table_attacks(configs)
     result = ReproduceResult(

@@ -54,6 +54,7 @@ class RunKind(StrEnum):
     natural = "natural"  # from scratch, no regulariser, no adversarial examples
     adversarial = "adversarial"  # adversarial training (any attack)
     regularised = "regularised"  # l1 / nuclear / joint penalty (Eqs. 5-8), no adversary
+    structured = "structured"  # exact structure (structure: prune/factorize), no adversary
     other = "other"  # e.g. plain fine-tuning of a checkpoint
 
 
@@ -61,6 +62,8 @@ def run_kind(config: TrainConfig) -> RunKind:
     """The kind of a run, read from its config (not from its preset name)."""
     if config.adversarial.attack != "none":
         return RunKind.adversarial
+    if config.structure.active:
+        return RunKind.structured
     if config.regularizers.active:
         return RunKind.regularised
     if config.init.from_preset is None and config.init.checkpoint is None:

@@ -5,6 +5,7 @@
 * :mod:`.layers` -- weight layers by module path in forward order, ``weight_matrices``.
 * :mod:`.checkpoint` -- safetensors + JSON checkpoints.
 * :mod:`.layout` -- channels-last storage on CPU.
+* :mod:`.structured` -- masked and factorised weights (exact structure) as parametrizations.
 """
 
 from .._io import atomic_write_bytes
@@ -18,6 +19,7 @@ from .layers import (
     match_layers,
     named_weight_layers,
     probe_forward_order,
+    select_layers,
     weight_layers,
     weight_matrices,
 )
@@ -37,6 +39,20 @@ from .registry import (
     register_model,
     resolve_factory,
     set_input_shape,
+)
+from .structured import (
+    LowRank,
+    LowRankSparse,
+    Masked,
+    ScoredMask,
+    StructureError,
+    apply_structure,
+    kept_count,
+    layer_structure,
+    remove_structure,
+    stored_params,
+    structure_of,
+    top_k_mask,
 )
 
 __all__ = [
@@ -64,6 +80,7 @@ __all__ = [
     "weight_matrices",
     "is_weight_layer",
     "match_layers",
+    "select_layers",
     "probe_forward_order",
     "as_matrix",
     "save_checkpoint",
@@ -72,4 +89,16 @@ __all__ = [
     "atomic_write_bytes",
     "use_fast_layout",
     "prefers_channels_last",
+    "Masked",
+    "ScoredMask",
+    "LowRank",
+    "LowRankSparse",
+    "StructureError",
+    "apply_structure",
+    "kept_count",
+    "layer_structure",
+    "remove_structure",
+    "stored_params",
+    "structure_of",
+    "top_k_mask",
 ]

@@ -1,7 +1,9 @@
 """Safe checkpoints: one safetensors file whose header carries JSON metadata.
 
 The header holds the architecture (name and options, from which the model is rebuilt),
-the input shape when known, a SHA-256 digest of the tensors, and the caller's metadata.
+the exact structure of its layers when it has any (masks, factors:
+:func:`~robustrank.models.structure_of`, re-applied before the weights load), the input
+shape when known, a SHA-256 digest of the tensors, and the caller's metadata.
 No pickle is ever read or written. A model named by import path is rebuilt only with
 ``trust_code=True``; without it nothing is imported. The weights of any ``nn.Module``
 can be saved, and loaded back into a model the caller builds (``model=``).
@@ -38,6 +40,7 @@ from .registry import (
     input_shape_of,
     set_input_shape,
 )
+from .structured import StructureError, apply_structure, layer_structure, structure_of
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_header"]
 
@@ -91,6 +94,9 @@ def save_checkpoint(model: nn.Module, path: str | Path, **metadata: Any) -> Path
     shape = input_shape_of(model)
     if shape is not None:
         header["input_shape"] = list(shape)
+    structure = structure_of(model)
+    if structure:
+        header["structure"] = structure
     data = save(tensors, metadata={"robustrank": json.dumps(header, sort_keys=True)})
     path = Path(path)
     atomic_write_bytes(path, data)
@@ -155,6 +161,8 @@ def _check_header_fields(path: Path, header: dict[str, Any]) -> None:
         raise _corrupt(path, "its architecture's options are not an object of keyword arguments")
     if not isinstance(header.get("metadata", {}), dict):
         raise _corrupt(path, "its metadata is not an object")
+    if not isinstance(header.get("structure", {}), dict):
+        raise _corrupt(path, "its structure is not an object")
     if not isinstance(header.get("sha256"), str):
         raise _corrupt(path, "it records no SHA-256 digest of its tensors")
     shape = header.get("input_shape")
@@ -252,8 +260,29 @@ def _build(path: Path, name: str, options: dict[str, Any], trust_code: bool) -> 
         ) from err
 
 
+def _structured(path: Path, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
+    """``model`` with the checkpoint's structure applied (unless it carries it already)."""
+    if not structure:
+        return model
+    if any(
+        layer_structure(m) is not None for m in model.modules() if hasattr(m, "parametrizations")
+    ):
+        return model  # a model passed in structured already: the state dict decides
+    try:
+        return apply_structure(model, structure)
+    except (StructureError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: its structure record does not fit the model: {err}"
+        ) from None
+
+
 def _probe(
-    path: Path, name: str, options: dict[str, Any], tensors: dict[str, Tensor], trust_code: bool
+    path: Path,
+    name: str,
+    options: dict[str, Any],
+    tensors: dict[str, Tensor],
+    trust_code: bool,
+    structure: dict[str, Any],
 ) -> None:
     """Build the architecture on the meta device (no memory, the global RNG untouched) and
     refuse it unless its state dict has exactly the file's keys and shapes.
@@ -267,7 +296,7 @@ def _probe(
             torch.device("meta"),
             _registration_budget(budget),
         ):
-            probe = _build(path, name, options, trust_code)
+            probe = _structured(path, _build(path, name, options, trust_code), structure)
     except _ProbeTooLarge:
         raise CheckpointError(
             f"{path}: the architecture {name!r} with options {_short(options)} has far more layers "
@@ -292,7 +321,11 @@ def _probe(
 
 
 def _rebuild(
-    path: Path, arch: dict[str, Any], tensors: dict[str, Tensor], trust_code: bool
+    path: Path,
+    arch: dict[str, Any],
+    tensors: dict[str, Tensor],
+    trust_code: bool,
+    structure: dict[str, Any],
 ) -> nn.Module:
     name = arch.get("name")
     if name is None:
@@ -302,8 +335,8 @@ def _rebuild(
             "pass it: load_checkpoint(path, model=...)"
         )
     options = arch.get("options", {})
-    _probe(path, name, options, tensors, trust_code)
-    return _build(path, name, options, trust_code)
+    _probe(path, name, options, tensors, trust_code, structure)
+    return _structured(path, _build(path, name, options, trust_code), structure)
 
 
 def load_checkpoint(
@@ -328,8 +361,11 @@ def load_checkpoint(
     path = Path(path)
     tensors, header = _read(path)
     arch = header.get("architecture") or {}
+    structure = header.get("structure") or {}
     if model is None:
-        model = _rebuild(path, arch, tensors, trust_code)
+        model = _rebuild(path, arch, tensors, trust_code, structure)
+    else:
+        model = _structured(path, model, structure)
     problem = _mismatch(model, tensors)
     if problem is not None:
         what = arch.get("name") or arch.get("class") or type(model).__name__

@@ -41,6 +41,7 @@ __all__ = [
     "as_matrix",
     "probe_forward_order",
     "match_layers",
+    "select_layers",
 ]
 
 _ORDER_ATTR = "_robustrank_layer_order"
@@ -234,6 +235,28 @@ def match_layers(
     if not found:
         raise ValueError(f"no weight layer matches {key!r}; {_describe(layers, owner)}")
     return found
+
+
+def select_layers(
+    layers: list[WeightLayer], values: Mapping[Any, Any], what: str, owner: str = "the model"
+) -> list[tuple[WeightLayer, Any]]:
+    """``[(layer, value)]`` in forward order for a ``{layer key: value}`` map (keys as in
+    :func:`match_layers`). Every key must select a layer and no layer may be selected
+    twice; errors start with ``what`` (``"l1 regulariser"``, ``"structure.prune"``)."""
+    chosen: dict[str, tuple[Any, Any]] = {}
+    for key, value in values.items():
+        try:
+            found = match_layers(layers, key, owner=owner)
+        except ValueError as err:
+            raise ValueError(f"{what}: {err}") from None
+        for layer in found:
+            if layer.name in chosen:
+                raise ValueError(
+                    f"{what}: layer {layer.name!r} is selected by both {chosen[layer.name][0]!r} "
+                    f"and {key!r}; give each layer one value"
+                )
+            chosen[layer.name] = (key, value)
+    return [(layer, chosen[layer.name][1]) for layer in layers if layer.name in chosen]
 
 
 def _describe(layers: list[WeightLayer], owner: str) -> str:

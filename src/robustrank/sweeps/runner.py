@@ -120,6 +120,25 @@ class SweepResult:
     report_html: Path
     wall_time: float
 
+    def format(self) -> str:
+        """What ``robustrank sweep run`` prints: the trial count and the Pareto front, the
+        first ten combinations (clean and robust accuracy over seeds), the best-vs-runner-up
+        comparison and the report's path, separated by blank lines."""
+        front = ", ".join(self.front) or "-"
+        lines = [
+            f"{len(self.rows)} trials in {self.out_dir}; Pareto front: {front}",
+            f"{'combination':<60} {'seeds':>5} {'clean acc.':>15} {'robust acc.':>15}",
+        ]
+        for c in self.combinations[:10]:
+            lines.append(
+                f"{c.label()[:60]:<60} {c.clean.n_seeds:>5} {c.clean.format(4):>15} "
+                f"{c.robust.format(4):>15}"
+            )
+        if self.comparison is not None:
+            lines += ["", self.comparison.text]
+        lines += ["", f"report: {self.report_html}  ({self.wall_time / 60:.1f} min)"]
+        return "\n".join(lines)
+
 
 def trial_id(index: int, values: dict[str, Any]) -> str:
     """``t<index>-<first 8 hex of SHA-256 of the values>``: the same on every run."""

@@ -339,7 +339,7 @@ def _spec_dir():
 
 
 def list_specs() -> dict[str, str]:
-    """The bundled specs (``robustrank sweep NAME --out DIR``): name -> description."""
+    """The bundled specs (``robustrank sweep run NAME --out DIR``): name -> description."""
     out = {}
     for entry in sorted(_spec_dir().iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):

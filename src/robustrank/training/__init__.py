@@ -9,6 +9,8 @@
 * :mod:`.optimizers` / :mod:`.schedules` -- the registries of optimizers (``sgd``,
   ``adam``, ``adamw``, ``rmsprop``) and learning-rate schedules (``constant``, ``cosine``,
   ``step``, ``linear-warmup``).
+* :mod:`.objectives` -- the registry of training objectives (``madry``, ``mix``,
+  ``trades``, ``mart``).
 * :mod:`.tracker` -- :class:`StructureTracker` for your own training loop.
 """
 
@@ -18,6 +20,7 @@ from .config import (
     HistoryConfig,
     InitConfig,
     ModelConfig,
+    ObjectiveConfig,
     OptimizerConfig,
     PaperRef,
     ScheduleConfig,
@@ -28,8 +31,9 @@ from .config import (
 )
 from .loop import TrainResult, train
 from .measurements import Measurer
+from .objectives import get_objective, list_objectives, register_objective
 from .optimizers import create_optimizer, get_optimizer, list_optimizers, register_optimizer
-from .presets import list_presets, load_preset
+from .presets import list_presets, load_preset, resolve_config
 from .rundir import RunError, read_history
 from .schedules import get_schedule, list_schedules, register_schedule
 from .seeds import derive_seed, lr_at_epoch
@@ -44,6 +48,7 @@ __all__ = [
     "HistoryConfig",
     "OptimizerConfig",
     "ScheduleConfig",
+    "ObjectiveConfig",
     "PaperRef",
     "TrainConfig",
     "TrainResult",
@@ -54,6 +59,7 @@ __all__ = [
     "prune_attack_options",
     "list_presets",
     "load_preset",
+    "resolve_config",
     "derive_seed",
     "lr_at_epoch",
     "register_optimizer",
@@ -63,6 +69,9 @@ __all__ = [
     "register_schedule",
     "get_schedule",
     "list_schedules",
+    "register_objective",
+    "get_objective",
+    "list_objectives",
     "train",
     "read_history",
 ]

@@ -40,8 +40,10 @@ from ..models import (
     is_import_path,
 )
 from ..regularizers import RegularizerConfig
+from ..structure import StructureConfig
 from ..yamlio import YAMLInputError, load_yaml_file
 from . import preset_index
+from .objectives import get_objective
 from .optimizers import create_optimizer, get_optimizer, list_optimizers
 from .schedules import get_schedule
 
@@ -50,6 +52,7 @@ __all__ = [
     "ModelConfig",
     "InitConfig",
     "AdversarialConfig",
+    "ObjectiveConfig",
     "HistoryConfig",
     "OptimizerConfig",
     "ScheduleConfig",
@@ -77,6 +80,34 @@ def _attack_names(names: list[str], where: str) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"{where} lists an attack twice: {names}")
     return names
+
+
+class _Named(BaseModel):
+    """A registered name and its options beside it: ``{name: adam, betas: [0.9, 0.999]}``;
+    a bare string is the name alone."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options given beside the name."""
+        return dict(self.model_extra or {})
+
+
+class _BareNamed(_Named):
+    """A :class:`_Named` written back as the bare name when it has no options."""
+
+    @model_serializer(mode="wrap")
+    def _bare_when_plain(self, handler: Any) -> Any:
+        data = handler(self)
+        return data if self.options else data["name"]
 
 
 class ModelConfig(_Strict):
@@ -120,14 +151,43 @@ class InitConfig(_Strict):
         return self
 
 
+class ObjectiveConfig(_BareNamed):
+    """The training objective (:mod:`robustrank.training.objectives`): ``madry``, ``mix``,
+    ``trades``, ``mart`` or a registered one; a name alone, or a mapping with its options
+    beside the name (checked against the objective), e.g. ``{name: trades, beta: 6}``.
+    Options named like a key of the ``adversarial`` section (``eps``, ``mix``, ...) are set
+    there, not here. Written back as the bare name when it has no options."""
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return get_objective(value).name  # raises naming the registered objectives
+
+    @model_validator(mode="after")
+    def _options_taken(self) -> ObjectiveConfig:
+        get_objective(self.name).check_options(self.options, beside=_objective_keys_beside())
+        return self
+
+
+def _objective_keys_beside() -> list[str]:
+    """The keys of the ``adversarial`` section an objective takes from there (``eps``,
+    ``alpha``, ``steps``, ``mix``, ...), not from its own options."""
+    return [k for k in AdversarialConfig.model_fields if k not in ("objective", "options")]
+
+
 class AdversarialConfig(_Strict):
-    """Adversarial training (Section 5): ``mix * CE(x_adv) + (1 - mix) * CE(x)``.
+    """Adversarial training (Section 5): by default ``mix * CE(x_adv) + (1 - mix) * CE(x)``.
 
     ``attack`` is ``"none"`` or any registered attack. ``alpha``, ``steps`` and
     ``random_start`` go to attacks that take them (PGD: Madry's random start by default);
     ``options`` passes any other constructor argument. An attack that takes a ``seed``
     gets one derived from the run seed, epoch and batch. ``mix = 1.0`` (default) trains
     on adversarial examples only (Madry et al.); ``mix = 0.5`` is Goodfellow's mixture.
+
+    ``objective`` (:class:`ObjectiveConfig`) picks another training objective, e.g.
+    ``{name: trades, beta: 6}`` (TRADES' inner loop uses ``eps``, ``alpha`` and ``steps``)
+    or ``mart``; both need an attack. Left out (and then not written back), it is ``mix``
+    when ``mix < 1`` and ``madry`` otherwise: the loss above.
     """
 
     attack: str = "none"
@@ -139,6 +199,7 @@ class AdversarialConfig(_Strict):
     random_start: bool = True
     mix: float = 1.0
     options: dict[str, Any] = {}
+    objective: ObjectiveConfig | None = None
 
     @field_validator("mix")
     @classmethod
@@ -156,6 +217,48 @@ class AdversarialConfig(_Strict):
         if value != "none":
             _attack_names([value], "adversarial.attack")
         return value
+
+    @model_validator(mode="after")
+    def _objective_fits(self) -> AdversarialConfig:
+        name = self.objective_name
+        entry = get_objective(name)
+        if entry.needs_attack and self.attack == "none":
+            raise ValueError(
+                f"objective {name!r} trains on adversarial examples; set attack (e.g. pgd), "
+                "attack none is natural training"
+            )
+        if self.mix < 1.0 and "mix" not in entry.options:
+            raise ValueError(
+                f"mix {self.mix} weighs clean against adversarial examples, which is the mix "
+                f"objective; objective {name!r} takes no mix: remove mix (or set objective: mix)"
+            )
+        try:
+            entry.create(**self.objective_options())
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"objective {name!r}: {err}") from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_objective(self, handler: Any) -> Any:
+        data = handler(self)
+        if self.objective is None:  # configs written before objectives were chosen
+            data.pop("objective", None)
+        return data
+
+    @property
+    def objective_name(self) -> str:
+        """The objective trained with: ``objective``'s name if set, else ``mix`` when
+        ``mix < 1`` and ``madry`` otherwise."""
+        if self.objective is not None:
+            return self.objective.name
+        return "mix" if self.mix < 1.0 else "madry"
+
+    def objective_options(self) -> dict[str, Any]:
+        """The options the objective is built with: the keys of this section it takes
+        (``eps``, ``alpha``, ``steps``, ``mix``, ...), then ``objective``'s own."""
+        takes = get_objective(self.objective_name).options
+        beside = {k: getattr(self, k) for k in _objective_keys_beside() if k in takes}
+        return {**beside, **(self.objective.options if self.objective is not None else {})}
 
 
 #: Older configs set the paper attacks' settings with these keys; they map onto
@@ -267,25 +370,6 @@ def prune_attack_options(base: Mapping[str, Any], config: dict[str, Any]) -> dic
     return {**config, "history": {**new, "attack_options": kept}}
 
 
-class _Named(BaseModel):
-    """A registered name and its options beside it: ``{name: adam, betas: [0.9, 0.999]}``;
-    a bare string is the name alone."""
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_name(cls, data: Any) -> Any:
-        return {"name": data} if isinstance(data, str) else data
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options given beside the name."""
-        return dict(self.model_extra or {})
-
-
 class OptimizerConfig(_Named):
     """The optimizer (:mod:`robustrank.training.optimizers`): ``sgd`` (default, the
     paper's), ``adam``, ``adamw``, ``rmsprop`` or a registered one, with its options beside
@@ -312,7 +396,7 @@ class OptimizerConfig(_Named):
         return self.name == "sgd" and not self.options
 
 
-class ScheduleConfig(_Named):
+class ScheduleConfig(_BareNamed):
     """The learning-rate schedule (:mod:`robustrank.training.schedules`): ``constant``
     (default), ``cosine``, ``step``, ``linear-warmup`` or a registered one; a name alone,
     or a mapping with options, e.g. ``{name: linear-warmup, warmup_epochs: 2}``. Written
@@ -329,11 +413,6 @@ class ScheduleConfig(_Named):
     def _options_taken(self) -> ScheduleConfig:
         get_schedule(self.name).check_options(self.options)
         return self
-
-    @model_serializer(mode="wrap")
-    def _bare_when_plain(self, handler: Any) -> Any:
-        data = handler(self)
-        return data if self.options else data["name"]
 
 
 class PaperRef(_Strict):
@@ -388,6 +467,10 @@ class TrainConfig(_Strict):
     init: InitConfig = InitConfig()
     adversarial: AdversarialConfig = AdversarialConfig()
     regularizers: RegularizerConfig = RegularizerConfig()
+    structure: Annotated[
+        StructureConfig,
+        Field(description="exact structure: prune and/or factorize (robustrank.structure)"),
+    ] = Field(default_factory=StructureConfig)
     history: HistoryConfig = HistoryConfig()
     checkpoint_every_epoch: bool = False
     device: str = "cpu"
@@ -435,8 +518,19 @@ class TrainConfig(_Strict):
             raise ValueError(f"model.options: {err}") from None
         try:
             self.regularizers.check_model(model)
+            self.structure.check_model(model)
         except LayerOrderUnknown:
             pass  # paper indices on a model of unknown input shape: checked when training
+        return self
+
+    @model_validator(mode="after")
+    def _score_epochs(self) -> TrainConfig:
+        score = self.structure.score_epochs
+        if score is not None and score > self.epochs:
+            raise ValueError(
+                f"structure.prune.score_epochs ({score}) exceeds epochs ({self.epochs}); the "
+                "score phase is the first score_epochs epochs of the run"
+            )
         return self
 
     @model_validator(mode="after")
@@ -466,6 +560,10 @@ class TrainConfig(_Strict):
         data = handler(self)
         if self.optimizer.is_default:  # configs written before optimizers were chosen
             data.pop("optimizer", None)
+        if not self.structure.active:  # nor structure
+            data.pop("structure", None)
+        if data.get("regularizers", {}).get("mode") == "subgradient":  # nor modes
+            data["regularizers"].pop("mode")
         return data
 
     def optimizer_options(self) -> dict[str, Any]:
@@ -507,6 +605,8 @@ class TrainConfig(_Strict):
         """The config as plain YAML/JSON-able data (regulariser layer keys keep their types)."""
         data = self.model_dump(mode="json")
         data["regularizers"] = self.regularizers.plain()
+        if self.structure.active:
+            data["structure"] = self.structure.plain()
         data["dataset"] = self.dataset.plain()
         return data
 

@@ -7,13 +7,18 @@ private global RNG stream (saved in the resume state). A resumed run therefore r
 same weights and history (apart from the ``time_*`` columns) as an uninterrupted one on
 the same device; runs are deterministic given the seed on CPU.
 
-Adversarial training (Madry et al. 2018 / Goodfellow et al. 2015): the loss is
-``mix * CE(x_adv) + (1 - mix) * CE(x)``; the regularisers (Eqs. 5-7) are added to it,
-giving Eq. (8).
+The loss of a batch is the training objective's (:mod:`robustrank.training.objectives`:
+``madry``, ``mix``, ``trades``, ``mart``; natural training without an attack) plus the
+regularisers (Eqs. 5-7), giving Eq. (8); with ``regularizers: {mode: proximal}`` the l1 and
+nuclear terms act as proximal steps after the optimizer's step instead
+(:mod:`robustrank.structure.proximal`). A ``structure:`` section prunes and/or factorises
+the starting weights exactly (:mod:`robustrank.structure`); HYDRA's score phase trains only
+the scores during its first ``score_epochs`` epochs.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -24,16 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from .._io import atomic_write_bytes, log
 from .._modes import resolve_device, torch_threads
-from ..models import save_checkpoint, use_fast_layout
+from ..models import save_checkpoint, structure_of, use_fast_layout
 from ..regularizers import Regularizer
+from ..structure import proximal_step, score_phase
 from .config import ConfigError, TrainConfig
 from .measurements import Accumulator, Measurer
+from .objectives import Adversary, ObjectiveOutput, create_objective
 from .optimizers import create_optimizer
 from .presets import load_preset
 from .rundir import (
@@ -86,6 +92,19 @@ class TrainResult:
     config: TrainConfig
     resumed: bool = False
     already_done: bool = False
+
+    def format(self) -> str:
+        """The run directory, final model, test accuracy and the last fooling ratios."""
+        last = self.history[-1] if self.history else {}
+        lines = [f"run directory: {self.out_dir}", f"final model:   {self.final_checkpoint}"]
+        if last.get("test_acc") is not None:
+            lines.append(f"test accuracy: {last['test_acc']:.4f}")
+        h = self.config.history
+        for name in h.attacks:
+            if last.get(f"fr_{name}") is not None:
+                value = last[f"fr_{name}"]
+                lines.append(f"fooling ratio {name.upper():<4} (eps {h.eps}): {value:.4f}")
+        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -235,19 +254,25 @@ def _result_from_finished(
 
 
 class _AdversarialInputs:
-    """The training inputs of a batch: clean, or adversarial under ``config.adversarial``.
+    """The adversarial side of training under ``config.adversarial``: the configured attack
+    and the training objective (:mod:`robustrank.training.objectives`).
 
     The attack comes from the registry; ``alpha``, ``steps`` and ``random_start`` go to it
     if it takes them, with ``options`` on top. An attack that takes a seed is rebuilt for
     every batch with a seed derived from the run seed, epoch and step (deterministic
-    resume); others are built once.
+    resume); others are built once. The objective gets the batch's attack and a batch seed
+    of its own (``derive_seed(seed, ATTACK, epoch, step, OBJECTIVE_STREAM)``).
     """
+
+    #: the objective's seed is a sub-stream of the batch's attack seed, not the same seed
+    OBJECTIVE_STREAM = 1
 
     def __init__(self, config: TrainConfig, model: nn.Module) -> None:
         from ..attacks import create_attack, get_attack, supported_options
 
         adv = config.adversarial
         self.seed, self.model, self.eps = config.seed, model, adv.eps
+        self.objective = create_objective(adv.objective_name, **adv.objective_options())
         self.name = None if adv.attack == "none" else adv.attack
         self.fixed = None
         if self.name is None:
@@ -269,6 +294,12 @@ class _AdversarialInputs:
             return self.fixed(xb, yb)
         seed = derive_seed(self.seed, ATTACK, epoch, step)
         return self.create(self.name, self.model, self.eps, seed=seed, **self.options)(xb, yb)
+
+    def loss(self, xb: Tensor, yb: Tensor, epoch: int, step: int) -> ObjectiveOutput:
+        """The objective's loss and logits of the batch ``step`` of ``epoch``."""
+        attack = None if self.name is None else functools.partial(self, epoch=epoch, step=step)
+        seed = derive_seed(self.seed, ATTACK, epoch, step, self.OBJECTIVE_STREAM)
+        return self.objective.loss(self.model, xb, yb, Adversary(attack, seed))
 
 
 class _Run:
@@ -413,6 +444,7 @@ class _Run:
             "history_bytes": self.sizes,
             "times": self.times,
             "columns": self.columns,
+            "structure": structure_of(self.model),
         }
         save_resume(self.out_dir / RESUME_FILE, self.model, self.opt, resume_meta)
 
@@ -438,14 +470,11 @@ class _Run:
     # ------------------------------------------------------------------ training
 
     def step(self, xb: Tensor, yb: Tensor) -> None:
-        """One optimiser step on Eq. (8), on clean or adversarial inputs."""
-        adv, model = self.config.adversarial, self.model
-        x_in = self.adversarial(xb, yb, self.epoch, self.step_in_epoch)
-        self.opt.zero_grad(set_to_none=True)
-        logits = model(x_in)
-        ce = F.cross_entropy(logits, yb)
-        if self.adversarial.active and adv.mix < 1.0:
-            ce = adv.mix * ce + (1.0 - adv.mix) * F.cross_entropy(model(xb), yb)
+        """One optimiser step on Eq. (8): the objective's loss (``madry``: CE on the
+        attack's inputs, clean ones without an attack) plus the regularisers."""
+        model = self.model
+        ce, logits = self.adversarial.loss(xb, yb, self.epoch, self.step_in_epoch)
+        self.opt.zero_grad(set_to_none=True)  # after the attacks, as before: drops their grads
         loss, terms = ce, None
         if self.regularizer is not None:
             terms = self.regularizer.terms(model)
@@ -484,6 +513,19 @@ class _Run:
                 refresh=False,
             )
 
+    def _structure_phase(self) -> None:
+        """HYDRA: the first ``score_epochs`` epochs train the scores, the rest the weights."""
+        score_epochs = self.config.structure.score_epochs
+        if score_epochs is not None:
+            score_phase(self.model, train_scores=self.epoch <= score_epochs)
+
+    def _proximal(self, lr: float) -> None:
+        """``regularizers: {mode: proximal}``: the l1 and nuclear proximal steps (threshold
+        ``lr * lambda``) after the optimizer's step."""
+        if self.regularizer is not None and self.config.regularizers.proximal:
+            l1, nuclear = self.regularizer.layers(self.model)
+            proximal_step(l1, nuclear, lr)
+
     def run_epoch(self, bar: tqdm) -> None:
         """The rest of the current epoch (all of it unless resuming mid-epoch)."""
         from ..data import batches
@@ -495,6 +537,7 @@ class _Run:
             group["lr"] = lr
         shuffle = torch.Generator().manual_seed(derive_seed(config.seed, SHUFFLE, self.epoch))
         self.model.train()  # attacks and evaluation restore the mode they found
+        self._structure_phase()
         t_train = time.perf_counter()
         for i, (xb, yb) in enumerate(
             batches(self.setup.x_tr, self.setup.y_tr, config.batch_size, generator=shuffle)
@@ -503,6 +546,7 @@ class _Run:
                 continue
             self.step_in_epoch = i + 1
             self.step(xb, yb)
+            self._proximal(lr)
             bar.update(1)
             self._show(bar)
             every = h.every_steps

@@ -54,7 +54,8 @@ class Measurer:
 
     def measure(self, model: nn.Module) -> dict[str, Any]:
         """One row: ``test_acc``, ``fr_<attack>``, ``eff_rank_<layer>``,
-        ``eff_sparsity_<layer>`` and ``mi_<layer>_<bound>``, in that order."""
+        ``eff_sparsity_<layer>``, ``num_rank_<layer>``, ``density_<layer>``,
+        ``weight_params``, ``compression`` and ``mi_<layer>_<bound>``, in that order."""
         row: dict[str, Any] = {}
         with eval_mode(model):
             if self.h.evaluate:
@@ -77,23 +78,30 @@ class Measurer:
 
     @staticmethod
     def structure(model: nn.Module) -> dict[str, float]:
-        """Effective rank (Eq. 3), then effective sparsity (Eq. 2), of every weight layer,
-        keyed by the paper's alias or the module path; nan where undefined."""
-        from ..metrics import effective_rank, effective_sparsity
-        from ..models import named_weight_layers
+        """Effective rank (Eq. 3), then effective sparsity (Eq. 2), then numerical rank and
+        density, of every weight layer (keyed by the paper's alias or the module path; nan
+        where undefined), then the stored weight parameters and the compression ratio."""
+        from ..metrics import density, effective_rank, effective_sparsity, numerical_rank
+        from ..models import named_weight_layers, stored_params
 
         layers = named_weight_layers(model)
         row: dict[str, float] = {}
         with torch.no_grad():
+            weights = [layer.weight for layer in layers]
             for prefix, metric in (
                 ("eff_rank", effective_rank),
                 ("eff_sparsity", effective_sparsity),
+                ("num_rank", numerical_rank),
+                ("density", density),
             ):
-                for layer in layers:
+                for layer, w in zip(layers, weights, strict=True):
                     try:
-                        row[f"{prefix}_{layer.key}"] = metric(layer.weight)
+                        row[f"{prefix}_{layer.key}"] = metric(w)
                     except ValueError:
                         row[f"{prefix}_{layer.key}"] = float("nan")
+        stored = sum(stored_params(layer.module) for layer in layers)
+        row["weight_params"] = stored
+        row["compression"] = sum(w.numel() for w in weights) / stored if stored else float("nan")
         return row
 
     def information(self, model: nn.Module) -> dict[str, float]:

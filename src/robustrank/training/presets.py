@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
+from typing import Any
 
 from ..yamlio import YAMLInputError, load_yaml
 from . import preset_index
-from .config import ConfigError, TrainConfig, config_from_dict
+from .config import ConfigError, TrainConfig, config_from_dict, load_config
 from .preset_index import list_presets, preset_dir
 
-__all__ = ["list_presets", "load_preset"]
+__all__ = ["list_presets", "load_preset", "resolve_config"]
 
 
 def load_preset(name: str) -> TrainConfig:
@@ -28,3 +30,23 @@ def load_preset(name: str) -> TrainConfig:
     if config.name != name:
         raise ConfigError(f"preset {name}: its name field is {config.name!r}; they must agree")
     return config
+
+
+def resolve_config(
+    config: str | Path | None = None,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    trust_code: bool = False,
+) -> TrainConfig:
+    """The run of a YAML file ``config`` or a bundled ``preset`` (exactly one), with the
+    top-level ``overrides`` whose value is not None applied (``epochs``, ``seed``, ...)."""
+    if (config is None) == (preset is None):
+        raise ConfigError("give exactly one of CONFIG (a YAML file) or --preset NAME")
+    cfg = load_config(config, trust_code=trust_code) if config is not None else load_preset(preset)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not given:
+        return cfg
+    return config_from_dict(
+        {**cfg.plain(), **given}, "command-line overrides", trust_code=trust_code
+    )

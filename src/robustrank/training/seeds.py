@@ -8,10 +8,10 @@ import numpy as np
 from .config import TrainConfig
 from .schedules import get_schedule
 
-__all__ = ["derive_seed", "lr_at_epoch", "INIT", "SHUFFLE", "ATTACK", "GLOBAL"]
+__all__ = ["derive_seed", "lr_at_epoch", "INIT", "SHUFFLE", "ATTACK", "GLOBAL", "STRUCTURE"]
 
 #: tags mixed into derive_seed(seed, TAG, ...) -- one independent stream per purpose
-INIT, SHUFFLE, ATTACK, GLOBAL = 0, 1, 2, 3
+INIT, SHUFFLE, ATTACK, GLOBAL, STRUCTURE = 0, 1, 2, 3, 4
 
 
 def derive_seed(*parts: int) -> int:

@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from .._io import atomic_write_bytes, log
 from .._modes import resolve_device
 from ..models import (
+    StructureError,
+    apply_structure,
     create_model,
     input_shape_of,
     load_checkpoint,
@@ -37,7 +39,7 @@ from .rundir import (
     load_resume,
     read_history,
 )
-from .seeds import INIT, derive_seed
+from .seeds import INIT, STRUCTURE, derive_seed
 
 __all__ = [
     "RunSetup",
@@ -128,7 +130,13 @@ def setup_run(
     x_tr, y_tr, x_te, y_te = _training_data(config)
     if input_shape_of(model) is None:
         set_input_shape(model, tuple(x_tr.shape[1:]))
+    if resume_state is not None:
+        _restore_structure(model, resume_state[1], state_path)
+    elif config.structure.active:
+        origin += f"; {_apply_structure(config, model)}"
+        init_measures = None  # the parent's last row measured the unstructured weights
     config.regularizers.check_model(model)
+    _check_proximal(config, model)
     _check_run_labels(config, model, x_tr, (y_tr, y_te))
     if config.adversarial.attack != "none" and config.adversarial.eps == 0:
         log(f"[{config.name}] warning: adversarial.eps is 0, adversarial examples are clean")
@@ -139,6 +147,41 @@ def setup_run(
         atomic_write_bytes(out_dir / CONFIG_FILE, config.to_yaml().encode("utf-8"))
     tensors = (t.to(device) for t in (x_tr, y_tr, x_te, y_te))
     return RunSetup(device, model, origin, init_measures, resume_state, *tensors)
+
+
+def _apply_structure(config: TrainConfig, model: nn.Module) -> str:
+    """Apply ``config.structure`` to the starting weights; what was done, for the log."""
+    try:
+        done = config.structure.apply(model, derive_seed(config.seed, STRUCTURE))
+    except StructureError as err:
+        raise ConfigError(f"{config.name}: {err}") from None
+    parts = [
+        name + "".join(f" {k} {v:g}" for k, v in sorted(what.items()))
+        for name, what in done.items()
+    ]
+    return "structure: " + ", ".join(parts)
+
+
+def _restore_structure(model: nn.Module, header: dict[str, Any], path: Path) -> None:
+    """Give a resumed model the structure its resume state was saved with."""
+    try:
+        apply_structure(model, header.get("structure") or {})
+    except StructureError as err:
+        raise RunError(f"{path}: {err}; start the run over with --overwrite") from None
+
+
+def _check_proximal(config: TrainConfig, model: nn.Module) -> None:
+    """Refuse proximal steps on layers that cannot take them (factorised ones)."""
+    if not config.regularizers.proximal:
+        return
+    from ..regularizers import Regularizer
+    from ..structure.proximal import check_proximal
+
+    l1, nuclear = Regularizer.from_config(config.regularizers).layers(model)
+    try:
+        check_proximal(l1 + nuclear)
+    except StructureError as err:
+        raise ConfigError(f"{config.name}: {err}") from None
 
 
 def _check_run_labels(

@@ -1,0 +1,38 @@
+"""Helpers shared by the training tests: weight equality and killing a run mid-way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from robustrank.training import read_history
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Same state-dict keys and bit-identical tensors."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def sigkill_train(config_path: Path, run: Path, rows: int, timeout: float = 120) -> None:
+    """Run ``robustrank train CONFIG --out RUN`` in a subprocess and SIGKILL it once its
+    resume state exists and its history has ``rows`` rows; fails if it ends first."""
+    cmd = [sys.executable, "-m", "robustrank", "train", str(config_path), "--out", str(run)]
+    proc = subprocess.Popen([*cmd, "--no-progress"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (run / "resume.safetensors").exists() and len(read_history(run)) >= rows:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.002)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (run / "done.json").exists()
