@@ -503,3 +503,119 @@ def test_density_one_and_rank_null_leave_a_layer_plain():
     assert done == {"hidden.1": {"rank": 3}, "hidden.2": {"density": 0.5}}
     assert layer_structure(model.hidden[0]) is None
     assert cfg.plain()["structure"]["factorize"]["rank"] == {"W1": None, "W2": 3}
+
+
+@pytest.mark.parametrize("method", ["prune", "low_rank", "both"])
+def test_a_parameter_budget_compresses_every_layer_to_its_fraction(method):
+    from robustrank.metrics import model_compression
+    from robustrank.structure import StructureConfig
+
+    fraction = 0.1
+    model = _seeded("cnn")
+    StructureConfig.model_validate({"budget": {"fraction": fraction, "method": method}}).apply(
+        model, 0
+    )
+    rows = structure_report(model)
+    for r in rows:
+        m, n = r.shape
+        if method == "prune":
+            assert r.params == round(fraction * m * n)
+        else:  # the largest rank within the budget (at least 1): r (m + n) <= share m n
+            share = fraction / 2 if method == "both" else fraction
+            rank = max(1, min(m, n, int(share * m * n / (m + n))))
+            sparse = round(share * m * n) if method == "both" else 0
+            assert r.params == rank * (m + n) + sparse
+    params, dense, _ = model_compression(rows)
+    assert params <= 1.05 * fraction * dense
+    untouched = _seeded("cnn")
+    StructureConfig.model_validate({"budget": {"fraction": 1.0, "method": method}}).apply(
+        untouched, 0
+    )
+    assert structure_of(untouched) == {}
+
+
+def test_a_budget_excludes_prune_and_factorize():
+    with pytest.raises(ConfigError, match="either budget or prune/factorize"):
+        _config(
+            structure={"budget": {"fraction": 0.1, "method": "prune"}, "prune": {"density": 0.1}}
+        )
+
+
+def test_sweeps_take_structure_keys_by_layer():
+    from robustrank.sweeps import load_spec
+    from robustrank.sweeps.space import apply_values, layer_key, parse_path
+    from robustrank.sweeps.table import outcome_row, structure_layers
+
+    assert parse_path("structure.prune.density.1") == ["structure", "prune", "density", 1]
+    assert layer_key(parse_path("structure.factorize.rank.block.conv1")) == "block.conv1"
+    assert layer_key(parse_path("structure.prune.method")) is None
+    config = apply_values(
+        {}, {"structure.prune.density.W1": 0.1, "structure.factorize.rank.2": None}
+    )
+    assert config == {
+        "structure": {"prune": {"density": {"W1": 0.1}}, "factorize": {"rank": {2: None}}}
+    }
+    spec = load_spec("open-question-exact-fcnn")
+    base = load_preset_plain(spec.base)
+    assert structure_layers(base, list(spec.space)) == ["W1"]
+    final = {
+        "test_acc": 0.9,
+        "num_rank_W1": 5,
+        "density_W1": 0.1,
+        "compression": 3.0,
+        "weight_params": 7,
+    }
+    row = outcome_row({"trial": "t"}, final, None, "autoattack", ["W1"])
+    assert (row["num_rank_W1"], row["density_W1"], row["compression"]) == (5, 0.1, 3.0)
+
+
+def load_preset_plain(name: str) -> dict:
+    from robustrank.training import load_preset
+
+    return load_preset(name).plain()
+
+
+@pytest.mark.slow
+def test_structure_and_compress_work_on_the_example_resnet(tmp_path):
+    """The example ResNet (an import path, so --trust-code) trains with a structure:
+    section and is compressed post hoc, from the shell, as a user would."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    examples = Path(__file__).parents[1] / "examples"
+    shutil.copy(examples / "small_resnet.py", tmp_path)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from small_resnet import make_cifar_like
+
+        make_cifar_like(tmp_path / "cifar_like.npz", n_train=256, n_test=64)
+        config = yaml.safe_load((examples / "small_resnet.yaml").read_text())
+        config.update(epochs=1, history={"evaluate": False})
+        config["structure"] = {
+            "prune": {"density": {"layers.*.conv1": 0.2}},
+            "factorize": {"rank": {"fc": 3}},
+        }
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+        run = [sys.executable, "-m", "robustrank"]
+        train_cmd = [*run, "train", "c.yaml", "--trust-code", "--out", "r", "--no-progress"]
+        subprocess.run(train_cmd, cwd=tmp_path, check=True, capture_output=True)
+        model, _ = load_checkpoint(tmp_path / "r" / "final.safetensors", trust_code=True)
+        assert numerical_rank(model.fc.weight) == 3
+        for block in model.layers:
+            assert int(layer_structure(block.conv1).mask.sum()) == round(
+                0.2 * block.conv1.weight.numel()
+            )
+        compress_cmd = [*run, "compress", "r/final.safetensors", "--out", "c", "--trust-code",
+                        "--density", "layers.*.conv2=0.1", "--rank", "stem=2"]  # fmt: skip
+        out = subprocess.run(compress_cmd, cwd=tmp_path, check=True, capture_output=True, text=True)
+        assert "compression" in out.stdout
+        compressed, _ = load_checkpoint(tmp_path / "c" / "compressed.safetensors", trust_code=True)
+        assert numerical_rank(compressed.stem.weight) <= 2
+        assert structure_of(compressed).keys() > structure_of(model).keys()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("small_resnet", None)

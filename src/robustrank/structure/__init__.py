@@ -13,7 +13,7 @@ The structured layers themselves (masks, factors) are parametrizations defined i
 :mod:`robustrank.models.structured`, so checkpoints rebuild them.
 """
 
-from .config import FactorizeConfig, PruneConfig, StructureConfig
+from .config import BudgetConfig, FactorizeConfig, PruneConfig, StructureConfig
 from .factorization import energy_rank, factorize
 from .methods import (
     PruningMethod,
@@ -42,4 +42,5 @@ __all__ = [
     "StructureConfig",
     "PruneConfig",
     "FactorizeConfig",
+    "BudgetConfig",
 ]

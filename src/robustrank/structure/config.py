@@ -10,7 +10,9 @@ Keys select layers as in ``regularizers`` (1-based paper index, module path, ali
 A density of 1 and a rank of ``null`` leave a layer as it is, so that a sweep's grid can
 hold "no pruning" and "no factorisation" as values.
 A layer both pruned and factorised becomes low rank plus sparse (ATMC):
-``U V + S * M`` with the rank of ``factorize`` and the density of ``prune``. The
+``U V + S * M`` with the rank of ``factorize`` and the density of ``prune``.
+``budget: {fraction: 0.03, method: prune | low_rank | both}`` instead compresses every
+chosen layer to that fraction of its parameters (ATMC-style curves). The
 structure is applied to the starting weights (fresh, a checkpoint or a preset's run),
 and stays through training, checkpoints and resume. ``method: scores`` is HYDRA: the
 first ``score_epochs`` epochs train the scores with the weights frozen, the rest fine-tune
@@ -25,12 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from .._types import PositiveInt
-from ..models import StructureError, WeightLayer
+from ..models import StructureError, WeightLayer, as_matrix
 from .factorization import check_rank, factorize
 from .methods import get_pruning_method
 from .pruning import LayerKey, check_density, chosen_layers, prune
 
-__all__ = ["PruneConfig", "FactorizeConfig", "StructureConfig"]
+__all__ = ["PruneConfig", "FactorizeConfig", "BudgetConfig", "StructureConfig"]
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -94,16 +96,47 @@ class FactorizeConfig(_Strict):
         return self
 
 
+class BudgetConfig(_Strict):
+    """Compress layers to a ``fraction`` of their weight parameters with one ``method``, the
+    x-axis of an ATMC-style curve (Gui et al., NeurIPS 2019): ``prune`` keeps that density,
+    ``low_rank`` the largest rank ``r`` with ``r (m + n) <= fraction m n`` (at least 1),
+    ``both`` half the budget each (low rank plus sparse). A fraction of 1 leaves the layers
+    dense (the curve's reference point)."""
+
+    fraction: Fraction
+    method: Literal["prune", "low_rank", "both"]
+    layers: list[LayerKey] | None = None
+
+    def plan(self, layer: WeightLayer) -> tuple[int | None, float | None]:
+        """``(rank or None, density or None)`` of ``layer`` under this budget."""
+        if self.fraction == 1:
+            return None, None
+        m, n = as_matrix(layer.weight).shape
+        share = self.fraction / 2 if self.method == "both" else self.fraction
+        rank = max(1, min(min(m, n), int(share * m * n / (m + n))))
+        if self.method == "prune":
+            return None, self.fraction
+        return rank, (share if self.method == "both" else None)
+
+
 class StructureConfig(_Strict):
-    """Exact structure of a run: ``prune`` and/or ``factorize`` (both may name a layer)."""
+    """Exact structure of a run: ``prune`` and/or ``factorize`` (both may name a layer), or
+    a parameter ``budget`` (one method at a fraction of the parameters)."""
 
     prune: PruneConfig | None = None
     factorize: FactorizeConfig | None = None
+    budget: BudgetConfig | None = None
+
+    @model_validator(mode="after")
+    def _budget_alone(self) -> StructureConfig:
+        if self.budget is not None and (self.prune is not None or self.factorize is not None):
+            raise ValueError("give either budget or prune/factorize, not both")
+        return self
 
     @property
     def active(self) -> bool:
         """Whether any structure is asked for."""
-        return self.prune is not None or self.factorize is not None
+        return self.prune is not None or self.factorize is not None or self.budget is not None
 
     @property
     def score_epochs(self) -> int | None:
@@ -119,6 +152,8 @@ class StructureConfig(_Strict):
     ) -> tuple[list[tuple[WeightLayer, str, Any]], list[tuple[WeightLayer, float]]]:
         """``([(layer, "rank" | "energy", value)], [(layer, density)])``, checked; a rank of
         ``null`` and a density of 1 leave a layer as it is (a grid's "none" value)."""
+        if self.budget is not None:
+            return self._budget_split(model, self.budget)
         factors: list[tuple[WeightLayer, str, Any]] = []
         if self.factorize is not None:
             f = self.factorize
@@ -142,6 +177,20 @@ class StructureConfig(_Strict):
                     f"plus sparse), which takes method magnitude and scope layer, not "
                     f"{p.method}/{p.scope}; or prune and factorise different layers"
                 )
+        return factors, pruned
+
+    @staticmethod
+    def _budget_split(
+        model: nn.Module, budget: BudgetConfig
+    ) -> tuple[list[tuple[WeightLayer, str, Any]], list[tuple[WeightLayer, float]]]:
+        factors: list[tuple[WeightLayer, str, Any]] = []
+        pruned: list[tuple[WeightLayer, float]] = []
+        for layer, _ in chosen_layers(model, budget.fraction, budget.layers, "structure.budget"):
+            rank, density = budget.plan(layer)
+            if rank is not None:
+                factors.append((layer, "rank", rank))
+            if density is not None:
+                pruned.append((layer, density))
         return factors, pruned
 
     def check_model(self, model: nn.Module) -> None:
@@ -168,8 +217,8 @@ class StructureConfig(_Strict):
             done[layer.name] = {"rank": ranks[layer.name]}
             if sparse is not None:
                 done[layer.name]["density"] = sparse
-        if densities and self.prune is not None:
-            p = self.prune
+        if densities:
+            p = self.prune or PruneConfig(density=1.0)
             kept = prune(model, densities, scope=p.scope, method=p.method, seed=seed)
             done.update({name: {"density": d} for name, d in kept.items()})
         return done

@@ -14,10 +14,23 @@ from typing import Any
 
 from .._mappings import deep_merge
 
-__all__ = ["SpaceError", "LAYER_MAPS", "parse_path", "set_path", "apply_values", "merge_overrides"]
+__all__ = [
+    "SpaceError",
+    "LAYER_MAPS",
+    "parse_path",
+    "layer_key",
+    "set_path",
+    "apply_values",
+    "merge_overrides",
+]
 
 #: Mappings keyed by layer: the rest of a dotted path below them is one layer key.
-LAYER_MAPS = (("regularizers", "l1"), ("regularizers", "nuclear"))
+LAYER_MAPS = (
+    ("regularizers", "l1"),
+    ("regularizers", "nuclear"),
+    ("structure", "prune", "density"),
+    ("structure", "factorize", "rank"),
+)
 
 
 class SpaceError(ValueError):
@@ -26,17 +39,28 @@ class SpaceError(ValueError):
 
 def parse_path(key: str) -> list[str | int]:
     """``"regularizers.l1.1"`` -> ``["regularizers", "l1", 1]``;
-    ``"regularizers.nuclear.block.conv1"`` -> ``["regularizers", "nuclear", "block.conv1"]``."""
+    ``"regularizers.nuclear.block.conv1"`` -> ``["regularizers", "nuclear", "block.conv1"]``;
+    the same below ``structure.prune.density`` and ``structure.factorize.rank``."""
     parts = key.split(".")
     if not key or any(not p.strip() for p in parts):
         raise SpaceError(
             f"{key!r} is not a dotted config key; write keys like lr, history.eps or "
             "regularizers.l1.1"
         )
-    if len(parts) > 2 and tuple(parts[:2]) in LAYER_MAPS:
-        layer = ".".join(parts[2:])
-        return [parts[0], parts[1], int(layer) if layer.isdigit() else layer]
+    for prefix in LAYER_MAPS:
+        if len(parts) > len(prefix) and tuple(parts[: len(prefix)]) == prefix:
+            layer = ".".join(parts[len(prefix) :])
+            return [*prefix, int(layer) if layer.isdigit() else layer]
     return list(parts)
+
+
+def layer_key(path: list[str | int]) -> str | int | None:
+    """The layer key a parsed path ends in (``regularizers.l1.1`` -> 1,
+    ``structure.prune.density.W1`` -> ``"W1"``), or None for a path outside the layer maps."""
+    for prefix in LAYER_MAPS:
+        if len(path) == len(prefix) + 1 and tuple(path[:-1]) == prefix:
+            return path[-1]
+    return None
 
 
 def _set(config: dict[str, Any], key: str, value: Any, merge: bool) -> None:

@@ -2,7 +2,9 @@
 
 * A row holds a trial's values, its clean accuracy (``test_acc`` of the final history
   row), its robust accuracy under the objective attack, the fooling ratios (Section 5) and
-  the effective rank and sparsity (Eqs. 2-3) of every regularised layer.
+  the effective rank and sparsity (Eqs. 2-3), numerical rank and density of every
+  regularised or structured layer, and the model's stored weight parameters and
+  compression ratio.
 * The Pareto front of (clean, robust) accuracy: the trials no other trial beats on both.
 * Trials whose values differ only in ``seed`` form a combination; each gets the mean and
   95% Student-t interval over seeds of both accuracies (:func:`robustrank.stats.seed_summary`),
@@ -20,7 +22,7 @@ from typing import Any
 
 from .._io import csv_text
 from ..stats import SeedStat, seed_summary
-from .space import LAYER_MAPS, parse_path
+from .space import layer_key, parse_path
 
 __all__ = [
     "SEED_KEY",
@@ -70,8 +72,10 @@ def outcome_row(
     row.update({k: v for k, v in final.items() if k.startswith("fr_")})
     names = list(layers) or [k[len("eff_rank_") :] for k in final if k.startswith("eff_rank_")]
     for name in names:
-        row[f"eff_rank_{name}"] = final.get(f"eff_rank_{name}")
-        row[f"eff_sparsity_{name}"] = final.get(f"eff_sparsity_{name}")
+        for prefix in ("eff_rank", "eff_sparsity", "num_rank", "density"):
+            row[f"{prefix}_{name}"] = final.get(f"{prefix}_{name}")
+    row["weight_params"] = final.get("weight_params")
+    row["compression"] = final.get("compression")
     return row
 
 
@@ -253,17 +257,22 @@ def compare_best(combos: Sequence[Combination]) -> Comparison | None:
 def structure_layers(
     base: Mapping[str, Any], space_keys: Sequence[str], trust_code: bool = False
 ) -> list[str]:
-    """History names (``W1``, or a module path) of the regularised layers: the swept ones
-    first (space keys under ``regularizers.l1``/``nuclear``), then those the base
-    regularises. Empty when nothing is regularised."""
+    """History names (``W1``, or a module path) of the regularised or structured layers:
+    the swept ones first (space keys under ``regularizers.l1``/``nuclear``,
+    ``structure.prune.density``, ``structure.factorize.rank``), then those the base
+    regularises or structures. Empty when there are none."""
     keys: list[Any] = []
     for key in space_keys:
-        path = parse_path(key)
-        if len(path) == 3 and tuple(path[:2]) in LAYER_MAPS:
-            keys.append(path[2])
+        found = layer_key(parse_path(key))
+        if found is not None:
+            keys.append(found)
     regs = base.get("regularizers") or {}
     for what in ("l1", "nuclear"):
         keys += list((regs.get(what) or {}).keys())
+    structure = base.get("structure") or {}
+    for section, field in (("prune", "density"), ("factorize", "rank")):
+        values = (structure.get(section) or {}).get(field)
+        keys += list(values.keys()) if isinstance(values, Mapping) else []
     names: list[str] = []
     for name in _history_names(base, keys, trust_code):
         if name not in names:
