@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -82,8 +83,19 @@ def _table(out: Path) -> list[dict]:
 def finished(tmp_path_factory):
     """One uninterrupted grid sweep (4 trials), shared by several tests."""
     out = tmp_path_factory.mktemp("sweep") / "a"
-    spec = spec_from_dict(_spec())
+    spec = spec_from_dict(_spec(reference={"regularizers.l1.1": 0.0}))
     return run_sweep(spec, out, progress=False)
+
+
+def test_a_finished_sweep_compares_every_combination_with_its_reference(finished):
+    summary = json.loads((finished.out_dir / "summary.json").read_text())
+    (entry,) = summary["against_reference"]
+    assert entry["label"] == "regularizers.l1.1=0.003 vs regularizers.l1.1=0.0"
+    by_seed = {c.values["regularizers.l1.1"]: c.robust_by_seed for c in finished.combinations}
+    diffs = [by_seed[0.003][s] - by_seed[0.0][s] for s in by_seed[0.0]]
+    assert entry["difference"] == pytest.approx(sum(diffs) / len(diffs))
+    assert "paired by seed" in finished.format()
+    assert "Against the reference" in finished.report_html.read_text()
 
 
 # --------------------------------------------------------------------------- specs
@@ -493,3 +505,37 @@ def test_ray_executor_gives_the_local_table(finished, tmp_path):
             ray.shutdown()
     assert _table(result.out_dir) == _table(finished.out_dir)
     assert len({r["worker"] for r in result.rows}) >= 1
+
+
+def test_every_combination_is_compared_with_the_reference_paired_by_seed():
+    from scipy import stats as sps
+
+    from robustrank.sweeps.table import against_reference, combinations
+
+    robust = {"base": [0.30, 0.34, 0.28], "better": [0.50, 0.55, 0.47], "same": [0.31, 0.33, 0.29]}
+    rows = [
+        {"trial": f"{name}-{s}", "status": "done", "values": {"v": name, "seed": s},
+         "clean_acc": 0.9, "robust_acc": r}
+        for name, values in robust.items() for s, r in enumerate(values)
+    ]  # fmt: skip
+    found = {c.values["v"]: cmp for c, cmp in against_reference(combinations(rows), {"v": "base"})}
+    assert set(found) == {"better", "same"}
+    diffs = [a - b for a, b in zip(robust["better"], robust["base"], strict=True)]
+    half = sps.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
+    assert found["better"].difference == pytest.approx(np.mean(diffs))
+    assert found["better"].ci95.hi - found["better"].ci95.lo == pytest.approx(2 * half)
+    assert found["better"].verdict == "supported" and found["same"].verdict == "inconclusive"
+    assert against_reference(combinations(rows), {"v": "missing"}) == []
+    with pytest.raises(ValueError, match="not swept"):
+        against_reference(combinations(rows), {"w": 1})
+    # a partial reference: each group (here g) is compared with its own baseline
+    grouped = [
+        {**r, "trial": f"{r['trial']}-{g}", "values": {**r["values"], "g": g},
+         "robust_acc": r["robust_acc"] + (0.2 if g == "adv" else 0.0)}
+        for r in rows for g in ("nat", "adv")
+    ]  # fmt: skip
+    pairs = against_reference(combinations(grouped), {"v": "base"})
+    assert len(pairs) == 4
+    for c, cmp in pairs:
+        assert cmp.label.endswith(f"v=base, g={c.values['g']}")
+        assert cmp.difference == pytest.approx(found[c.values["v"]].difference)

@@ -126,6 +126,18 @@ def _verdict_section(comparison: Comparison | None) -> Section:
     return Section("Most robust combination", [Paragraph(comparison.text, kind)])
 
 
+def _reference_sections(against: Sequence[tuple[Combination, Any]]) -> list[Section]:
+    """The table of every combination against its reference (empty without a reference)."""
+    if not against:
+        return []
+    head = ["combination", "difference in robust accuracy", "95% t-interval", "verdict"]
+    body = []
+    for c, cmp in against:
+        ci = "-" if cmp.ci95 is None else f"[{cmp.ci95.lo:+.4f}, {cmp.ci95.hi:+.4f}]"
+        body.append([c.label(), f"{cmp.difference:+.4f}", ci, cmp.verdict])
+    return [Section("Against the reference, paired by seed", [Table(head, body)])]
+
+
 def write_report(
     path: Path,
     *,
@@ -135,6 +147,7 @@ def write_report(
     comparison: Comparison | None,
     figures: Sequence[tuple[str, Path]],
     layer: str | None,
+    against: Sequence[tuple[Combination, Any]] = (),
 ) -> Path:
     """Write the self-contained HTML report of a sweep atomically."""
     from .._io import atomic_write_text
@@ -153,6 +166,7 @@ def write_report(
         Section("Overview", [Paragraph(overview)]),
         _verdict_section(comparison),
         Section("Per-combination summary over seeds", [_combination_table(combos)]),
+        *_reference_sections(against),
         Section("Figures", [ReportFigure(p, caption) for caption, p in figures]),
         Section("Trials", [_trials_table(rows, layer)]),
         Section("Spec", [Paragraph(yaml.safe_dump(spec, sort_keys=False), "pre")]),

@@ -36,6 +36,7 @@ from .space import apply_values, merge_overrides
 from .spec import SpecError, SweepSpec, check_trial_count, load_spec
 from .strategies import OPTUNA_DB
 from .table import (
+    against_reference,
     combinations,
     combinations_csv,
     compare_best,
@@ -119,6 +120,7 @@ class SweepResult:
     figures: list[Path]
     report_html: Path
     wall_time: float
+    against_reference: list[Any] = field(default_factory=list)
 
     def format(self) -> str:
         """What ``robustrank sweep run`` prints: the trial count and the Pareto front, the
@@ -136,6 +138,11 @@ class SweepResult:
             )
         if self.comparison is not None:
             lines += ["", self.comparison.text]
+        if self.against_reference:
+            lines += ["", "robust accuracy against the reference, paired by seed:"]
+            lines += [
+                f"  {c.label}: {c.format(4)} ({c.verdict})" for _, c in self.against_reference
+            ]
         lines += ["", f"report: {self.report_html}  ({self.wall_time / 60:.1f} min)"]
         return "\n".join(lines)
 
@@ -451,6 +458,7 @@ def _finish(state: _Sweep, wall_time: float) -> SweepResult:
     ]
     combos = combinations(rows)
     comparison = compare_best(combos)
+    against = against_reference(combos, state.spec.reference) if state.spec.reference else []
     layer = state.layers[0] if state.layers else _first_layer(rows)
     figures = [
         (
@@ -470,6 +478,7 @@ def _finish(state: _Sweep, wall_time: float) -> SweepResult:
         "pareto_front": front,
         "combinations": [c.to_dict() for c in combos],
         "comparison": None if comparison is None else comparison.to_dict(),
+        "against_reference": [cmp.to_dict() for _, cmp in against],
     }
     atomic_write_text(out / SUMMARY_FILE, json.dumps(json_safe(summary), indent=2) + "\n")
     atomic_write_text(out / COMBINATIONS_CSV, combinations_csv(combos))
@@ -481,9 +490,11 @@ def _finish(state: _Sweep, wall_time: float) -> SweepResult:
         comparison=comparison,
         figures=figures,
         layer=layer,
+        against=against,
     )
+    paths = [p for _, p in figures]
     return SweepResult(
-        state.spec, out, rows, front, combos, comparison, [p for _, p in figures], report, wall_time
+        state.spec, out, rows, front, combos, comparison, paths, report, wall_time, against
     )
 
 

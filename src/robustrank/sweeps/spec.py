@@ -169,6 +169,11 @@ class SweepSpec(_Strict):
         None, description="optuna: trials asked at a time (default: the executor's workers)"
     )
     objective: Objective = Field(default_factory=Objective)
+    reference: dict[str, Any] | None = Field(
+        None,
+        description="space values of the baseline every combination is compared with, "
+        "paired by seed (e.g. {structure.prune.density.W1: 1.0}); not part of the identity",
+    )
     base_dir: Path | None = Field(
         None, exclude=True, description="where a base path is relative to"
     )
@@ -195,7 +200,7 @@ class SweepSpec(_Strict):
     def identity(self) -> dict[str, Any]:
         """What makes two sweeps the same: the spec (without its description) and the base
         config it resolves to."""
-        data = self.model_dump(mode="json", exclude={"description", "max_trials"})
+        data = self.model_dump(mode="json", exclude={"description", "max_trials", "reference"})
         return {"spec": data, "base_config": self.base_config()}
 
 

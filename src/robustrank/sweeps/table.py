@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._io import csv_text
-from ..stats import SeedStat, seed_summary
+from ..stats import Comparison as StatsComparison
+from ..stats import SeedStat, seed_difference, seed_summary
 from .space import layer_key, parse_path
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Comparison",
     "combinations",
     "compare_best",
+    "against_reference",
     "structure_layers",
     "rows_csv",
     "finished_rows",
@@ -299,3 +301,37 @@ def _history_names(config: Mapping[str, Any], keys: list[Any], trust_code: bool)
         return [layer.key for k in keys for layer in match_layers(layers, k)]
     except Exception:  # noqa: BLE001 - naming columns must not stop a sweep
         return [f"W{k}" if isinstance(k, int) else str(k) for k in keys]
+
+
+def against_reference(
+    combos: Sequence[Combination], reference: Mapping[str, Any]
+) -> list[tuple[Combination, StatsComparison]]:
+    """Every combination's robust accuracy against its reference, paired by seed.
+
+    ``reference`` fixes some space keys (e.g. ``{"structure.prune.density.W1": 1.0}``): a
+    combination's reference is the combination with the same values but those, so each
+    group (say, with and without adversarial training) gets its own baseline. The
+    difference ``robust(c, s) - robust(ref, s)`` over the seeds both have, with its 95%
+    t-interval and verdict (:func:`robustrank.stats.seed_difference`, claimed direction
+    "greater": ``supported`` = more robust, ``contradicted`` = less, ``inconclusive`` =
+    inside the noise). Combinations without a finished reference are left out; a
+    reference key that is no space key raises ValueError."""
+    keys = {k for c in combos for k in c.values}
+    unknown = sorted(set(reference) - keys)
+    if combos and unknown:
+        raise ValueError(f"reference names {unknown}, which are not swept ({sorted(keys)})")
+
+    def key(values: Mapping[str, Any]) -> str:
+        return json.dumps(dict(values), sort_keys=True, default=str)
+
+    by_values = {key(c.values): c for c in combos}
+    out = []
+    for c in combos:
+        ref = by_values.get(key({**c.values, **reference}))
+        if ref is None or ref is c:
+            continue
+        seeds = [s for s in c.robust_by_seed if s in ref.robust_by_seed]
+        a = [c.robust_by_seed[s] for s in seeds]
+        b = [ref.robust_by_seed[s] for s in seeds]
+        out.append((c, seed_difference(a, b, "greater", label=f"{c.label()} vs {ref.label()}")))
+    return out
