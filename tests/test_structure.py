@@ -426,7 +426,13 @@ def test_proximal_training_sets_exact_zeros_and_drops_the_rank(tmp_path):
 def test_hydra_scores_change_only_the_mask_then_only_the_weights(tmp_path):
     cfg = _config(
         structure={
-            "prune": {"density": 0.2, "layers": ["W2"], "method": "scores", "score_epochs": 1}
+            "prune": {
+                "density": 0.2,
+                "layers": ["W2"],
+                "method": "scores",
+                "score_epochs": 1,
+                "score_lr": 0.5,
+            }
         },
         epochs=2,
         history={"evaluate": False},
@@ -438,8 +444,9 @@ def test_hydra_scores_change_only_the_mask_then_only_the_weights(tmp_path):
         masks.append(p.mask.clone())
         weights.append(model.hidden[1].parametrizations.weight.original.detach().clone())
 
-    train(cfg, tmp_path / "hydra", progress=False, callback=record)
+    result = train(cfg, tmp_path / "hydra", progress=False, callback=record)
     assert len(masks) == 3  # epochs 0, 1, 2
+    assert [r["lr"] for r in result.history] == [0.5, 0.5, 0.05]  # score_lr, then the run's
     assert torch.equal(weights[0], weights[1]) and not torch.equal(masks[0], masks[1])
     assert torch.equal(masks[1], masks[2]) and not torch.equal(weights[1], weights[2])
     assert all(int(m.sum()) == round(0.2 * 400) for m in masks)

@@ -55,6 +55,14 @@ class PruneConfig(_Strict):
         PositiveInt | None,
         Field(description="method scores (HYDRA): epochs that train the scores first"),
     ] = None
+    score_lr: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            description="method scores: the learning rate of the score phase (HYDRA: 0.1); "
+            "default: the run's",
+        ),
+    ] = None
 
     @field_validator("method")
     @classmethod
@@ -69,8 +77,10 @@ class PruneConfig(_Strict):
                 f"method {self.method} trains scores first: set score_epochs (e.g. half the "
                 "epochs; the rest fine-tune the weights under the learnt mask)"
             )
-        if not trainable and self.score_epochs is not None:
-            raise ValueError(f"score_epochs belongs to method scores, not {self.method}")
+        if not trainable and (self.score_epochs is not None or self.score_lr is not None):
+            raise ValueError(
+                f"score_epochs and score_lr belong to method scores, not {self.method}"
+            )
         return self
 
 

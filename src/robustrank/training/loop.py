@@ -402,7 +402,7 @@ class _Run:
             "epoch": epoch,
             "step": self.global_step,
             "epoch_progress": (epoch - 1) + self.step_in_epoch / self.n_batches if epoch else 0.0,
-            "lr": lr_at_epoch(self.config, max(epoch, 1)),
+            "lr": self.lr_of(max(epoch, 1)),
         }
         row.update(self.acc.means())
         if kind == "init" and self.setup.init_measures is not None:
@@ -513,6 +513,15 @@ class _Run:
                 refresh=False,
             )
 
+    def lr_of(self, epoch: int) -> float:
+        """The learning rate of ``epoch``: the schedule's, or ``structure.prune.score_lr``
+        during HYDRA's score phase."""
+        prune = self.config.structure.prune
+        if prune is not None and prune.score_lr is not None and prune.score_epochs is not None:
+            if epoch <= prune.score_epochs:
+                return prune.score_lr
+        return lr_at_epoch(self.config, epoch)
+
     def _structure_phase(self) -> None:
         """HYDRA: the first ``score_epochs`` epochs train the scores, the rest the weights."""
         score_epochs = self.config.structure.score_epochs
@@ -532,7 +541,7 @@ class _Run:
 
         config, h = self.config, self.config.history
         skip = self.step_in_epoch
-        lr = lr_at_epoch(config, self.epoch)
+        lr = self.lr_of(self.epoch)
         for group in self.opt.param_groups:
             group["lr"] = lr
         shuffle = torch.Generator().manual_seed(derive_seed(config.seed, SHUFFLE, self.epoch))
