@@ -84,7 +84,7 @@ class Masked(nn.Module):
         self.register_buffer("mask", mask.to(torch.bool))
 
     def forward(self, weight: Tensor) -> Tensor:
-        return weight * self.mask
+        return torch.where(self.mask, weight, weight.new_zeros(()))
 
     @property
     def density(self) -> float:
