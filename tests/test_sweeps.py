@@ -539,3 +539,23 @@ def test_every_combination_is_compared_with_the_reference_paired_by_seed():
     for c, cmp in pairs:
         assert cmp.label.endswith(f"v=base, g={c.values['g']}")
         assert cmp.difference == pytest.approx(found[c.values["v"]].difference)
+
+
+def test_a_budget_sweep_draws_robustness_against_the_compression_reached(tmp_path):
+    from robustrank.sweeps.outputs import compression_curve, plot_compression
+
+    rows = [
+        {"trial": f"{m}-{f}-{s}", "status": "done", "clean_acc": 0.9,
+         "robust_acc": 0.8 - (0.3 if m == "low_rank" else 0.1) * (1 - f) + 0.01 * s,
+         "compression": 1 / f + 0.1 * s,
+         "values": {"structure.budget.method": m, "structure.budget.fraction": f, "seed": s}}
+        for m in ("prune", "low_rank") for f in (1.0, 0.1) for s in (0, 1, 2)
+    ]  # fmt: skip
+    rows.append({**rows[0], "trial": "broken", "status": "failed"})
+    curve = compression_curve(rows)
+    assert set(curve) == {"method=prune", "method=low_rank"}
+    (x1, s1), (x10, s10) = curve["method=low_rank"]
+    assert x1 == pytest.approx(1.1) and x10 == pytest.approx(10.1)  # mean over the 3 seeds
+    assert s1.mean == pytest.approx(0.81) and s10.mean == pytest.approx(0.8 - 0.27 + 0.01)
+    assert s10.n_seeds == 3 and s10.ci95 is not None
+    assert plot_compression(rows, tmp_path / "c.png").stat().st_size > 1000

@@ -21,9 +21,14 @@ from matplotlib.figure import Figure
 from ..plots import save_figure
 from ..report import Figure as ReportFigure
 from ..report import Paragraph, Report, Section, Table, render_html
-from .table import Combination, Comparison
+from ..stats import SeedStat, seed_summary
+from .table import SEED_KEY, Combination, Comparison, finished_rows
 
 __all__ = [
+    "COMPRESSION_PNG",
+    "BUDGET_KEY",
+    "plot_compression",
+    "compression_curve",
     "PARETO_PNG",
     "SCATTER_PNG",
     "REPORT_HTML",
@@ -35,6 +40,9 @@ __all__ = [
 PARETO_PNG = "pareto.png"
 SCATTER_PNG = "rank_vs_sparsity.png"
 REPORT_HTML = "report.html"
+COMPRESSION_PNG = "compression.png"
+#: The space key of a parameter budget (structure.budget): the x-axis of an ATMC-style curve.
+BUDGET_KEY = "structure.budget.fraction"
 
 
 def _finite(*values: Any) -> bool:
@@ -83,6 +91,55 @@ def plot_rank_sparsity(rows: Sequence[Mapping[str, Any]], layer: str | None, pat
     ax.set_title("Low rank and sparsity vs robustness")
     ax.tick_params(axis="x", labelrotation=30)
     ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def compression_curve(
+    rows: Sequence[Mapping[str, Any]],
+) -> dict[str, list[tuple[float, SeedStat]]]:
+    """Per series (the values but the seed and the budget): ``[(mean compression, robust
+    accuracy over seeds)]``, one point per budget, from the finished trials."""
+    groups: dict[str, dict[Any, list[Mapping[str, Any]]]] = {}
+    for r in finished_rows(rows):
+        values = r.get("values") or {}
+        if BUDGET_KEY not in values or not _finite(r.get("compression")):
+            continue
+        series = ", ".join(
+            f"{k.rsplit('.', 1)[-1]}={v}"
+            for k, v in values.items()
+            if k not in (BUDGET_KEY, SEED_KEY)
+        )
+        groups.setdefault(series or "all", {}).setdefault(values[BUDGET_KEY], []).append(r)
+    return {
+        series: sorted(
+            (
+                sum(t["compression"] for t in trials) / len(trials),
+                seed_summary([t["robust_acc"] for t in trials]),
+            )
+            for trials in by_budget.values()
+        )
+        for series, by_budget in groups.items()
+    }
+
+
+def plot_compression(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Robust accuracy (mean and 95% t-interval over seeds) against the compression each
+    combination reaches (the history's ``compression``, log scale), one line per series of
+    a parameter-budget sweep (pruning, low rank, both): ATMC's curve (Gui et al., 2019)."""
+    fig = Figure(figsize=(6.0, 4.5))
+    ax = fig.add_subplot()
+    for i, (series, points) in enumerate(compression_curve(rows).items()):
+        x = [c for c, _ in points]
+        y = [st.mean for _, st in points]
+        err = [0.0 if st.ci95 is None else st.ci95.hi - st.mean for _, st in points]
+        ax.errorbar(x, y, yerr=err, fmt="o-", color=f"C{i}", capsize=3, label=series)
+    ax.set_xscale("log")
+    ax.set_xlabel("compression (dense / stored weight parameters)")
+    ax.set_ylabel("robust accuracy (objective attack)")
+    ax.set_title("Robustness against compression")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8)
     return save_figure(fig, path)
 
 

@@ -30,7 +30,7 @@ from .._io import atomic_write_text, exclusive_lock
 from ..execution import RunOutcome, RunTask, create_executor
 from ..ownership import OutputKind, OwnershipError, check_dir, claim_dir, read_record
 from ..training.rundir import RUN_DIR
-from .outputs import PARETO_PNG, REPORT_HTML, SCATTER_PNG
+from .outputs import BUDGET_KEY, COMPRESSION_PNG, PARETO_PNG, REPORT_HTML, SCATTER_PNG
 from .registry import get_strategy, planned_trials
 from .space import apply_values, merge_overrides
 from .spec import SpecError, SweepSpec, check_trial_count, load_spec
@@ -79,6 +79,7 @@ SWEEP_DIR = OutputKind(
         COMBINATIONS_CSV,
         PARETO_PNG,
         SCATTER_PNG,
+        COMPRESSION_PNG,
         REPORT_HTML,
         OPTUNA_DB,
         f"{OPTUNA_DB}-journal",
@@ -448,7 +449,7 @@ def _run_adaptive(state: _Sweep, executor: Any, batch: int, progress: bool) -> N
 
 def _finish(state: _Sweep, wall_time: float) -> SweepResult:
     """The Pareto front, the summary over seeds, the figures and the report."""
-    from .outputs import plot_pareto, plot_rank_sparsity, write_report
+    from .outputs import plot_compression, plot_pareto, plot_rank_sparsity, write_report
 
     out, rows = state.out, state.sorted_rows()
     state.write()
@@ -470,6 +471,9 @@ def _finish(state: _Sweep, wall_time: float) -> SweepResult:
             plot_rank_sparsity(rows, layer, out / SCATTER_PNG),
         ),
     ]
+    if BUDGET_KEY in state.spec.space:
+        caption = "Robust accuracy against compression, per method (mean, 95% t over seeds)."
+        figures.append((caption, plot_compression(rows, out / COMPRESSION_PNG)))
     summary = {
         "spec": state.spec.model_dump(mode="json"),
         "total": len(rows),
