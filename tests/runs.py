@@ -1,4 +1,5 @@
-"""Helpers shared by the training tests: weight equality and killing a run mid-way."""
+"""Helpers shared by the training tests: a tiny run's config, weight equality and killing
+a run mid-way."""
 
 from __future__ import annotations
 
@@ -11,7 +12,24 @@ from pathlib import Path
 
 import torch
 
-from robustrank.training import read_history
+from robustrank.training import TrainConfig, config_from_dict, read_history
+
+
+def tiny_fcnn(**overrides) -> TrainConfig:
+    """A tiny FCNN run on 600 MNIST images (12 batches per epoch), no evaluation;
+    ``overrides`` replace top-level keys."""
+    data = {
+        "name": "tiny",
+        "model": {"name": "fcnn"},
+        "dataset": "mnist",
+        "train_subset": 600,
+        "epochs": 2,
+        "batch_size": 50,
+        "lr": 0.01,
+        "history": {"evaluate": False, "every_steps": 5},
+        **overrides,
+    }
+    return config_from_dict(data)
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

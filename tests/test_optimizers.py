@@ -22,23 +22,12 @@ from robustrank.training import (
     train,
 )
 from robustrank.training import schedules as schedule_module
-from runs import same_weights, sigkill_train
+from runs import same_weights, sigkill_train, tiny_fcnn
 
 
 def config(**overrides):
     """A tiny FCNN run on 600 MNIST images (12 batches per epoch), no evaluation."""
-    data = {
-        "name": "tiny-opt",
-        "model": {"name": "fcnn"},
-        "dataset": "mnist",
-        "train_subset": 600,
-        "epochs": 2,
-        "batch_size": 50,
-        "lr": 0.01,
-        "history": {"evaluate": False, "every_steps": 5},
-        **overrides,
-    }
-    return config_from_dict(data)
+    return tiny_fcnn(**{"name": "tiny-opt", **overrides})
 
 
 # --------------------------------------------------------------------------- schedules

@@ -38,8 +38,8 @@ from robustrank.structure import (
     singular_value_threshold,
     soft_threshold,
 )
-from robustrank.training import ConfigError, config_from_dict, read_history, train
-from runs import same_weights, sigkill_train
+from robustrank.training import ConfigError, read_history, train
+from runs import same_weights, sigkill_train, tiny_fcnn
 
 
 def _seeded(name: str = "fcnn", seed: int = 0) -> nn.Module:
@@ -320,19 +320,7 @@ def test_bad_requests_name_the_layer_and_the_fix(call, match):
 
 
 def _config(**overrides):
-    data = {
-        "name": "tiny-structure",
-        "model": {"name": "fcnn"},
-        "dataset": "mnist",
-        "train_subset": 600,
-        "epochs": 2,
-        "batch_size": 50,
-        "lr": 0.05,
-        "momentum": 0.9,
-        "history": {"evaluate": False, "every_steps": 5},
-        **overrides,
-    }
-    return config_from_dict(data)
+    return tiny_fcnn(**{"name": "tiny-structure", "lr": 0.05, "momentum": 0.9, **overrides})
 
 
 @pytest.mark.parametrize(

@@ -31,16 +31,15 @@ from typing import Any
 import yaml
 
 from .._io import atomic_write_text, csv_text
-from .._mappings import deep_merge
 from ..execution import Executor, RunTask, create_executor
 from ..ownership import OutputKind, OwnershipError, claim_dir, read_record
+from ..sweeps.space import merge_overrides
 from ..training import (
     TrainConfig,
     config_from_dict,
     get_schedule,
     list_presets,
     load_preset,
-    prune_attack_options,
     read_history,
 )
 from ..training.rundir import CONFIG_FILE, DONE_FILE, RUN_DIR
@@ -289,17 +288,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- tasks
 
 
-def _merged(preset: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``preset`` with ``overrides`` deep-merged; overriding ``history.attacks`` drops the
-    preset's options of the attacks no longer listed."""
-    return prune_attack_options(preset, deep_merge(preset, overrides))
-
-
 def _fine_tune_config(
     name: str, max_epochs: int, every: int, threads: int, overrides: dict, preset_run: Path
 ) -> TrainConfig:
     """The preset with ``overrides``, run for ``max_epochs`` with history every ``every``."""
-    data = _merged(load_preset(name).plain(), overrides)
+    data = merge_overrides(load_preset(name).plain(), overrides)
     data["epochs"], data["threads"] = max_epochs, threads
     data["history"]["every_epochs"] = every
     data["init"]["preset_run"] = str(preset_run)
@@ -325,7 +318,7 @@ def _tasks(
     tasks: list[RunTask] = []
     after: tuple[str, ...] = ()
     if natural_run is None:
-        data = _merged(load_preset(natural).plain(), settings["overrides"])
+        data = merge_overrides(load_preset(natural).plain(), settings["overrides"])
         data["threads"] = settings["threads"]
         config = config_from_dict(data, source=f"budget study: {natural}")
         natural_dir = os.path.normpath(runs / natural)

@@ -22,12 +22,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._io import atomic_write_text, log
-from .._mappings import deep_merge
 from ..metrics import LayerStructure, format_structure_report, structure_report
 from ..models import CheckpointError, load_checkpoint, read_checkpoint_header, save_checkpoint
 from ..ownership import OutputKind, OwnershipError, claim_dir, read_record
 from ..structure import FactorizeConfig, PruneConfig, StructureConfig, get_pruning_method
 from ..structure.pruning import LayerKey
+from ..sweeps.space import merge_overrides
 from ..training import ConfigError, RunError, config_from_dict, load_preset, train
 from ..training.rundir import FINAL_FILE, RUN_DIR
 
@@ -150,10 +150,7 @@ def _finetune(
 ) -> dict[str, Any]:
     """Train ``preset``'s recipe (with ``overrides``) from the compressed checkpoint into
     ``out/finetune``."""
-    from ..training.config import prune_attack_options
-
-    preset_plain = load_preset(preset).plain()
-    base = prune_attack_options(preset_plain, deep_merge(preset_plain, overrides))
+    base = merge_overrides(load_preset(preset).plain(), overrides)
     base["init"] = {"checkpoint": str((out / COMPRESSED_FILE).resolve())}
     base["name"] = f"{preset}-compressed"
     base["seed"] = seed
@@ -194,8 +191,10 @@ def compress(
         seed: seeds random pruning and the fine-tune.
         finetune: a preset whose recipe fine-tunes the compressed model (the structure
             stays exact through it), e.g. ``fcnn-pgd``.
-        overrides: config values that change the preset's recipe (nested mapping, as
-            :func:`robustrank.experiments.budgets.parse_overrides` builds from ``--set``).
+        overrides: config values that change the preset's recipe, deep-merged
+            (:func:`robustrank.sweeps.space.merge_overrides`; nested mappings or dotted
+            keys, as :func:`robustrank.experiments.budgets.parse_overrides` builds from
+            ``--set``).
     """
     checkpoint, out = Path(checkpoint), Path(out)
     structure = structure_request(density, rank, energy, method, scope)

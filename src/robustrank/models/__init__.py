@@ -47,11 +47,13 @@ from .structured import (
     ScoredMask,
     StructureError,
     apply_structure,
+    check_rank,
     kept_count,
     layer_structure,
     remove_structure,
     stored_params,
     structure_of,
+    structured_layers,
     top_k_mask,
 )
 
@@ -96,6 +98,8 @@ __all__ = [
     "StructureError",
     "apply_structure",
     "kept_count",
+    "check_rank",
+    "structured_layers",
     "layer_structure",
     "remove_structure",
     "stored_params",

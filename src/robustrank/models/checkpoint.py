@@ -40,7 +40,7 @@ from .registry import (
     input_shape_of,
     set_input_shape,
 )
-from .structured import StructureError, apply_structure, layer_structure, structure_of
+from .structured import StructureError, apply_structure, structure_of, structured_layers
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_header"]
 
@@ -264,9 +264,7 @@ def _structured(path: Path, model: nn.Module, structure: dict[str, Any]) -> nn.M
     """``model`` with the checkpoint's structure applied (unless it carries it already)."""
     if not structure:
         return model
-    if any(
-        layer_structure(m) is not None for m in model.modules() if hasattr(m, "parametrizations")
-    ):
+    if next(structured_layers(model), None) is not None:
         return model  # a model passed in structured already: the state dict decides
     try:
         return apply_structure(model, structure)

@@ -23,7 +23,7 @@ loads. Choosing masks and ranks is :mod:`robustrank.structure`'s job.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,6 +38,8 @@ __all__ = [
     "STRUCTURE_KINDS",
     "StructureError",
     "kept_count",
+    "check_rank",
+    "structured_layers",
     "top_k_mask",
     "structure_of",
     "apply_structure",
@@ -158,12 +160,15 @@ def _balanced_factors(m: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     return (u[:, :rank] * root).contiguous(), (root[:, None] * vh[:rank]).contiguous()
 
 
-def _check_rank(shape: torch.Size, rank: int) -> int:
-    bound = min(shape[0], math.prod(shape[1:]))
+def check_rank(shape: Sequence[int], rank: object, what: str = "rank") -> int:
+    """``rank`` if it is an integer in ``[1, min(out, in*kh*kw)]`` for a weight of
+    ``shape``; a StructureError starting with ``what`` otherwise."""
+    rows, cols = shape[0], math.prod(shape[1:])
+    bound = min(rows, cols)
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= bound:
         raise StructureError(
-            f"rank must be an integer in [1, {bound}] (min of the weight matrix's shape "
-            f"{shape[0]}x{math.prod(shape[1:])}), got {rank!r}"
+            f"{what} must be an integer in [1, {bound}] (its weight matrix is {rows}x{cols}), "
+            f"got {rank!r}"
         )
     return rank
 
@@ -182,7 +187,7 @@ class LowRank(nn.Module):
     def __init__(self, shape: torch.Size | tuple[int, ...], rank: int) -> None:
         super().__init__()
         self.shape = tuple(shape)
-        self.rank = _check_rank(torch.Size(self.shape), rank)
+        self.rank = check_rank(self.shape, rank)
         self.from_svd = True  # False: zero factors (a skeleton that a state dict fills)
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
@@ -217,7 +222,7 @@ class LowRankSparse(nn.Module):
     def __init__(self, shape: torch.Size | tuple[int, ...], rank: int, density: float) -> None:
         super().__init__()
         self.shape = tuple(shape)
-        self.rank = _check_rank(torch.Size(self.shape), rank)
+        self.rank = check_rank(self.shape, rank)
         numel = math.prod(self.shape)
         self.k = kept_count(numel, density)
         self.register_buffer("mask", torch.zeros(self.shape[0], numel // self.shape[0]).bool())
@@ -269,6 +274,14 @@ def layer_structure(module: nn.Module) -> nn.Module | None:
     return found[0]
 
 
+def structured_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, nn.Module]]:
+    """``(module path, layer, its parametrization)`` of every structured weight layer."""
+    for name, module in model.named_modules():
+        structure = layer_structure(module)
+        if structure is not None:
+            yield name, module, structure
+
+
 def stored_params(module: nn.Module) -> int:
     """Parameters a layer's effective weight needs in its structured form: the kept entries
     of a mask, ``r (m + n)`` for factors (plus the sparse part's entries), else all."""
@@ -280,12 +293,10 @@ def structure_of(model: nn.Module) -> dict[str, dict[str, Any]]:
     """``{module path: {"kind", "shape", ...}}`` for every structured weight layer: plain
     JSON that :func:`apply_structure` turns back into the same skeleton."""
     out: dict[str, dict[str, Any]] = {}
-    for name, module in model.named_modules():
-        structure = layer_structure(module) if hasattr(module, "parametrizations") else None
-        if structure is not None:
-            with torch.no_grad():
-                shape = list(module.weight.shape)
-            out[name] = {**structure.describe(), "shape": shape}
+    for name, module, structure in structured_layers(model):
+        with torch.no_grad():
+            shape = list(module.weight.shape)
+        out[name] = {**structure.describe(), "shape": shape}
     return out
 
 
@@ -344,7 +355,6 @@ def apply_structure(model: nn.Module, spec: Mapping[str, Mapping[str, Any]]) -> 
 def remove_structure(model: nn.Module) -> nn.Module:
     """Fold every structured weight into a plain parameter holding the effective weight
     (same function, dense storage), in place: for export or for dense inference."""
-    for module in model.modules():
-        if hasattr(module, "parametrizations") and layer_structure(module) is not None:
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    for _, module, _ in list(structured_layers(model)):
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model

@@ -25,6 +25,9 @@ from ..models import (
     as_matrix,
     layer_structure,
 )
+from ..models import (
+    check_rank as check_weight_rank,
+)
 from .pruning import LayerKey, check_density, chosen_layers
 
 __all__ = ["factorize", "energy_rank", "check_rank"]
@@ -44,14 +47,7 @@ def energy_rank(weight: torch.Tensor, energy: float) -> int:
 def check_rank(layer: WeightLayer, rank: object, what: str) -> int:
     """``rank`` if it is an integer in ``[1, min(shape)]`` of the layer's weight matrix;
     a StructureError naming the layer otherwise."""
-    m = as_matrix(layer.weight)
-    bound = min(m.shape)
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= bound:
-        raise StructureError(
-            f"{what}: rank of {layer.key!r} must be an integer in [1, {bound}] (its weight "
-            f"matrix is {m.shape[0]}x{m.shape[1]}), got {rank!r}"
-        )
-    return rank
+    return check_weight_rank(layer.weight.shape, rank, f"{what}: rank of {layer.key!r}")
 
 
 def _ranks(

@@ -16,20 +16,14 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..models import Masked, ScoredMask, layer_structure
+from ..models import Masked, ScoredMask, structured_layers
 
 __all__ = ["scored_layers", "score_phase", "fix_masks"]
 
 
 def scored_layers(model: nn.Module) -> list[tuple[nn.Module, ScoredMask]]:
     """``[(layer, its ScoredMask)]`` of every layer pruned by trainable scores."""
-    found = []
-    for module in model.modules():
-        if hasattr(module, "parametrizations"):
-            structure = layer_structure(module)
-            if isinstance(structure, ScoredMask):
-                found.append((module, structure))
-    return found
+    return [(m, p) for _, m, p in structured_layers(model) if isinstance(p, ScoredMask)]
 
 
 def score_phase(model: nn.Module, train_scores: bool) -> bool:

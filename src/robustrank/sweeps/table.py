@@ -151,6 +151,17 @@ def finished_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     ]
 
 
+def _values_key(values: Mapping[str, Any]) -> str:
+    """A hashable, order-independent key of a trial's values."""
+    return json.dumps(dict(values), sort_keys=True, default=str)
+
+
+def _paired(a: Combination, b: Combination) -> tuple[list[str], list[float], list[float]]:
+    """The seeds both combinations have, and their robust accuracies on those seeds."""
+    seeds = [s for s in a.robust_by_seed if s in b.robust_by_seed]
+    return seeds, [a.robust_by_seed[s] for s in seeds], [b.robust_by_seed[s] for s in seeds]
+
+
 def combinations(rows: Sequence[Mapping[str, Any]]) -> list[Combination]:
     """Finished trials grouped by their values without ``seed``; a repeated seed within a
     group counts once (the first trial). Most robust first (mean robust accuracy, then mean
@@ -158,7 +169,7 @@ def combinations(rows: Sequence[Mapping[str, Any]]) -> list[Combination]:
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in finished_rows(rows):
         values = {k: v for k, v in row["values"].items() if k != SEED_KEY}
-        key = json.dumps(values, sort_keys=True, default=str)
+        key = _values_key(values)
         seed = json.dumps(row["values"].get(SEED_KEY), default=str)
         group = groups.setdefault(key, [])
         if all(json.dumps(r["values"].get(SEED_KEY), default=str) != seed for r in group):
@@ -230,8 +241,8 @@ def compare_best(combos: Sequence[Combination]) -> Comparison | None:
         text = f"Only one combination finished ({best.label()}); nothing to compare."
         return Comparison(best, None, [], None, "no runner-up", text)
     second = combos[1]
-    seeds = [s for s in best.robust_by_seed if s in second.robust_by_seed]
-    diffs = [best.robust_by_seed[s] - second.robust_by_seed[s] for s in seeds]
+    seeds, ours, theirs = _paired(best, second)
+    diffs = [x - y for x, y in zip(ours, theirs, strict=True)]
     diff = seed_summary(diffs) if diffs else None
     lead = (
         f"Most robust: {best.label()} (robust accuracy {best.robust.format()}), runner-up: "
@@ -320,18 +331,12 @@ def against_reference(
     unknown = sorted(set(reference) - keys)
     if combos and unknown:
         raise ValueError(f"reference names {unknown}, which are not swept ({sorted(keys)})")
-
-    def key(values: Mapping[str, Any]) -> str:
-        return json.dumps(dict(values), sort_keys=True, default=str)
-
-    by_values = {key(c.values): c for c in combos}
+    by_values = {_values_key(c.values): c for c in combos}
     out = []
     for c in combos:
-        ref = by_values.get(key({**c.values, **reference}))
+        ref = by_values.get(_values_key({**c.values, **reference}))
         if ref is None or ref is c:
             continue
-        seeds = [s for s in c.robust_by_seed if s in ref.robust_by_seed]
-        a = [c.robust_by_seed[s] for s in seeds]
-        b = [ref.robust_by_seed[s] for s in seeds]
+        _, a, b = _paired(c, ref)
         out.append((c, seed_difference(a, b, "greater", label=f"{c.label()} vs {ref.label()}")))
     return out

@@ -84,7 +84,8 @@ def _attack_names(names: list[str], where: str) -> list[str]:
 
 class _Named(BaseModel):
     """A registered name and its options beside it: ``{name: adam, betas: [0.9, 0.999]}``;
-    a bare string is the name alone."""
+    a bare string is the name alone. A subclass names its registry (:meth:`entry`); the
+    name must be registered there and the options taken by the entry."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -94,6 +95,25 @@ class _Named(BaseModel):
     @classmethod
     def _bare_name(cls, data: Any) -> Any:
         return {"name": data} if isinstance(data, str) else data
+
+    @classmethod
+    def entry(cls, name: str) -> Any:
+        """The registry entry of ``name`` (raises naming the registered ones)."""
+        raise NotImplementedError
+
+    def check_taken(self) -> None:
+        """Raise ValueError unless the entry takes every option given."""
+        self.entry(self.name).check_options(self.options)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return cls.entry(value).name
+
+    @model_validator(mode="after")
+    def _options_taken(self) -> _Named:
+        self.check_taken()
+        return self
 
     @property
     def options(self) -> dict[str, Any]:
@@ -158,15 +178,12 @@ class ObjectiveConfig(_BareNamed):
     Options named like a key of the ``adversarial`` section (``eps``, ``mix``, ...) are set
     there, not here. Written back as the bare name when it has no options."""
 
-    @field_validator("name")
     @classmethod
-    def _known(cls, value: str) -> str:
-        return get_objective(value).name  # raises naming the registered objectives
+    def entry(cls, name: str) -> Any:
+        return get_objective(name)
 
-    @model_validator(mode="after")
-    def _options_taken(self) -> ObjectiveConfig:
-        get_objective(self.name).check_options(self.options, beside=_objective_keys_beside())
-        return self
+    def check_taken(self) -> None:
+        self.entry(self.name).check_options(self.options, beside=_objective_keys_beside())
 
 
 def _objective_keys_beside() -> list[str]:
@@ -380,15 +397,9 @@ class OptimizerConfig(_Named):
 
     name: str = "sgd"
 
-    @field_validator("name")
     @classmethod
-    def _known(cls, value: str) -> str:
-        return get_optimizer(value).name  # raises naming the registered optimizers
-
-    @model_validator(mode="after")
-    def _options_taken(self) -> OptimizerConfig:
-        get_optimizer(self.name).check_options(self.options)
-        return self
+    def entry(cls, name: str) -> Any:
+        return get_optimizer(name)
 
     @property
     def is_default(self) -> bool:
@@ -404,15 +415,9 @@ class ScheduleConfig(_BareNamed):
 
     name: str = "constant"
 
-    @field_validator("name")
     @classmethod
-    def _known(cls, value: str) -> str:
-        return get_schedule(value).name  # raises naming the registered schedules
-
-    @model_validator(mode="after")
-    def _options_taken(self) -> ScheduleConfig:
-        get_schedule(self.name).check_options(self.options)
-        return self
+    def entry(cls, name: str) -> Any:
+        return get_schedule(name)
 
 
 class PaperRef(_Strict):
