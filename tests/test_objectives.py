@@ -13,7 +13,6 @@ from torch import nn
 from robustrank.registry import NameTakenError, UnknownNameError
 from robustrank.training import (
     ConfigError,
-    config_from_dict,
     get_objective,
     list_objectives,
     list_presets,
@@ -36,6 +35,7 @@ from robustrank.training.objectives import (
     trades_adversary,
     trades_loss,
 )
+from runs import same_weights, tiny_fcnn
 
 BETA = 6.0
 
@@ -78,25 +78,10 @@ def assert_same_value_and_grads(model, loss, reference, rtol=1e-10, atol=1e-12):
         torch.testing.assert_close(g, r, rtol=rtol, atol=atol)
 
 
-def same_weights(a: nn.Module, b: nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 def tiny(**overrides):
     """A FCNN run on 256 MNIST images (8 batches), no evaluation."""
-    data = {
-        "name": "tiny-objective",
-        "model": {"name": "fcnn"},
-        "dataset": "mnist",
-        "train_subset": 256,
-        "epochs": 1,
-        "batch_size": 32,
-        "lr": 0.01,
-        "history": {"evaluate": False},
-        **overrides,
-    }
-    return config_from_dict(data)
+    settings = {"train_subset": 256, "epochs": 1, "batch_size": 32, "history": {"evaluate": False}}
+    return tiny_fcnn(**{"name": "tiny-objective", **settings, **overrides})
 
 
 # --------------------------------------------------------------------------- the registry
