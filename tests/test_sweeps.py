@@ -559,3 +559,28 @@ def test_a_budget_sweep_draws_robustness_against_the_compression_reached(tmp_pat
     assert s1.mean == pytest.approx(0.81) and s10.mean == pytest.approx(0.8 - 0.27 + 0.01)
     assert s10.n_seeds == 3 and s10.ci95 is not None
     assert plot_compression(rows, tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_trials_with_the_same_config_share_one_run(tmp_path):
+    """At fraction 1 every budget method leaves the model dense: one run serves them all."""
+    space = {
+        "structure.budget.method": ["prune", "low_rank"],
+        "structure.budget.fraction": [1.0, 0.5],
+        "seed": [0],
+    }
+    overrides = {**TINY, "structure": {"budget": {"fraction": 1.0, "method": "prune"}}}
+    out = tmp_path / "s"
+    run_sweep(spec_from_dict(_spec(space=space, overrides=overrides)), out, progress=False)
+    rows = {
+        (r["values"]["structure.budget.method"], r["values"]["structure.budget.fraction"]): r
+        for r in json.loads((out / "trials.json").read_text())["trials"]
+    }
+    dense, alias = rows["prune", 1.0], rows["low_rank", 1.0]
+    assert "same_as" not in dense and alias["same_as"] == dense["trial"]
+    assert alias["run_dir"] == dense["run_dir"] and alias["seconds"] == 0.0
+    numbers = ("clean_acc", "robust_acc", "compression")
+    assert [alias[k] for k in numbers] == [dense[k] for k in numbers]
+    assert rows["low_rank", 0.5]["compression"] > 1 and rows["prune", 0.5]["compression"] > 1
+    assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(
+        Path(r["run_dir"]).name for k, r in rows.items() if k != ("low_rank", 1.0)
+    )

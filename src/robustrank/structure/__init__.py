@@ -3,6 +3,8 @@
 * :mod:`.pruning` -- ``prune(model, density=...)``: masks of an exact density;
 * :mod:`.methods` -- the pruning-method registry (``magnitude``, ``random``, ``scores``);
 * :mod:`.scores` -- HYDRA's score phase and fine-tuning phase;
+* :mod:`.gradual` -- gradual pruning along Zhu & Gupta's (2017) cubic schedule
+  (``structure.prune.gradual`` in a training config);
 * :mod:`.factorization` -- ``factorize(model, rank=... | energy=...)``: ``U V`` of an exact rank;
 * :mod:`.proximal` -- soft-thresholding and singular value thresholding (Eqs. 5-6 as
   proximal steps, ``regularizers: {mode: proximal}``);
@@ -13,8 +15,9 @@ The structured layers themselves (masks, factors) are parametrizations defined i
 :mod:`robustrank.models.structured`, so checkpoints rebuild them.
 """
 
-from .config import BudgetConfig, FactorizeConfig, PruneConfig, StructureConfig
+from .config import BudgetConfig, FactorizeConfig, GradualConfig, PruneConfig, StructureConfig
 from .factorization import energy_rank, factorize
+from .gradual import cubic_density, scheduled_density
 from .methods import (
     PruningMethod,
     get_pruning_method,
@@ -43,4 +46,7 @@ __all__ = [
     "PruneConfig",
     "FactorizeConfig",
     "BudgetConfig",
+    "GradualConfig",
+    "cubic_density",
+    "scheduled_density",
 ]

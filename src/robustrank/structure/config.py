@@ -16,7 +16,9 @@ chosen layer to that fraction of its parameters (ATMC-style curves). The
 structure is applied to the starting weights (fresh, a checkpoint or a preset's run),
 and stays through training, checkpoints and resume. ``method: scores`` is HYDRA: the
 first ``score_epochs`` epochs train the scores with the weights frozen, the rest fine-tune
-the weights under the fixed mask.
+the weights under the fixed mask. ``gradual: {start_epoch, end_epoch, every}`` prunes
+gradually instead of at once (Zhu & Gupta, 2017; :mod:`.gradual`): the density falls from
+1 to the target along a cubic schedule between those epochs, then stays (fine-tuning).
 """
 
 from __future__ import annotations
@@ -27,18 +29,51 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from .._types import PositiveInt
-from ..models import StructureError, WeightLayer, as_matrix
+from ..models import Masked, StructureError, WeightLayer, as_matrix, layer_structure
 from .factorization import check_rank, factorize
-from .methods import get_pruning_method
+from .gradual import check_kept, pruning_epochs, scheduled_density
+from .methods import get_pruning_method, list_pruning_methods
 from .pruning import LayerKey, check_density, chosen_layers, prune
 
-__all__ = ["PruneConfig", "FactorizeConfig", "BudgetConfig", "StructureConfig"]
+__all__ = ["GradualConfig", "PruneConfig", "FactorizeConfig", "BudgetConfig", "StructureConfig"]
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class GradualConfig(_Strict):
+    """Gradual pruning (Zhu & Gupta, 2017; :mod:`robustrank.structure.gradual`): the density
+    falls from 1 to the target along a cubic schedule, updated at the start of epochs
+    ``start_epoch, start_epoch + every, ...`` and ``end_epoch``, then fixed."""
+
+    start_epoch: Annotated[
+        int, Field(ge=1, description="the first pruning epoch (1-based; its density is 1)")
+    ] = 1
+    end_epoch: Annotated[
+        int, Field(ge=1, description="the last pruning epoch: the target density from then on")
+    ]
+    every: Annotated[int, Field(ge=1, description="epochs between mask updates")] = 1
+
+    @model_validator(mode="after")
+    def _order(self) -> GradualConfig:
+        if self.end_epoch < self.start_epoch:
+            raise ValueError(
+                f"end_epoch ({self.end_epoch}) comes before start_epoch "
+                f"({self.start_epoch}); set end_epoch >= start_epoch"
+            )
+        return self
+
+    @property
+    def epochs(self) -> list[int]:
+        """The pruning epochs, in order."""
+        return pruning_epochs(self.start_epoch, self.end_epoch, self.every)
+
+    def density(self, target: float, epoch: int) -> float:
+        """The density in force during ``epoch`` for a layer pruned to ``target``."""
+        return scheduled_density(target, epoch, self.start_epoch, self.end_epoch, self.every)
 
 
 class PruneConfig(_Strict):
@@ -63,6 +98,10 @@ class PruneConfig(_Strict):
             "default: the run's",
         ),
     ] = None
+    gradual: Annotated[
+        GradualConfig | None,
+        Field(description="prune gradually along Zhu & Gupta's cubic schedule (not scores)"),
+    ] = None
 
     @field_validator("method")
     @classmethod
@@ -80,6 +119,12 @@ class PruneConfig(_Strict):
         if not trainable and (self.score_epochs is not None or self.score_lr is not None):
             raise ValueError(
                 f"score_epochs and score_lr belong to method scores, not {self.method}"
+            )
+        if trainable and self.gradual is not None:
+            fixed = [n for n in list_pruning_methods() if not get_pruning_method(n).trainable]
+            raise ValueError(
+                f"gradual pruning ranks the weights by a fixed rule, but method {self.method} "
+                f"trains its own mask: drop gradual, or use a method of {', '.join(fixed)}"
             )
         return self
 
@@ -139,6 +184,11 @@ class StructureConfig(_Strict):
 
     @model_validator(mode="after")
     def _budget_alone(self) -> StructureConfig:
+        if self.budget is not None and self.gradual is not None:
+            raise ValueError(
+                "prune.gradual does not combine with budget (a budget prunes at once): drop "
+                "budget and give prune: {density: FRACTION, gradual: ...} instead"
+            )
         if self.budget is not None and (self.prune is not None or self.factorize is not None):
             raise ValueError("give either budget or prune/factorize, not both")
         return self
@@ -149,9 +199,37 @@ class StructureConfig(_Strict):
         return self.prune is not None or self.factorize is not None or self.budget is not None
 
     @property
+    def leaves_dense(self) -> bool:
+        """Whether the structure leaves every layer as it is: none, or a ``budget`` at
+        fraction 1 (whatever its method), the reference point of a compression curve."""
+        return not self.active or (self.budget is not None and self.budget.fraction == 1)
+
+    @property
     def score_epochs(self) -> int | None:
         """Epochs of HYDRA's score phase, or None."""
         return None if self.prune is None else self.prune.score_epochs
+
+    @property
+    def gradual(self) -> GradualConfig | None:
+        """The gradual pruning schedule (Zhu & Gupta, 2017), or None (prune at once)."""
+        return None if self.prune is None else self.prune.gradual
+
+    def check_epochs(self, epochs: int) -> None:
+        """Raise a ValueError naming the key and the fix if HYDRA's score phase or the
+        gradual schedule does not fit in a run of ``epochs`` epochs."""
+        score = self.score_epochs
+        if score is not None and score > epochs:
+            raise ValueError(
+                f"structure.prune.score_epochs ({score}) exceeds epochs ({epochs}); the "
+                "score phase is the first score_epochs epochs of the run"
+            )
+        g = self.gradual
+        if g is not None and g.end_epoch > epochs:
+            raise ValueError(
+                f"structure.prune.gradual.end_epoch ({g.end_epoch}) exceeds epochs ({epochs}); "
+                f"the schedule must end within the run: set end_epoch <= {epochs}, or "
+                f"epochs >= {g.end_epoch}"
+            )
 
     def plain(self) -> dict[str, Any]:
         """Plain data (layer keys keep their types), without unset sections."""
@@ -181,6 +259,13 @@ class StructureConfig(_Strict):
                 if d != 1:
                     pruned.append((layer, float(d)))
             both = {layer.name for layer, _, _ in factors} & {layer.name for layer, _ in pruned}
+            if both and p.gradual is not None:
+                keys = sorted(str(layer.key) for layer, _ in pruned if layer.name in both)
+                raise StructureError(
+                    f"structure.prune.gradual: {', '.join(keys)} is pruned and "
+                    "factorised (low rank plus sparse), whose sparse mask is set once; prune "
+                    "it gradually without factorize, or drop gradual"
+                )
             if both and (p.method != "magnitude" or p.scope != "layer"):
                 raise StructureError(
                     f"structure: {', '.join(sorted(both))} is pruned and factorised (low rank "
@@ -227,8 +312,47 @@ class StructureConfig(_Strict):
             done[layer.name] = {"rank": ranks[layer.name]}
             if sparse is not None:
                 done[layer.name]["density"] = sparse
-        if densities:
+        if densities and self.gradual is not None:
+            done.update(self._dense_masks(model, pruned))
+        elif densities:
             p = self.prune or PruneConfig(density=1.0)
             kept = prune(model, densities, scope=p.scope, method=p.method, seed=seed)
             done.update({name: {"density": d} for name, d in kept.items()})
         return done
+
+    @staticmethod
+    def _dense_masks(
+        model: nn.Module, pruned: list[tuple[WeightLayer, float]]
+    ) -> dict[str, dict[str, Any]]:
+        """Gradual pruning's start: a full mask (density 1) on every layer on the schedule,
+        so that the run's structure (state-dict keys, checkpoints) never changes shape."""
+        for layer, _ in pruned:
+            found = layer_structure(layer.module)
+            if found is not None and not (isinstance(found, Masked) and found.density == 1):
+                raise StructureError(
+                    f"structure.prune.gradual: layer {layer.key!r} of the starting weights is "
+                    f"structured already ({found.describe()}); the schedule starts from a "
+                    "dense layer: start from dense weights, or drop gradual"
+                )
+        prune(model, {layer.name: 1.0 for layer, _ in pruned})  # any method: keeps all
+        return {layer.name: {"density": 1.0, "target": d} for layer, d in pruned}
+
+    def gradual_step(self, model: nn.Module, epoch: int, seed: int) -> dict[str, float]:
+        """At the start of a pruning epoch of ``structure.prune.gradual``, prune (nested) to
+        the cubic schedule's density (Zhu & Gupta, 2017); ``seed`` seeds random pruning.
+        Returns ``{module path: density}`` of the layers pruned, empty on other epochs."""
+        g, p = self.gradual, self.prune
+        if g is None or p is None or epoch not in g.epochs:
+            return {}
+        _, pruned = self._split(model)
+        densities = {layer.name: g.density(d, epoch) for layer, d in pruned}
+        return prune(model, densities, scope=p.scope, method=p.method, seed=seed)
+
+    def check_gradual(self, model: nn.Module, epoch: int) -> None:
+        """Raise a StructureError unless the masks keep exactly the schedule's count of
+        ``epoch`` (Zhu & Gupta, 2017): the density in force, not the target, mid-schedule."""
+        g, p = self.gradual, self.prune
+        if g is None or p is None:
+            return
+        _, pruned = self._split(model)
+        check_kept([(layer, g.density(d, epoch)) for layer, d in pruned], p.scope, "gradual")

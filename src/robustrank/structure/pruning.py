@@ -6,6 +6,8 @@ W1, ranked by a registered method (:mod:`robustrank.structure.methods`: ``magnit
 ``random`` or HYDRA's trainable ``scores``). ``scope="global"`` ranks the entries of all
 chosen layers together (one density overall, per-layer densities follow the weights), as
 in Han et al. (2015) and Frankle & Carbin (2019); ``"layer"`` keeps each layer's density.
+Pruning a pruned layer again keeps a subset of its mask (nested masks: pruned entries stay
+pruned), which gradual pruning (:mod:`.gradual`) relies on.
 """
 
 from __future__ import annotations
@@ -95,20 +97,49 @@ def _set_mask(layer: WeightLayer, mask: Tensor, what: str) -> None:
         parametrize.register_parametrization(layer.module, "weight", Masked(mask))
 
 
-def _layer_masks(
-    pairs: list[tuple[WeightLayer, float]], method: str, generator: torch.Generator
-) -> list[Tensor]:
+def _importance(layer: WeightLayer, method: str, generator: torch.Generator, what: str) -> Tensor:
+    """The method's importance of each entry of ``layer``'s effective weight; ``-inf`` where
+    the layer's mask prunes already, so that pruning again keeps a subset (nested masks)."""
     rank = get_pruning_method(method).importance
     assert rank is not None
+    existing = _plain_or_masked(layer, what)
     with torch.no_grad():
-        return [
-            top_k_mask(rank(layer.weight, generator), kept_count(layer.weight.numel(), d))
-            for layer, d in pairs
-        ]
+        score = rank(layer.weight, generator)
+        if existing is None:
+            return score
+        return score.masked_fill(~existing.mask, float("-inf"))
+
+
+def _check_nested(pairs: list[tuple[WeightLayer, float]], k: int, what: str) -> None:
+    """Refuse a count above what the chosen layers' masks keep: pruned entries stay pruned."""
+    kept = sum(_kept_now(layer, what) for layer, _ in pairs)
+    if k > kept:
+        names = ", ".join(repr(layer.key) for layer, _ in pairs)
+        raise StructureError(
+            f"{what}: {names} keeps {kept} entries already, fewer than the {k} asked for; "
+            "pruning keeps a subset of the kept entries (pruned ones stay pruned). Ask for a "
+            "lower density, or remove_structure(model) first to prune the dense weights"
+        )
+
+
+def _kept_now(layer: WeightLayer, what: str) -> int:
+    existing = _plain_or_masked(layer, what)
+    return layer.weight.numel() if existing is None else int(existing.mask.sum())
+
+
+def _layer_masks(
+    pairs: list[tuple[WeightLayer, float]], method: str, generator: torch.Generator, what: str
+) -> list[Tensor]:
+    masks = []
+    for layer, d in pairs:
+        k = kept_count(layer.weight.numel(), d)
+        _check_nested([(layer, d)], k, what)
+        masks.append(top_k_mask(_importance(layer, method, generator, what), k))
+    return masks
 
 
 def _global_masks(
-    pairs: list[tuple[WeightLayer, float]], method: str, generator: torch.Generator
+    pairs: list[tuple[WeightLayer, float]], method: str, generator: torch.Generator, what: str
 ) -> list[Tensor]:
     densities = {d for _, d in pairs}
     if len(densities) != 1:
@@ -116,12 +147,11 @@ def _global_masks(
             "global pruning keeps one density over all chosen layers; give one density "
             f"(got {sorted(densities)}), or use scope='layer'"
         )
-    rank = get_pruning_method(method).importance
-    assert rank is not None
-    with torch.no_grad():
-        scores = [rank(layer.weight, generator).reshape(-1) for layer, _ in pairs]
-        flat = torch.cat(scores)
-        mask = top_k_mask(flat, kept_count(flat.numel(), densities.pop()))
+    scores = [_importance(layer, method, generator, what).reshape(-1) for layer, _ in pairs]
+    flat = torch.cat(scores)
+    k = kept_count(flat.numel(), densities.pop())
+    _check_nested(pairs, k, what)
+    mask = top_k_mask(flat, k)
     masks, start = [], 0
     for (layer, _), s in zip(pairs, scores, strict=True):
         masks.append(mask[start : start + s.numel()].reshape(layer.weight.shape))
@@ -166,7 +196,10 @@ def prune(
         seed: seeds the ``random`` method.
 
     A pruned layer's weight is ``W * M`` from then on (:class:`robustrank.models.Masked`);
-    pruning it again replaces its mask. ``method="scores"`` registers HYDRA's trainable
+    pruning it again replaces its mask by a *nested* one: the method ranks the effective
+    weight and only the entries the mask keeps compete, so pruned entries stay pruned (their
+    stored values do not come back), as gradual pruning needs (Zhu & Gupta, 2017); a
+    density above the mask's is refused. ``method="scores"`` registers HYDRA's trainable
     scores instead (train them with :func:`robustrank.structure.score_phase`).
     """
     what = "prune"
@@ -181,6 +214,7 @@ def prune(
     else:
         generator = torch.Generator().manual_seed(seed)
         make = _global_masks if scope == "global" else _layer_masks
-        for (layer, _), mask in zip(pairs, make(pairs, entry.name, generator), strict=True):
+        masks = make(pairs, entry.name, generator, what)
+        for (layer, _), mask in zip(pairs, masks, strict=True):
             _set_mask(layer, mask, what)
     return {layer.name: float(layer_structure(layer.module).density) for layer, _ in pairs}

@@ -11,12 +11,15 @@ Layout of ``OUT``::
 
 A trial's id is its index plus a hash of its values, so it names the same directory on
 every run: re-running an interrupted sweep reuses finished trials and resumes the others
-(:func:`robustrank.execution.run_task`).
+(:func:`robustrank.execution.run_task`). Trials whose values give the same training config
+(e.g. every ``structure.budget.method`` at ``fraction: 1``, which leaves the model dense)
+share the first one's run: their rows say ``same_as`` and carry its numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -106,6 +109,7 @@ class Trial:
     config: dict[str, Any]
     run_dir: Path
     parent: Path | None = None
+    same_as: str | None = None
 
 
 @dataclass
@@ -249,7 +253,8 @@ class _Sweep:
     evaluation: dict[str, Any] = field(default_factory=dict)
     layers: list[str] = field(default_factory=list)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    trials: dict[str, Trial] = field(default_factory=dict)
+    trials: dict[str, list[Trial]] = field(default_factory=dict)
+    by_config: dict[str, Trial] = field(default_factory=dict)
     parents: dict[str, dict[str, Any]] = field(default_factory=dict)
     previous: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -274,11 +279,20 @@ class _Sweep:
         if parent is not None:
             config.setdefault("init", {})["preset_run"] = os.path.relpath(parent, run_dir)
         try:
-            config_from_dict(config, source=f"trial {tid}", trust_code=self.trust_code)
+            valid = config_from_dict(config, source=f"trial {tid}", trust_code=self.trust_code)
         except ConfigError as err:
             raise SpecError(f"the values {values} make an invalid config: {err}") from None
         trial = Trial(tid, index, dict(values), config, run_dir, parent)
-        self.trials[str(run_dir)] = trial
+        return self._register(trial, valid.equivalence_key())
+
+    def _register(self, trial: Trial, key: str) -> Trial:
+        """Index ``trial`` by run directory; a trial whose config trains the same run as an
+        earlier trial's (``TrainConfig.equivalence_key``) shares that run (``same_as``)."""
+        first = self.by_config.setdefault(key, trial)
+        if first.id != trial.id:
+            trial = dataclasses.replace(trial, run_dir=first.run_dir, same_as=first.id)
+        runs = self.trials.setdefault(str(trial.run_dir), [])
+        runs[:] = [t for t in runs if t.id != trial.id] + [trial]
         return trial
 
     def _parent(self, config: dict[str, Any]) -> Path | None:
@@ -305,24 +319,31 @@ class _Sweep:
         return parent
 
     def tasks(self, trials: list[Trial]) -> list[RunTask]:
-        """The parents these trials need, then the trials, for one ``executor.map``."""
+        """The parents these trials need, then the trials (one task per run directory), for
+        one ``executor.map``."""
         parents = sorted({str(t.parent) for t in trials if t.parent is not None})
-        for path in [*parents, *(str(t.run_dir) for t in trials)]:
+        first: dict[str, Trial] = {}
+        for t in trials:
+            first.setdefault(str(t.run_dir), t)
+        runs = list(first.values())
+        for path in [*parents, *(str(t.run_dir) for t in runs)]:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         tasks = [RunTask(self.parents[p], p, trust_code=self.trust_code) for p in parents]
-        for t in trials:
+        for t in runs:
             after = (str(t.parent),) if t.parent is not None else ()
             tasks.append(RunTask(t.config, str(t.run_dir), after, self.evaluation, self.trust_code))
         return tasks
 
     def head(self, trial: Trial) -> dict[str, Any]:
-        """The identifying columns of a trial's row."""
-        return {
+        """The identifying columns of a trial's row (``same_as``: the trial whose run it
+        shares)."""
+        head = {
             "trial": trial.id,
             "index": trial.index,
             "values": trial.values,
             "run_dir": os.path.relpath(trial.run_dir, self.out),
         }
+        return head if trial.same_as is None else {**head, "same_as": trial.same_as}
 
     def pending(self, trials: list[Trial]) -> None:
         """Add rows for trials about to run (a finished earlier row is kept)."""
@@ -338,10 +359,14 @@ class _Sweep:
         self.write()
 
     def record(self, outcome: RunOutcome) -> None:
-        """``on_done``: a trial finished (parents are not rows); rewrite the tables."""
-        trial = self.trials.get(outcome.run_dir)
-        if trial is None:
-            return
+        """``on_done``: a run finished (parents are not rows): the rows of every trial it
+        serves; rewrite the tables."""
+        for trial in self.trials.get(outcome.run_dir, []):
+            self.rows[trial.id] = self._row(trial, outcome)
+        self.write()
+
+    def _row(self, trial: Trial, outcome: RunOutcome) -> dict[str, Any]:
+        """A finished trial's row; a trial sharing another's run costs no time itself."""
         row = outcome_row(
             self.head(trial),
             outcome.final,
@@ -351,11 +376,11 @@ class _Sweep:
         )
         old = self.previous.get(trial.id) or {}
         keep = outcome.reused and old.get("status") == "done"
-        row["seconds"] = old.get("seconds") if keep else outcome.seconds
+        shared = trial.same_as is not None
+        row["seconds"] = old.get("seconds") if keep else (0.0 if shared else outcome.seconds)
         row["worker"] = old.get("worker") if keep else outcome.worker
-        row["reused"] = outcome.reused
-        self.rows[trial.id] = row
-        self.write()
+        row["reused"] = outcome.reused or shared
+        return row
 
     def sorted_rows(self) -> list[dict[str, Any]]:
         """The rows in trial order."""

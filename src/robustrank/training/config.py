@@ -9,6 +9,7 @@ attacks of ``adversarial.attack`` and ``history.attacks`` against the attack reg
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import types
 import typing
@@ -529,13 +530,8 @@ class TrainConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _score_epochs(self) -> TrainConfig:
-        score = self.structure.score_epochs
-        if score is not None and score > self.epochs:
-            raise ValueError(
-                f"structure.prune.score_epochs ({score}) exceeds epochs ({self.epochs}); the "
-                "score phase is the first score_epochs epochs of the run"
-            )
+    def _structure_epochs(self) -> TrainConfig:
+        self.structure.check_epochs(self.epochs)  # HYDRA's score phase, gradual pruning
         return self
 
     @model_validator(mode="after")
@@ -614,6 +610,14 @@ class TrainConfig(_Strict):
             data["structure"] = self.structure.plain()
         data["dataset"] = self.dataset.plain()
         return data
+
+    def equivalence_key(self) -> str:
+        """Equal for configs that train the same run: the plain config without its ``name``
+        and without a structure that leaves every layer dense (sweeps run such trials once)."""
+        data = {**self.plain(), "name": None}
+        if self.structure.leaves_dense:
+            data.pop("structure", None)
+        return json.dumps(data, sort_keys=True, default=str)
 
     def to_yaml(self) -> str:
         """The config as YAML; :func:`load_config` reads it back to an equal config."""

@@ -13,7 +13,8 @@ regularisers (Eqs. 5-7), giving Eq. (8); with ``regularizers: {mode: proximal}``
 nuclear terms act as proximal steps after the optimizer's step instead
 (:mod:`robustrank.structure.proximal`). A ``structure:`` section prunes and/or factorises
 the starting weights exactly (:mod:`robustrank.structure`); HYDRA's score phase trains only
-the scores during its first ``score_epochs`` epochs.
+the scores during its first ``score_epochs`` epochs; gradual pruning (Zhu & Gupta, 2017)
+updates the masks at the start of its pruning epochs.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tqdm import tqdm
 
 from .._io import atomic_write_bytes, log
 from .._modes import resolve_device, torch_threads
-from ..models import save_checkpoint, structure_of, use_fast_layout
+from ..models import StructureError, save_checkpoint, structure_of, use_fast_layout
 from ..regularizers import Regularizer
 from ..structure import proximal_step, score_phase
 from .config import ConfigError, TrainConfig
@@ -62,7 +63,7 @@ from .rundir import (
     save_resume,
     truncate_to,
 )
-from .seeds import ATTACK, GLOBAL, SHUFFLE, derive_seed, lr_at_epoch
+from .seeds import ATTACK, GLOBAL, SHUFFLE, STRUCTURE, derive_seed, lr_at_epoch
 from .setup import (
     RunSetup,
     check_labels_before_run,
@@ -523,10 +524,33 @@ class _Run:
         return lr_at_epoch(self.config, epoch)
 
     def _structure_phase(self) -> None:
-        """HYDRA: the first ``score_epochs`` epochs train the scores, the rest the weights."""
+        """HYDRA: the first ``score_epochs`` epochs train the scores, the rest the weights;
+        gradual pruning: the masks follow the schedule (:meth:`_gradual`)."""
         score_epochs = self.config.structure.score_epochs
         if score_epochs is not None:
             score_phase(self.model, train_scores=self.epoch <= score_epochs)
+        if self.config.structure.gradual is not None:
+            self._gradual()
+
+    def _gradual(self) -> None:
+        """Gradual pruning (Zhu & Gupta, 2017): at the start of a pruning epoch (not when
+        resuming mid-epoch: the resume state holds the epoch's mask) prune to the cubic
+        schedule's density, random pruning seeded by ``derive_seed(seed, STRUCTURE,
+        epoch)``; then check that every mask keeps exactly the schedule's count."""
+        structure, epoch = self.config.structure, self.epoch
+        if self.step_in_epoch == 0:
+            seed = derive_seed(self.config.seed, STRUCTURE, epoch)
+            done = structure.gradual_step(self.model, epoch, seed)
+            if done:
+                parts = ", ".join(f"{name} {d:.4g}" for name, d in done.items())
+                log(f"[{self.config.name}] epoch {epoch}: gradual pruning to density {parts}")
+        try:
+            structure.check_gradual(self.model, epoch)
+        except StructureError as err:
+            raise RunError(
+                f"{self.out_dir}: epoch {epoch}: {err}; the run's masks do not follow "
+                "structure.prune.gradual: start the run over with --overwrite"
+            ) from None
 
     def _proximal(self, lr: float) -> None:
         """``regularizers: {mode: proximal}``: the l1 and nuclear proximal steps (threshold
