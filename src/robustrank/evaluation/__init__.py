@@ -15,11 +15,26 @@ One module per concept, each building only on the ones above it:
 * :mod:`.diagnostics` -- the gradient-masking checks (:func:`diagnose`);
 * :mod:`.spec` -- the run-level evaluation of a checkpoint (:class:`EvaluationSpec`,
   :func:`evaluate_run`, :func:`cached_evaluation`) and its per-example outcomes
-  (:func:`encode_mask`, :func:`decode_mask`).
+  (:func:`encode_mask`, :func:`decode_mask`);
+* :mod:`.certification` -- certified robustness: sound lower bounds on the logit margins
+  (:func:`certify`, :func:`certified_accuracy`, :func:`margin_bounds`,
+  :func:`logit_bounds`) by registered certifiers (``lipschitz``, ``ibp``, ``crown``,
+  ``crown-ibp``; :func:`list_certifiers`).
 
 Everything listed in ``__all__`` is importable from ``robustrank.evaluation``.
 """
 
+from .certification import (
+    CertResult,
+    UnsupportedModelError,
+    certified_accuracy,
+    certify,
+    get_certifier,
+    list_certifiers,
+    logit_bounds,
+    margin_bounds,
+    register_certifier,
+)
 from .core import EvalResult, fooled_mask, predictions
 from .curves import (
     RobustnessCurve,
@@ -91,4 +106,14 @@ __all__ = [
     "paper_attacks_spec",
     "encode_mask",
     "decode_mask",
+    # certified robustness
+    "CertResult",
+    "certify",
+    "certified_accuracy",
+    "margin_bounds",
+    "logit_bounds",
+    "UnsupportedModelError",
+    "register_certifier",
+    "list_certifiers",
+    "get_certifier",
 ]
