@@ -520,6 +520,8 @@ def test_run_kinds_from_configs_match_the_bundled_preset_names():
             assert kind == RunKind.adversarial, name
         elif "-exact-" in name:
             assert kind == RunKind.structured, name
+        elif name.endswith("-ibp"):  # certified fine-tuning: no attack, no regulariser
+            assert kind == RunKind.other, name
         else:
             assert kind == RunKind.regularised, name
 

@@ -10,7 +10,7 @@
   ``adam``, ``adamw``, ``rmsprop``) and learning-rate schedules (``constant``, ``cosine``,
   ``step``, ``linear-warmup``).
 * :mod:`.objectives` -- the registry of training objectives (``madry``, ``mix``,
-  ``trades``, ``mart``).
+  ``trades``, ``mart``); :mod:`.certified` adds ``ibp`` and ``crown-ibp``.
 * :mod:`.tracker` -- :class:`StructureTracker` for your own training loop.
 """
 

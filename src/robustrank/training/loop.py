@@ -40,7 +40,7 @@ from ..regularizers import Regularizer
 from ..structure import proximal_step, score_phase
 from .config import ConfigError, TrainConfig
 from .measurements import Accumulator, Measurer
-from .objectives import Adversary, ObjectiveOutput, create_objective
+from .objectives import Adversary, ObjectiveOutput, Progress, create_objective
 from .optimizers import create_optimizer
 from .presets import load_preset
 from .rundir import (
@@ -261,18 +261,20 @@ class _AdversarialInputs:
     The attack comes from the registry; ``alpha``, ``steps`` and ``random_start`` go to it
     if it takes them, with ``options`` on top. An attack that takes a seed is rebuilt for
     every batch with a seed derived from the run seed, epoch and step (deterministic
-    resume); others are built once. The objective gets the batch's attack and a batch seed
-    of its own (``derive_seed(seed, ATTACK, epoch, step, OBJECTIVE_STREAM)``).
+    resume); others are built once. The objective gets the batch's attack, a batch seed
+    of its own (``derive_seed(seed, ATTACK, epoch, step, OBJECTIVE_STREAM)``) and the run's
+    :class:`~robustrank.training.objectives.Progress` (for schedules).
     """
 
     #: the objective's seed is a sub-stream of the batch's attack seed, not the same seed
     OBJECTIVE_STREAM = 1
 
-    def __init__(self, config: TrainConfig, model: nn.Module) -> None:
+    def __init__(self, config: TrainConfig, model: nn.Module, steps_per_epoch: int) -> None:
         from ..attacks import create_attack, get_attack, supported_options
 
         adv = config.adversarial
         self.seed, self.model, self.eps = config.seed, model, adv.eps
+        self.epochs, self.steps_per_epoch = config.epochs, steps_per_epoch
         self.objective = create_objective(adv.objective_name, **adv.objective_options())
         self.name = None if adv.attack == "none" else adv.attack
         self.fixed = None
@@ -297,10 +299,11 @@ class _AdversarialInputs:
         return self.create(self.name, self.model, self.eps, seed=seed, **self.options)(xb, yb)
 
     def loss(self, xb: Tensor, yb: Tensor, epoch: int, step: int) -> ObjectiveOutput:
-        """The objective's loss and logits of the batch ``step`` of ``epoch``."""
+        """The objective's loss and logits of the batch ``step`` (from 1) of ``epoch``."""
         attack = None if self.name is None else functools.partial(self, epoch=epoch, step=step)
         seed = derive_seed(self.seed, ATTACK, epoch, step, self.OBJECTIVE_STREAM)
-        return self.objective.loss(self.model, xb, yb, Adversary(attack, seed))
+        progress = Progress(epoch, step - 1, self.epochs, self.steps_per_epoch)
+        return self.objective.loss(self.model, xb, yb, Adversary(attack, seed, progress))
 
 
 class _Run:
@@ -338,7 +341,7 @@ class _Run:
         self.regularizer = (
             Regularizer.from_config(config.regularizers) if config.regularizers.active else None
         )
-        self.adversarial = _AdversarialInputs(config, self.model)
+        self.adversarial = _AdversarialInputs(config, self.model, self.n_batches)
         self.columns: list[str] | None = None
         self.last_test: float | None = None
 

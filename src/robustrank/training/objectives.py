@@ -16,6 +16,13 @@ statistic counts. Built in:
 * ``mart``: a boosted CE on ``x'`` plus ``beta * KL(p(x) || p(x'))`` weighted by
   ``1 - p_y(x)`` (Wang et al., "Improving Adversarial Robustness Requires Revisiting
   Misclassified Examples", ICLR 2020).
+* ``ibp`` and ``crown-ibp`` (:mod:`robustrank.training.certified`): certified training,
+  ``kappa_t * CE(f(x), y) + (1 - kappa_t) * CE(-m(x, eps_t), y)`` with ``m`` lower bounds
+  of the logit margins from interval bound propagation (Gowal et al., "On the
+  Effectiveness of Interval Bound Propagation for Training Verifiably Robust Models",
+  2018) or a ``beta_t`` mix of CROWN-IBP and IBP (Zhang et al., "Towards Stable and
+  Efficient Training of Verifiably Robust Neural Networks", ICLR 2020), ``eps_t``,
+  ``kappa_t`` and ``beta_t`` ramped over the run; no attack needed (``attack: none``).
 
 An objective is a class (or factory) whose constructor takes its options by keyword and
 whose instances have ``loss(model, x, y, adversary) -> (loss, logits)``. Options named
@@ -25,8 +32,9 @@ are filled from there; the others are set beside the name::
     adversarial: {attack: pgd, eps: 0.05, objective: {name: trades, beta: 6}}
 
 The training accuracy is counted on the logits an objective returns: those of the
-adversarial inputs for every built-in (``f(x_adv)``, ``f(x')``), so it means the same
-under each. Register your own::
+adversarial inputs for the attack-based built-ins (``f(x_adv)``, ``f(x')``), the clean
+``f(x)`` for the certified ones (a bound is not an input). The loop tells an objective
+where the run is (:class:`Progress`, ``adversary.progress``), for schedules. Register your own::
 
     @register_objective("clean-plus-adv", description="CE(x) + w * CE(x_adv)")
     class CleanPlusAdv(Objective):
@@ -58,6 +66,7 @@ from ..registry import Registry, check_keyword_options, keyword_options, summary
 
 __all__ = [
     "Adversary",
+    "Progress",
     "ObjectiveOutput",
     "Objective",
     "ObjectiveEntry",
@@ -79,6 +88,34 @@ Attack = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Where a training run is, for an objective's schedules (functions of these, so a
+    resumed run continues identically).
+
+    Attributes:
+        epoch: the current epoch, from 1.
+        step: the batch about to be trained within the epoch, from 0.
+        epochs: the run's epochs.
+        steps_per_epoch: the optimiser steps (batches) of an epoch.
+    """
+
+    epoch: int
+    step: int
+    epochs: int
+    steps_per_epoch: int
+
+    @property
+    def global_step(self) -> int:
+        """The optimiser steps taken before this one."""
+        return (self.epoch - 1) * self.steps_per_epoch + self.step
+
+    @property
+    def total_steps(self) -> int:
+        """The optimiser steps of the whole run."""
+        return self.epochs * self.steps_per_epoch
+
+
+@dataclass(frozen=True)
 class Adversary:
     """The adversarial side of one training batch, as an objective sees it.
 
@@ -87,10 +124,12 @@ class Adversary:
             with the batch seed when it takes one); ``None`` for ``attack: none``.
         seed: the batch seed (derived from the run seed, the epoch and the step), for an
             objective's own randomness: runs stay deterministic and resumable.
+        progress: where the run is (``None`` outside the training loop).
     """
 
     attack: Attack | None
     seed: int
+    progress: Progress | None = None
 
     def inputs(self, x: Tensor, y: Tensor) -> Tensor:
         """``attack(x, y)``, or ``x`` itself without an attack (natural training)."""
@@ -389,3 +428,8 @@ class Mart(Objective):
         x_adv = adversary.attack(x, y)
         logits_clean, logits_adv = model(x), model(x_adv)
         return ObjectiveOutput(mart_loss(logits_clean, logits_adv, y, self.beta), logits_adv)
+
+
+# the certified objectives register themselves (ibp, crown-ibp); imported last, they build
+# on the names above
+from . import certified as _certified  # noqa: E402, F401
