@@ -137,6 +137,9 @@ def diagnose_cmd(
     steps: int = typer.Option(100, help="APGD iterations (the convergence check doubles them)"),
     n_queries: int = typer.Option(1000, help="Square's query budget"),
     large_eps: float = typer.Option(0.5, help="budget at which almost every input must break"),
+    certifier: str = typer.Option(
+        "crown-ibp", help="certifier of the certified-vs-attacked check; 'none' skips it"
+    ),
     dataset: DatasetOpt = None,
     data_path: DataPathOpt = None,
     batch_size: BatchOpt = 500,
@@ -182,6 +185,7 @@ def diagnose_cmd(
             batch_size=batch_size,
             seed=seed,
             progress=progress,
+            certifier=None if certifier.strip().lower() == "none" else certifier,
         )
     except (ValueError, TypeError, RuntimeError) as err:
         fail(str(err))

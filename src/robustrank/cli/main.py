@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from . import analysis, data, evaluate, listing, reproduce, structure, sweep, train
+from . import analysis, certify, data, evaluate, listing, reproduce, structure, sweep, train
 
 __all__ = ["app", "main", "DEBUG_ENV"]
 
@@ -32,6 +32,7 @@ COMMANDS = {
     "evaluate": evaluate.evaluate_cmd,
     "diagnose": evaluate.diagnose_cmd,
     "curve": evaluate.curve_cmd,
+    "certify": certify.certify_cmd,
     "train": train.train_cmd,
     "compress": structure.compress_cmd,
     "presets": listing.presets_cmd,

@@ -12,6 +12,8 @@ One module per concept, each building only on the ones above it:
   :func:`result_paths` and :func:`save_results` (text, JSON, CSV);
 * :mod:`.curves` -- robustness curves over eps (:func:`robustness_curve`) and their files
   (:func:`save_curve`);
+* :mod:`.certified_curves` -- certified accuracy beside attacked robust accuracy over eps
+  (:func:`certified_curve`, :func:`plot_certified_curve`);
 * :mod:`.diagnostics` -- the gradient-masking checks (:func:`diagnose`);
 * :mod:`.spec` -- the run-level evaluation of a checkpoint (:class:`EvaluationSpec`,
   :func:`evaluate_run`, :func:`cached_evaluation`) and its per-example outcomes
@@ -19,22 +21,26 @@ One module per concept, each building only on the ones above it:
 * :mod:`.certification` -- certified robustness: sound lower bounds on the logit margins
   (:func:`certify`, :func:`certified_accuracy`, :func:`margin_bounds`,
   :func:`logit_bounds`) by registered certifiers (``lipschitz``, ``ibp``, ``crown``,
-  ``crown-ibp``; :func:`list_certifiers`).
+  ``crown-ibp``, ``alpha-crown``; :func:`list_certifiers`), and :func:`certify_sweep` over
+  several eps and methods.
 
 Everything listed in ``__all__`` is importable from ``robustrank.evaluation``.
 """
 
 from .certification import (
+    CertificationSweep,
     CertResult,
     UnsupportedModelError,
     certified_accuracy,
     certify,
+    certify_sweep,
     get_certifier,
     list_certifiers,
     logit_bounds,
     margin_bounds,
     register_certifier,
 )
+from .certified_curves import CertifiedCurve, certified_curve, plot_certified_curve
 from .core import EvalResult, fooled_mask, predictions
 from .curves import (
     RobustnessCurve,
@@ -116,4 +122,9 @@ __all__ = [
     "register_certifier",
     "list_certifiers",
     "get_certifier",
+    "certify_sweep",
+    "CertificationSweep",
+    "certified_curve",
+    "CertifiedCurve",
+    "plot_certified_curve",
 ]

@@ -19,7 +19,10 @@ The checks, at the evaluation budget ``eps`` unless said otherwise:
   at most the tolerance;
 * ``zero-gradient``: the input gradient of the margin is not exactly zero;
 * ``randomness``: repeated forward passes give the same logits;
-* ``logits``: outputs are logits, not probabilities.
+* ``logits``: outputs are logits, not probabilities;
+* ``certified``: no input a certifier proves robust (default ``crown-ibp``; Zhang et al.,
+  2020) is broken by any attack run at ``eps`` above (a certified input an attack breaks
+  means a bug in the attack's projection, the certifier or the model's determinism).
 
 How the tolerances were chosen (:class:`Tolerances`; fractions of the attacked inputs).
 Measured on a normally trained MLP (MNIST, 200 test inputs, eps 0.05; the test suite's
@@ -181,12 +184,14 @@ class _Context:
     tol: Tolerances
     progress: bool
     _masks: dict[str, Tensor] = field(default_factory=dict)
+    _budgets: dict[str, float] = field(default_factory=dict)
 
     def fooled(self, key: str, make: Callable[[], Attack]) -> Tensor:
         """Per-input fooled mask (CPU) of the attack ``make()`` judged on the model (a
         transfer attack when it was built on another one), cached under ``key``."""
         if key not in self._masks:
             atk = make()
+            self._budgets[key] = float(atk.eps)
             self._masks[key] = fooled_mask(
                 self.model,
                 atk,
@@ -222,6 +227,10 @@ class _Context:
             self.attack("apgd-dlr", steps=self.steps, seed=self.seed),
         )
         return self.apgd() | dlr
+
+    def masks_at_eps(self) -> dict[str, Tensor]:
+        """The fooled masks of every attack run so far at the diagnosed ``eps``."""
+        return {k: m for k, m in self._masks.items() if self._budgets[k] == self.eps}
 
     def frac(self, mask: Tensor) -> float:
         """``mask`` as a fraction of the correctly classified (attacked) inputs."""
@@ -423,6 +432,37 @@ def _check_logits(ctx: _Context) -> CheckResult:
     )
 
 
+def _check_certified(ctx: _Context, certifier: str) -> CheckResult:
+    """Certified (sound bound, e.g. CROWN-IBP) and fooled (an attack) must be disjoint."""
+    from .certification import UnsupportedModelError, certify
+
+    name, title = "certified", "an attack breaks an input the certifier proves robust"
+    criterion = "certified_and_fooled == 0 (certified <= true <= attacked robust accuracy)"
+    remedy = (
+        "a sound certificate and a successful attack contradict each other: check that the "
+        "attack projects onto the eps-ball and [0, 1], that the model is deterministic in "
+        "eval mode, and the certifier (report it)"
+    )
+    try:
+        cert = certify(ctx.model, ctx.x, ctx.y, ctx.eps, certifier, batch_size=ctx.batch_size)
+    except UnsupportedModelError as err:
+        values = {"certifier": certifier, "skipped": "model not supported by the certifier"}
+        return _result(name, title, None, values, criterion, str(err).splitlines()[0])
+    certified = cert.certified.cpu()
+    fooled = torch.zeros_like(certified)
+    attacks = ctx.masks_at_eps()
+    for mask in attacks.values():
+        fooled |= mask
+    broken = int((certified & fooled).sum())
+    values = {
+        "certifier": cert.method,
+        "certified": int(certified.sum()),
+        "certified_and_fooled": broken,
+        "attacks": len(attacks),
+    }
+    return _result(name, title, broken == 0, values, criterion, remedy)
+
+
 def diagnose(
     model: nn.Module,
     x: Tensor,
@@ -438,6 +478,7 @@ def diagnose(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = False,
+    certifier: str | None = "crown-ibp",
 ) -> DiagnosticReport:
     """Run every gradient-masking check (module docstring) on ``model`` at budget ``eps``.
 
@@ -450,6 +491,8 @@ def diagnose(
         n_queries: Square's query budget for the black-box check.
         large_eps: the budget at which almost every input must break.
         tolerances: the thresholds (defaults: :class:`Tolerances`).
+        certifier: the certifier of the ``certified`` check (run last, against every
+            attack run at ``eps``); None skips the check.
 
     Returns:
         a :class:`DiagnosticReport`; ``report.warnings`` lists the failed checks.
@@ -462,6 +505,10 @@ def diagnose(
     check_data(x, y)
     if not (isinstance(eps, int | float) and 0 < eps <= large_eps):
         raise ValueError(f"eps must lie in (0, large_eps={large_eps:g}], got {eps!r}")
+    if certifier is not None:
+        from .certification import get_certifier
+
+        certifier = get_certifier(certifier).name  # an unknown name fails before any work
     dev = evaluation_device(model, device)
     tol = Tolerances() if tolerances is None else tolerances
     bs = check_batch_size(batch_size)
@@ -478,6 +525,8 @@ def diagnose(
         lambda: _check_black_box(ctx),
         lambda: _check_transfer(ctx, surrogate),
     ]
+    if certifier is not None:
+        checks.append(lambda: _check_certified(ctx, certifier))
     report = DiagnosticReport(float(eps), len(x), int(correct.sum()), tolerances=tol)
     for check in tqdm(checks, desc="diagnose", unit="check", disable=not progress):
         report.checks.append(check())

@@ -252,8 +252,16 @@ def evaluate_run(
     if spec.diagnostics is not None:
         d = spec.diagnostics
         xd, yd = x[: d.n], y[: d.n]
+        # certifier=None: the certified check is not part of the cached, keyed settings
         report = diagnose(
-            model, xd, yd, spec.eps, steps=d.steps, n_queries=d.n_queries, large_eps=d.large_eps
+            model,
+            xd,
+            yd,
+            spec.eps,
+            steps=d.steps,
+            n_queries=d.n_queries,
+            large_eps=d.large_eps,
+            certifier=None,
         )
         out["diagnostics"] = report.to_dict()
     return out

@@ -14,6 +14,7 @@
 * :mod:`.tracker` -- :class:`StructureTracker` for your own training loop.
 """
 
+from . import certified as _certified  # noqa: F401  (registers ibp, crown-ibp)
 from .config import (
     AdversarialConfig,
     ConfigError,

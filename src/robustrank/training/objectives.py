@@ -428,8 +428,3 @@ class Mart(Objective):
         x_adv = adversary.attack(x, y)
         logits_clean, logits_adv = model(x), model(x_adv)
         return ObjectiveOutput(mart_loss(logits_clean, logits_adv, y, self.beta), logits_adv)
-
-
-# the certified objectives register themselves (ibp, crown-ibp); imported last, they build
-# on the names above
-from . import certified as _certified  # noqa: E402, F401

@@ -20,7 +20,9 @@ One module per concept, each building only on the ones above it:
 * :mod:`.alpha` -- ``alpha-crown``: CROWN with optimised ReLU lower slopes (Xu et al.,
   2021), for the final bound;
 * :mod:`.api` -- :func:`certify`, :func:`certified_accuracy`, :func:`margin_bounds`,
-  :func:`logit_bounds` and :class:`CertResult`.
+  :func:`logit_bounds` and :class:`CertResult`;
+* :mod:`.sweep` -- :func:`certify_sweep` (several eps x several methods) and
+  :class:`CertificationSweep` (its table and files).
 
 Example::
 
@@ -50,6 +52,7 @@ from .registry import (
     list_certifiers,
     register_certifier,
 )
+from .sweep import CertificationSweep, certify_sweep, sweep_paths
 
 __all__ = [
     "CertResult",
@@ -58,6 +61,9 @@ __all__ = [
     "margin_bounds",
     "logit_bounds",
     "check_certify_inputs",
+    "CertificationSweep",
+    "certify_sweep",
+    "sweep_paths",
     "Box",
     "input_box",
     "margin_spec",
