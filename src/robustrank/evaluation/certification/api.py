@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from .graph import BoundGraph, build_graph
 from .registry import DEFAULT_CERTIFIER, CertifierSpec, get_certifier
 
 __all__ = [
+    "batch_slices",
     "CertResult",
     "certify",
     "certified_accuracy",
@@ -107,7 +109,8 @@ def _check_labels(y: Tensor, num_classes: int) -> None:
         )
 
 
-def _batches(n: int, batch_size: int | None) -> list[slice]:
+def batch_slices(n: int, batch_size: int | None) -> list[slice]:
+    """The slices of ``n`` inputs in batches of ``batch_size`` (None: one batch)."""
     if batch_size is None:
         return [slice(0, n)]
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -134,13 +137,15 @@ def certify(
     method: str = DEFAULT_CERTIFIER,
     *,
     batch_size: int | None = None,
+    on_batch: Callable[[], None] | None = None,
     **options: Any,
 ) -> CertResult:
     """Certify ``model`` on ``(x, y)`` against every l_inf perturbation of size ``eps``
     that stays in [0, 1], with the certifier ``method`` and its ``options``.
 
     ``batch_size`` splits the inputs (None: one batch; the certifiers bound their own
-    memory, see ``max_elements``). Nothing is differentiated (``torch.no_grad``).
+    memory, see ``max_elements``); ``on_batch`` is called after each batch (progress).
+    Nothing is differentiated (``torch.no_grad``).
 
     Raises:
         ValueError: bad ``eps``, ``x`` or ``y`` (:func:`check_certify_inputs`), labels out
@@ -154,10 +159,12 @@ def certify(
         certifier, x, graph = _prepare(model, x, method, options)
         y = y.to(x.device)
         _check_labels(y, graph.num_classes)
-        for rows in _batches(len(x), batch_size):
+        for rows in batch_slices(len(x), batch_size):
             spec = margin_spec(y[rows], graph.num_classes, x.dtype)
             margins.append(certifier(graph, x[rows], eps, spec, **options))
             correct.append(model(x[rows]).argmax(1) == y[rows])
+            if on_batch is not None:
+                on_batch()
     lower, ok = torch.cat(margins), torch.cat(correct)
     lower[torch.arange(len(y), device=y.device), y] = torch.inf
     certified = ok & (lower > 0).all(1)

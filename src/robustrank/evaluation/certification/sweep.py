@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..._io import atomic_write_text, csv_text
 from ...ownership import check_files, record_files
-from .api import CertResult, certify, check_certify_inputs
+from .api import CertResult, batch_slices, certify, check_certify_inputs
 from .registry import get_certifier
 
 __all__ = ["CertificationSweep", "certify_sweep", "sweep_paths"]
@@ -135,18 +134,6 @@ def sweep_paths(out: str | Path | None) -> tuple[Path | None, Path | None]:
     return out / f"{SWEEP_STEM}.json", out / f"{SWEEP_STEM}.csv"
 
 
-def _merge(parts: list[CertResult], seconds: float) -> CertResult:
-    first = parts[0]
-    return CertResult(
-        first.method,
-        first.eps,
-        torch.cat([p.certified for p in parts]),
-        torch.cat([p.margins for p in parts]),
-        torch.cat([p.correct for p in parts]),
-        seconds,
-    )
-
-
 def certify_sweep(
     model: nn.Module,
     x: Tensor,
@@ -172,12 +159,9 @@ def certify_sweep(
     options = {get_certifier(k).name: v for k, v in (options or {}).items()}
     for spec in specs:
         spec.check_options(options.get(spec.name, {}))
-    step = len(x) if batch_size is None else batch_size
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
-    starts = range(0, len(x), step)
+    n_batches = len(batch_slices(len(x), batch_size))
     bar = tqdm(
-        total=len(eps_list) * len(specs) * len(starts),
+        total=len(eps_list) * len(specs) * n_batches,
         desc="certify",
         unit="batch",
         disable=not progress,
@@ -187,12 +171,17 @@ def certify_sweep(
         for eps in eps_list:
             for spec in specs:
                 bar.set_postfix_str(f"eps={eps:g} {spec.name}")
-                parts = []
-                for s in starts:
-                    kw = options.get(spec.name, {})
-                    parts.append(
-                        certify(model, x[s : s + step], y[s : s + step], eps, spec.name, **kw)
+                kw = options.get(spec.name, {})
+                results.append(
+                    certify(
+                        model,
+                        x,
+                        y,
+                        eps,
+                        spec.name,
+                        batch_size=batch_size,
+                        on_batch=bar.update,
+                        **kw,
                     )
-                    bar.update(1)
-                results.append(_merge(parts, sum(p.seconds for p in parts)))
+                )
     return CertificationSweep(tuple(results))
