@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 
-from robustrank.training import TrainConfig, config_from_dict, read_history
+from robustrank.training import TrainConfig, TrainResult, config_from_dict, read_history, train
 
 
 def tiny_fcnn(**overrides) -> TrainConfig:
@@ -54,3 +57,18 @@ def sigkill_train(config_path: Path, run: Path, rows: int, timeout: float = 120)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (run / "done.json").exists()
+
+
+def interrupt_then_resume(
+    cfg: TrainConfig, run: Path, stop: Callable[[dict[str, Any]], bool]
+) -> TrainResult:
+    """Train ``cfg`` into ``run``, interrupt it (KeyboardInterrupt) at the first history row
+    where ``stop(row)`` holds, then resume it to the end; returns the resumed run."""
+
+    def interrupt(row: dict[str, Any], model: torch.nn.Module) -> None:
+        if stop(row):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, progress=False, callback=interrupt)
+    return train(cfg, run, resume=True, progress=False)

@@ -24,7 +24,7 @@ from robustrank.training import (
 )
 from robustrank.training.certified import CrownIBPTraining, IBPTraining, RampSchedule
 from robustrank.training.objectives import Adversary, Objective, ObjectiveOutput, Progress
-from runs import same_weights, sigkill_train, tiny_fcnn
+from runs import interrupt_then_resume, same_weights, sigkill_train, tiny_fcnn
 
 EPS = 0.05
 RELU_MLP = {"name": "fcnn", "options": {"activation": "relu", "depth": 2, "width": 64}}
@@ -212,14 +212,9 @@ def test_an_interrupted_crown_ibp_run_resumes_mid_ramp_to_identical_weights(tmp_
     objective = {"name": "crown-ibp", "warmup_epochs": 0.5, "ramp_epochs": 2}
     cfg = certified_config(adversarial={"attack": "none", "eps": EPS, "objective": objective})
     full = train(cfg, tmp_path / "full", progress=False)
-
-    def interrupt(row, model):
-        if (row["kind"], row["epoch"]) == ("steps", 2):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "run", progress=False, callback=interrupt)
-    resumed = train(cfg, tmp_path / "run", resume=True, progress=False)
+    resumed = interrupt_then_resume(
+        cfg, tmp_path / "run", lambda r: (r["kind"], r["epoch"]) == ("steps", 2)
+    )
     assert resumed.resumed and same_weights(resumed.model, full.model)
 
 

@@ -13,7 +13,7 @@ from robustrank.models import StructureError, create_model, layer_structure
 from robustrank.structure import StructureConfig, prune
 from robustrank.training import ConfigError, load_config, load_preset, read_history, train
 from robustrank.training.seeds import STRUCTURE, derive_seed
-from runs import same_weights, sigkill_train, tiny_fcnn
+from runs import interrupt_then_resume, same_weights, sigkill_train, tiny_fcnn
 
 W1, W2, W3 = "hidden.0", "hidden.1", "hidden.2"
 
@@ -141,15 +141,7 @@ def test_interrupted_gradual_run_resumes_to_the_same_weights_and_masks(tmp_path)
         "before a pruning epoch": lambda r: r["kind"] == "epoch" and r["epoch"] == 2,
     }
     for name, stop in stops.items():
-
-        def interrupt(row, model, stop=stop):
-            if stop(row):
-                raise KeyboardInterrupt
-
-        run = tmp_path / name.replace(" ", "-")
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, run, progress=False, callback=interrupt)
-        resumed = train(cfg, run, resume=True, progress=False)
+        resumed = interrupt_then_resume(cfg, tmp_path / name.replace(" ", "-"), stop)
         assert resumed.resumed and same_weights(resumed.model, full.model), name
         assert [r["density_W1"] for r in resumed.history] == [r["density_W1"] for r in full.history]
 

@@ -35,7 +35,7 @@ from robustrank.training.objectives import (
     trades_adversary,
     trades_loss,
 )
-from runs import same_weights, tiny_fcnn
+from runs import interrupt_then_resume, same_weights, tiny_fcnn
 
 BETA = 6.0
 
@@ -398,14 +398,9 @@ def test_an_interrupted_trades_run_resumes_to_identical_weights(tmp_path):
         history={"evaluate": False, "every_steps": 3},
     )
     full = train(cfg, tmp_path / "full", progress=False)
-
-    def interrupt(row, model):
-        if (row["kind"], row["epoch"]) == ("steps", 2):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "run", progress=False, callback=interrupt)
-    resumed = train(cfg, tmp_path / "run", resume=True, progress=False)
+    resumed = interrupt_then_resume(
+        cfg, tmp_path / "run", lambda r: (r["kind"], r["epoch"]) == ("steps", 2)
+    )
     assert resumed.resumed and same_weights(resumed.model, full.model)
 
 

@@ -22,7 +22,7 @@ from robustrank.training import (
     train,
 )
 from robustrank.training import schedules as schedule_module
-from runs import same_weights, sigkill_train, tiny_fcnn
+from runs import interrupt_then_resume, same_weights, sigkill_train, tiny_fcnn
 
 
 def config(**overrides):
@@ -214,15 +214,9 @@ def test_every_optimizer_resumes_to_identical_weights(tmp_path, name):
     history = {"evaluate": False, "every_steps": 4}
     cfg = config(train_subset=300, history=history, **RESUME_OPTIONS[name])  # 6 batches/epoch
     full = train(cfg, tmp_path / "full", progress=False)
-
-    def interrupt(row, model):
-        if row["kind"] == "steps" and row["step"] == 8:  # mid-epoch 2
-            raise KeyboardInterrupt
-
-    run = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, run, progress=False, callback=interrupt)
-    resumed = train(cfg, run, resume=True, progress=False)
+    resumed = interrupt_then_resume(
+        cfg, tmp_path / "run", lambda r: r["kind"] == "steps" and r["step"] == 8
+    )  # mid-epoch 2
     assert resumed.resumed and same_weights(resumed.model, full.model)
 
 

@@ -39,7 +39,7 @@ from robustrank.structure import (
     soft_threshold,
 )
 from robustrank.training import ConfigError, read_history, train
-from runs import same_weights, sigkill_train, tiny_fcnn
+from runs import interrupt_then_resume, same_weights, sigkill_train, tiny_fcnn
 
 
 def _seeded(name: str = "fcnn", seed: int = 0) -> nn.Module:
@@ -383,14 +383,9 @@ def test_structured_training_keeps_density_and_rank_through_resume(tmp_path):
     _exact(full.model, "hidden.2", rank=4)
     assert full.history[-1]["density_W1"] == pytest.approx(k1 / 15680)
     assert full.history[-1]["num_rank_W3"] == 4
-
-    def interrupt(row, model):
-        if row["kind"] == "steps" and row["step"] == 15:  # mid-epoch 2
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "run", progress=False, callback=interrupt)
-    resumed = train(cfg, tmp_path / "run", resume=True, progress=False)
+    resumed = interrupt_then_resume(
+        cfg, tmp_path / "run", lambda r: r["kind"] == "steps" and r["step"] == 15
+    )  # mid-epoch 2
     assert resumed.resumed and same_weights(resumed.model, full.model)
     loaded, _ = load_checkpoint(resumed.final_checkpoint)
     assert structure_of(loaded) == structure_of(full.model)
