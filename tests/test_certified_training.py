@@ -240,10 +240,16 @@ def test_the_yaml_shape_needs_no_attack():
     assert not get_objective("crown-ibp").needs_attack
 
 
-def test_the_preset_trains_with_ibp():
-    assert "fcnn-ibp" in list_presets()
-    cfg = load_preset("fcnn-ibp")
+@pytest.mark.parametrize("name", ["fcnn-ibp", "cnn-ibp"])
+def test_the_presets_train_with_ibp_and_are_certified_runs(name):
+    from robustrank.experiments.summary import RunKind, run_kind
+
+    assert name in list_presets()
+    cfg = load_preset(name)
     assert cfg.adversarial.attack == "none" and cfg.adversarial.objective_name == "ibp"
+    assert cfg.init.from_preset == name.replace("-ibp", "-natural")
+    assert run_kind(cfg) == RunKind.certified
+    assert get_objective("ibp").certified and not get_objective("madry").certified
 
 
 @pytest.mark.parametrize(

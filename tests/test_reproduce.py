@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from headless import needs_chromium, probe_page
 from robustrank.data import eval_subset, load_dataset
-from robustrank.evaluation import decode_mask
+from robustrank.evaluation import certify, decode_mask
 from robustrank.experiments.claims import ONE_SEED_CAVEAT
 from robustrank.experiments.figures import _mi_record
 from robustrank.experiments.reproduce import (
@@ -71,13 +71,19 @@ def _stamps(out, pattern):
     return {p: p.stat().st_mtime_ns for p in sorted(out.glob(pattern))}
 
 
+def _seed0_stamps(out):
+    """done.json, evaluation.json and certification.json of every seed-0 run."""
+    names = ("done.json", "evaluation.json", "certification.json")
+    return {p: t for name in names for p, t in _stamps(out, f"runs/*/seed-0/{name}").items()}
+
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """The tiny profile with one seed, then the same OUT with two seeds (``one_files``:
     the one-seed results.json and reports, which the two-seed run overwrites)."""
     out = tmp_path_factory.mktemp("repro") / "tiny"
     one = reproduce("tiny", out, progress=False, seeds=1)
-    stamps = _stamps(out, "runs/*/seed-0/done.json") | _stamps(out, "runs/*/seed-0/evaluation.json")
+    stamps = _seed0_stamps(out)
     one_files = {n: (out / n).read_text() for n in ("results.json", "report.html", "report.md")}
     two = reproduce("tiny", out, progress=False, seeds=2)
     return SimpleNamespace(one=one, two=two, stamps=stamps, one_files=one_files)
@@ -175,11 +181,13 @@ def test_fine_tunes_start_from_the_final_weights_of_the_same_seed(tiny, tmp_path
 @pytest.mark.slow
 def test_going_from_one_to_two_seeds_trains_only_the_new_seed(tiny_runs):
     out = tiny_runs.two.out_dir
-    assert tiny_runs.stamps  # seed-0 done.json and evaluation.json of every preset
-    assert (
-        _stamps(out, "runs/*/seed-0/done.json") | _stamps(out, "runs/*/seed-0/evaluation.json")
-        == tiny_runs.stamps
-    )
+    # seed-0 done.json, evaluation.json and certification.json of every preset
+    assert {p.name for p in tiny_runs.stamps} == {
+        "done.json",
+        "evaluation.json",
+        "certification.json",
+    }
+    assert _seed0_stamps(out) == tiny_runs.stamps
     assert all(p.n_seeds == 1 for p in tiny_runs.one.runs.values())
     assert all(p.n_seeds == 2 for p in tiny_runs.two.runs.values())
     # seed 0 is the same run in both: its per-seed numbers did not change
@@ -362,6 +370,47 @@ def test_tiny_profile_evaluates_every_model_with_autoattack_curves_and_diagnosti
 
 
 @pytest.mark.slow
+def test_tiny_profile_certifies_every_model_on_the_strong_inputs(tiny):
+    """Each run's certified masks are the certifier's own on the strong subset, never
+    contain an input an attack broke, and feed the certified table and claim."""
+    out, spec = tiny.out_dir, load_profile("tiny").evaluation
+    cert_spec = spec.certification
+    assert cert_spec.methods == ["ibp", "crown-ibp"] and cert_spec.eps == [0.01, 0.05]
+    for c in seeded_runs(profile_configs(load_profile("tiny")), 2):
+        saved = json.loads((out / "runs" / c.rel_dir / "certification.json").read_text())
+        cert = saved["result"]
+        assert (cert["n"], cert["seed"], cert["positions"]) == (spec.n, spec.seed, list(range(60)))
+        x_all, y_all = load_dataset(c.config.dataset, "test")
+        x, y = eval_subset(x_all, y_all, spec.n, spec.seed)
+        model, _ = load_checkpoint(out / "runs" / c.rel_dir / "final.safetensors")
+        ev = _evaluation(out, c.preset, c.index)
+        fooled = decode_mask(ev["outcomes"]["strong"]["fooled"]["autoattack"], spec.n)
+        for row in cert["results"]:
+            mask = decode_mask(row["certified"], spec.n)
+            direct = certify(model, x, y, row["eps"], row["method"]).certified.numpy()
+            assert np.array_equal(mask, direct) and int(mask.sum()) == row["n_certified"]
+            if row["eps"] >= ev["autoattack"]["eps"]:
+                assert not (mask & fooled).any()
+        first = tiny.runs[c.preset].runs[c.index]
+        assert "certified" in first.outcomes and not any(
+            w.startswith("certified-but-broken") for w in first.diagnostic_warnings or []
+        )
+    rows = {r["preset"]: r for r in tiny.tables["certified"]}
+    assert set(rows) == set(tiny.runs)
+    for name, row in rows.items():
+        per_seed = [r.certified["ca_best@0.01"] for r in tiny.runs[name].runs]
+        assert row["ca_best@0.01_mean"] == pytest.approx(sum(per_seed) / 2)
+        assert row["ca_ibp@0.01_mean"] <= row["ca_best@0.01_mean"]
+    csv_rows = list(csv.DictReader(io.StringIO((out / "tables" / "certified.csv").read_text())))
+    assert [r["preset"] for r in csv_rows] == list(rows)
+    claim = next(c for c in tiny.claims if c.claim.startswith("Claim 2, certified"))
+    regularised = [p for p in tiny.runs.values() if p.kind == RunKind.regularised]
+    assert len(claim.comparisons) == 2 * len(regularised)  # every eps of each
+    assert all(c.n_seeds == 2 and c.n_examples == spec.n for c in claim.comparisons)
+    assert "Certified robustness" in tiny.report_md.read_text()
+
+
+@pytest.mark.slow
 def test_report_html_is_self_contained_and_images_decode(tiny):
     text = tiny.report_html.read_text()
     parser = _Collector()
@@ -521,7 +570,7 @@ def test_run_kinds_from_configs_match_the_bundled_preset_names():
         elif "-exact-" in name:
             assert kind == RunKind.structured, name
         elif name.endswith("-ibp"):  # certified fine-tuning: no attack, no regulariser
-            assert kind == RunKind.other, name
+            assert kind == RunKind.certified, name
         else:
             assert kind == RunKind.regularised, name
 

@@ -370,3 +370,51 @@ def test_exact_twins_are_compared_with_their_penalty_and_with_natural_training()
     assert not any(c.claim.startswith("Exact twins") for c in assess_claims(_presets(
         [_run("nat", "natural", 0, fooled=np.ones(N_INPUTS, bool))]
     )))  # fmt: skip
+
+
+def _certified_case(nat_rate, reg_rate, seed=0):
+    """A natural run and a regularised fine-tune, 3 seeds, each certified by two methods at
+    two eps; ``best`` is their union (what the summary computes)."""
+    rng = np.random.default_rng(seed)
+    runs = {}
+    for name, kind, rate in (("nat", "natural", nat_rate), ("reg", "regularised", reg_rate)):
+        seeds = []
+        for k in range(3):
+            masks = {}
+            for eps, scale in ((0.01, 1.0), (0.05, 0.5)):
+                a, b = (rng.random(N_INPUTS) < rate * scale for _ in range(2))
+                masks |= {f"ibp@{eps:g}": a, f"crown@{eps:g}": a | b, f"best@{eps:g}": a | b}
+            o = Outcomes(N_INPUTS, 1, np.ones(N_INPUTS, bool), {}, masks)
+            extra = {"parent": "nat", "l1": {"1": 0.01}} if kind == "regularised" else {}
+            seeds.append(_run(name, kind, k, outcomes={"certified": o}, **extra))
+        runs[name] = seeds
+    return assess_claims(_presets(runs["nat"], runs["reg"]))
+
+
+def test_certified_claim_pairs_the_best_certificate_by_seed_and_input_at_every_eps():
+    claims = _certified_case(0.2, 0.5)
+    _assert_consistent(claims)
+    claim = _by_title(claims, "Claim 2, certified")
+    assert [c.details["metric"] for c in claim.comparisons] == ["ca_best@0.01", "ca_best@0.05"]
+    assert claim.verdict == "supported"
+    c = claim.comparisons[0]
+    assert c.direction == "greater" and c.n_seeds == 3 and c.n_examples == N_INPUTS
+    assert c.difference == pytest.approx(c.details["mean_a"] - c.details["mean_b"])
+    assert _by_title(_certified_case(0.5, 0.2, seed=1), "Claim 2, certified").verdict == (
+        "contradicted"
+    )
+    assert _by_title(_certified_case(0.3, 0.3, seed=2), "Claim 2, certified").verdict == (
+        "inconclusive"
+    )
+
+
+def test_certified_training_is_judged_for_claim_1_by_its_structure():
+    nat = [_run("nat", "natural", k, rank=4.0 + 0.1 * k) for k in range(3)]
+    ibp = [_run("ibp", "certified", k, rank=2.0 + 0.1 * k, parent="nat") for k in range(3)]
+    claims = assess_claims(_presets(nat, ibp))
+    claim = _by_title(claims, "Claim 1, certified training")
+    rank = next(c for c in claim.comparisons if "effective rank" in c.label)
+    assert rank.verdict == "supported" and rank.difference == pytest.approx(-2.0)
+    # certified training is neither adversarial (Claim 1) nor regularised (Claim 2)
+    assert _by_title(claims, "Claim 1: ").verdict == "not measured"
+    assert not any(c.claim.startswith("Claim 2, certified") for c in claims)

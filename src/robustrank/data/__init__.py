@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from .batching import batches, eval_subset
+from .batching import batches, eval_subset, subset_indices
 from .cache import DATA_ENV, KINDS, SPLITS, default_data_dir
 from .errors import DataError, DataIntegrityError, DataUnavailableError, IDXFormatError, LabelError
 from .fetching import (
@@ -66,6 +66,7 @@ __all__ = [
     "write_idx",
     "batches",
     "eval_subset",
+    "subset_indices",
     "DatasetSpec",
     "DatasetInfo",
     "DatasetRef",

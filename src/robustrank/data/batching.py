@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["batches", "eval_subset"]
+__all__ = ["batches", "eval_subset", "subset_indices"]
 
 
 def batches(
@@ -51,12 +51,19 @@ def batches(
         )
 
 
+def subset_indices(total: int, n: int, seed: int = 0) -> Tensor:
+    """The sorted positions of the fixed, seeded subset of ``n`` of ``total`` examples that
+    :func:`eval_subset` takes (the first ``n`` of one seeded permutation)."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total:
+        raise ValueError(f"n must be an integer in 1..{total}, got {n!r}")
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=g)[:n].sort().values
+
+
 def eval_subset(x: Tensor, y: Tensor, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """A fixed, seeded subset of ``n`` examples (kept in dataset order)."""
+    """A fixed, seeded subset of ``n`` examples (kept in dataset order,
+    :func:`subset_indices`)."""
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(x):
-        raise ValueError(f"n must be an integer in 1..{len(x)}, got {n!r}")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(x), generator=g)[:n].sort().values.to(x.device)
+    idx = subset_indices(len(x), n, seed).to(x.device)
     return x[idx], y[idx]

@@ -18,6 +18,9 @@ One module per concept, each building only on the ones above it:
 * :mod:`.spec` -- the run-level evaluation of a checkpoint (:class:`EvaluationSpec`,
   :func:`evaluate_run`, :func:`cached_evaluation`) and its per-example outcomes
   (:func:`encode_mask`, :func:`decode_mask`);
+* :mod:`.certified_runs` -- the run-level certification of a checkpoint
+  (:func:`certify_run`, :func:`cached_certification`) and its check against the run's
+  attacks (:func:`certificate_conflicts`);
 * :mod:`.certification` -- certified robustness: sound lower bounds on the logit margins
   (:func:`certify`, :func:`certified_accuracy`, :func:`margin_bounds`,
   :func:`logit_bounds`) by registered certifiers (``lipschitz``, ``ibp``, ``crown``,
@@ -41,6 +44,13 @@ from .certification import (
     register_certifier,
 )
 from .certified_curves import CertifiedCurve, certified_curve, plot_certified_curve
+from .certified_runs import (
+    cached_certification,
+    certificate_conflicts,
+    certified_key,
+    certified_positions,
+    certify_run,
+)
 from .core import EvalResult, fooled_mask, predictions
 from .curves import (
     RobustnessCurve,
@@ -63,6 +73,7 @@ from .robustness import (
     robust_accuracy,
 )
 from .spec import (
+    CertificationSpec,
     CurveSpec,
     DiagnosticsSpec,
     EvaluationSpec,
@@ -105,6 +116,7 @@ __all__ = [
     "Tolerances",
     # the run-level evaluation
     "EvaluationSpec",
+    "CertificationSpec",
     "CurveSpec",
     "DiagnosticsSpec",
     "evaluate_run",
@@ -127,4 +139,10 @@ __all__ = [
     "certified_curve",
     "CertifiedCurve",
     "plot_certified_curve",
+    # the run-level certification
+    "certify_run",
+    "cached_certification",
+    "certificate_conflicts",
+    "certified_key",
+    "certified_positions",
 ]

@@ -125,7 +125,8 @@ class RobustnessCurve:
         return record
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly: the grid, both curves, the confirmations and summary statistics."""
+        """JSON-friendly: the grid, both curves, the confirmations, summary statistics and
+        each input's breaking budget (``breaking_eps``, None where never broken)."""
         finite = self.breaking_eps[torch.isfinite(self.breaking_eps) & self.correct]
         return {
             "attack": self.attack,
@@ -136,6 +137,9 @@ class RobustnessCurve:
             "robust_accuracy": self.robust_accuracy,
             "fooling_ratio": [None if math.isnan(v) else v for v in self.fooling_ratio],
             "median_breaking_eps": float(finite.median()) if len(finite) else None,
+            "breaking_eps": [
+                float(e) if math.isfinite(e) else None for e in self.breaking_eps.tolist()
+            ],
             "confirmations": self.confirmations,
             "seconds": self.seconds,
         }

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from .._io import atomic_write_text
@@ -47,6 +47,7 @@ from .._types import PositiveInt
 from ..attacks import create_attack, get_attack
 from ..data import eval_subset, load_dataset
 from ..models import load_checkpoint
+from .certification import get_certifier
 from .curves import robustness_curve
 from .diagnostics import diagnose
 from .robustness import evaluate
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # for annotations only: importing robustrank.evaluation loads
 
 __all__ = [
     "EvaluationSpec",
+    "CertificationSpec",
     "evaluate_run",
     "cached_evaluation",
     "encode_mask",
@@ -89,6 +91,56 @@ class DiagnosticsSpec(_Strict):
     large_eps: Budget = 0.5
 
 
+class CertificationSpec(_Strict):
+    """Certified accuracy of every run (:mod:`robustrank.evaluation.certified_runs`): each
+    certifier of ``methods`` at each eps of ``eps``, on ``n`` of the strong subset's inputs
+    (a seeded subset of them; all of them when None)."""
+
+    methods: list[str] = Field(default=["ibp", "crown"], min_length=1)
+    eps: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default=[0.005, 0.01, 0.02, 0.05], min_length=1
+    )
+    n: PositiveInt | None = Field(None, description="inputs (of the strong subset) to certify")
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="keyword options by method, e.g. crown: {...}"
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, names: list[str]) -> list[str]:
+        canonical = [get_certifier(n).name for n in names]  # raises naming the certifiers
+        if len(set(canonical)) != len(canonical):
+            raise ValueError(f"methods lists a certifier twice: {names}; name each once")
+        return canonical
+
+    @field_validator("eps")
+    @classmethod
+    def _ascending(cls, eps: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(eps, eps[1:])):
+            raise ValueError(f"eps must be strictly ascending, got {eps}; sort it, once each")
+        return eps
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, kw in options.items():
+            spec = get_certifier(name)
+            spec.check_options(kw)
+            out[spec.name] = kw
+        return out
+
+    @model_validator(mode="after")
+    def _options_of_listed_methods(self) -> CertificationSpec:
+        unused = sorted(set(self.options) - set(self.methods))
+        if unused:
+            raise ValueError(
+                f"options are given for {unused}, which methods does not list "
+                f"({self.methods}); add them to methods or drop their options"
+            )
+        return self
+
+
 class EvaluationSpec(_Strict):
     """The ``evaluation:`` entry of a reproduce profile."""
 
@@ -104,6 +156,9 @@ class EvaluationSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="options of the attack")
     curve: CurveSpec | None = Field(default_factory=CurveSpec)
     diagnostics: DiagnosticsSpec | None = Field(default_factory=DiagnosticsSpec)
+    certification: CertificationSpec | None = Field(
+        None, description="certified accuracy of every run (cached apart from the attacks)"
+    )
 
     @field_validator("attack")
     @classmethod
@@ -158,6 +213,7 @@ def _cache_key(spec: EvaluationSpec, checkpoint: Path, config: TrainConfig) -> s
     dump = spec.model_dump()
     if dump["paper_n"] is None:  # keys written before paper_n existed stay valid
         del dump["paper_n"]
+    del dump["certification"]  # cached on its own (certified_runs): adding it re-attacks nothing
     key: dict[str, Any] = {"spec": dump, "checkpoint": _sha256(checkpoint)}
     if spec.paper_n is not None:
         key["paper_attacks"] = paper_attacks_spec(config, spec)

@@ -105,6 +105,20 @@ def _check_visible(run_dir: Path) -> None:
         )
 
 
+def _certification(
+    config: Any, run_dir: Path, spec: Any, evaluation: dict[str, Any], trust_code: bool
+) -> dict[str, Any]:
+    """The run's cached certification (:mod:`robustrank.evaluation.certified_runs`) with
+    its ``conflicts`` against the run's attacks (``[]`` when sound)."""
+    from ..evaluation.certified_runs import cached_certification, certificate_conflicts
+    from ..training.rundir import CERTIFICATION_FILE, FINAL_FILE
+
+    result = cached_certification(
+        config, run_dir / FINAL_FILE, spec, run_dir / CERTIFICATION_FILE, trust_code=trust_code
+    )
+    return {**result, "conflicts": certificate_conflicts(result, evaluation)}
+
+
 def run_task(task: RunTask, *, progress: bool = False) -> RunOutcome:
     """Train ``task``'s run (resume or reuse it) and evaluate its final model.
 
@@ -133,6 +147,10 @@ def run_task(task: RunTask, *, progress: bool = False) -> RunOutcome:
                 run_dir / EVALUATION_FILE,
                 trust_code=task.trust_code,
             )
+            if spec.certification is not None:
+                evaluation["certification"] = _certification(
+                    config, run_dir, spec, evaluation, task.trust_code
+                )
     final = dict(result.history[-1]) if result.history else {}
     return RunOutcome(
         run_dir=str(run_dir),

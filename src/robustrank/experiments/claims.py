@@ -279,6 +279,21 @@ def _claim_adversarial_structure(runs: dict[str, PresetSummary]) -> Claim:
     return _claim("Claim 1: adversarial training leads to low-rank and sparse weights", comparisons)
 
 
+def _claim_certified_structure(runs: dict[str, PresetSummary]) -> Claim | None:
+    """Claim 1 for certified training (IBP, CROWN-IBP): the focus layers of certified-trained
+    models have lower effective rank and sparsity than the natural model they started
+    from. None without such runs."""
+    comparisons = []
+    for s, nat, layers in _pairs(runs, RunKind.certified):
+        comparisons += _structure_comparisons(s, nat, layers)
+    if not comparisons:
+        return None
+    return _claim(
+        "Claim 1, certified training: certified training leads to low-rank and sparse weights",
+        comparisons,
+    )
+
+
 def _claim_regularised_robustness(runs: dict[str, PresetSummary]) -> Claim:
     """Claim 2: every regularised model (Eqs. 5-8) has a lower fooling ratio than natural
     training under every paper attack."""
@@ -356,6 +371,47 @@ def _claim_exact_robustness(runs: dict[str, PresetSummary]) -> Claim | None:
         return None
     return _claim(
         "Claim 2 with exact structure: exact low rank and sparsity promote robustness", comparisons
+    )
+
+
+def _certified_comparison(
+    a: PresetSummary, b: PresetSummary, key: str, label: str
+) -> Comparison | None:
+    """Certified accuracy ``key`` (``certified_key(method, eps)``) of ``a`` minus ``b``,
+    paired by seed and input (claimed higher); None without both certifications."""
+    outcomes = _aligned(_seed_pairs(a, b), "certified")
+    if not outcomes or any(key not in o.certified for pair in outcomes for o in pair):
+        return None
+    xa = np.stack([oa.certified[key] for oa, _ in outcomes])
+    xb = np.stack([ob.certified[key] for _, ob in outcomes])
+    c = paired_difference(xa, xb, "greater", label=label, conservative=True, **BOOTSTRAP)
+    c.details.update(a=a.preset, b=b.preset, metric=f"ca_{key}", scale="ratio", inputs="all")
+    return c
+
+
+def _claim_certified(runs: dict[str, PresetSummary]) -> Claim | None:
+    """Claim 2 under certification: every regularised or exact-structure model has a higher
+    certified accuracy (a proven lower bound on robust accuracy) than the natural model it
+    is compared with, at every certified eps, with the tightest certificate (``best``:
+    certified by any of the certifiers, or the only one). None without certifications."""
+    comparisons = []
+    for kind in (RunKind.regularised, RunKind.structured):
+        for s, nat, _ in _pairs(runs, kind):
+            certified = s.runs[0].outcomes.get("certified")
+            if certified is None:
+                continue
+            keys = [k for k in certified.certified if k.startswith("best@")]
+            keys = keys or list(certified.certified)  # a single certifier has no "best"
+            for key in keys:
+                method, eps = key.split("@")
+                label = f"{s.preset} vs {nat.preset}, certified accuracy ({method}) at eps {eps}"
+                c = _certified_comparison(s, nat, key, label)
+                if c is not None:
+                    comparisons.append(c)
+    if not comparisons:
+        return None
+    return _claim(
+        "Claim 2, certified: low-rank and sparse weights raise certified accuracy", comparisons
     )
 
 
@@ -448,7 +504,8 @@ def assess_claims(
     ran, and the CNN's nuclear-norm ablation (Figure 5) is added when its runs are
     present. With exact-structure runs (``structure:``), Claim 2 is judged for them too,
     and each twin named in ``twins`` (twin preset -> regularised preset) is compared with
-    its regularised row.
+    its regularised row. When the runs were certified, Claim 2 is judged on certified
+    accuracy as well (:func:`_claim_certified`).
     """
     claims = [
         _claim_adversarial_structure(runs),
@@ -460,6 +517,8 @@ def assess_claims(
         _claim_nuclear_rank(runs),
         _claim_exact_robustness(runs),
         _claim_twins(runs, twins or {}),
+        _claim_certified(runs),
+        _claim_certified_structure(runs),
     )
     for extra in extras:
         if extra is not None:

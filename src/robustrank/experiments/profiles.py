@@ -39,6 +39,7 @@ class ProfileName(StrEnum):
     paper = "paper"
     paper_long = "paper-long"
     structure = "structure"
+    certified = "certified"
 
 
 @dataclass

@@ -16,7 +16,7 @@ from ..attacks import get_attack
 from ..report import Figure, Paragraph, Report, Section, Table, render_html, render_markdown
 from .claims import Claim
 from .profiles import Profile, SeededRun
-from .summary import PresetSummary, strong_attack_of, table_metrics
+from .summary import PresetSummary, certified_metrics, strong_attack_of, table_metrics
 
 __all__ = ["write_reproduce_outputs", "ReproduceResult"]
 
@@ -66,6 +66,8 @@ class ReproduceResult:
         ):
             if self.tables[key]:
                 lines += ["", *self._table_lines(self.tables[key], title)]
+        if self.tables.get("certified"):
+            lines += ["", *self._certified_lines(self.tables["certified"])]
         lines.append("")
         lines += [f"{c.claim}: {c.verdict.upper()} ({c.evidence[0]})" for c in self.claims]
         lines += ["", f"report: {self.report_html}  ({self.wall_time / 60:.1f} min)"]
@@ -90,6 +92,24 @@ class ReproduceResult:
             paper = f"{r['paper']:.4f}" if isinstance(r["paper"], float) else "-"
             cells = "".join(f"  {r.get(m) or '-':>{width[m]}}" for m in metrics)
             lines.append(f"{r['preset']:<26} {paper:>6}{cells}")
+        return lines
+
+    def _certified_lines(self, rows: list[dict[str, Any]]) -> list[str]:
+        """The certified table as text: one column per eps of the tightest certificate
+        (``best``, or the only certifier)."""
+        keys = [k for k, _ in certified_metrics(self.runs[rows[0]["preset"]])]
+        best = [k for k in keys if k.startswith("ca_best@")] or keys
+        heads = {k: "CA eps " + k.split("@")[1] for k in best}
+        width = {k: max(len(heads[k]), *(len(str(r.get(k) or "-")) for r in rows)) for k in best}
+        method = best[0][len("ca_") :].split("@")[0]
+        lines = [
+            f"Certified accuracy ({method}), {self.seeds} seed(s): mean ± 95% t [± Wilson]",
+            f"{'preset':<26}" + "".join(f"  {heads[k]:>{width[k]}}" for k in best),
+        ]
+        for r in rows:
+            lines.append(
+                f"{r['preset']:<26}" + "".join(f"  {r.get(k) or '-':>{width[k]}}" for k in best)
+            )
         return lines
 
 
@@ -140,6 +160,8 @@ def write_reproduce_outputs(
     out = result.out_dir
     write_text_atomic(out / "tables" / "table1.csv", csv_text(result.tables["table1"]))
     write_text_atomic(out / "tables" / "table2.csv", csv_text(result.tables["table2"]))
+    if result.tables.get("certified"):
+        write_text_atomic(out / "tables" / "certified.csv", csv_text(result.tables["certified"]))
     long_rows = [
         {"preset": name, "seed_index": k, **row}
         for name, per_seed in result.histories.items()
@@ -252,6 +274,41 @@ def _table_sections(
     return sections
 
 
+def _certified_section(result: ReproduceResult) -> Section | None:
+    """Certified accuracy (lower bounds) beside the strong attack's robust accuracy (an
+    upper bound) for every certified preset; None when nothing was certified."""
+    rows = result.tables.get("certified") or []
+    if not rows:
+        return None
+    first = result.runs[rows[0]["preset"]]
+    strong = first.strong_attack
+    metrics = [(f"ra_{strong}", f"RA {get_attack(strong).title}")] if strong else []
+    metrics += certified_metrics(first)
+    table = Table(
+        ["preset", "seeds"] + [label for _, label in metrics],
+        [[r["preset"], r["n_seeds"]] + [r.get(k) for k, _ in metrics] for r in rows],
+        caption="Certified accuracy (CA): the fraction of the evaluation inputs that a sound "
+        "certifier proves robust in the l_inf ball of radius eps (within [0, 1]), a lower "
+        "bound on the true robust accuracy; best: certified by any of the certifiers. RA: "
+        "the strong attack's robust accuracy at the evaluation's eps on the same inputs, an "
+        "upper bound. Mean over seeds ± 95% t half-width [± pooled Wilson half-width].",
+    )
+    blocks: list[Block] = [table]
+    conflicts = [w for p in result.runs.values() for r in p.runs for w in (
+        r.diagnostic_warnings or []) if w.startswith("certified-but-broken")]  # fmt: skip
+    if conflicts:
+        blocks += [Paragraph(w, "bad") for w in conflicts]
+    else:
+        blocks.append(
+            Paragraph(
+                "Sound: no certified input was broken by PGD-20, the strong attack or the "
+                "robustness curve of the same run.",
+                "good",
+            )
+        )
+    return Section("Certified robustness (lower bounds beside the attacks)", blocks)
+
+
 def _diagnostics_sections(evaluations: dict[str, list[dict[str, Any] | None]]) -> list[Section]:
     """One section per model (its seed 0): every gradient-masking check, its numbers and
     verdict."""
@@ -291,14 +348,17 @@ def _values_text(values: dict[str, Any]) -> str:
 def _build_report(
     result: ReproduceResult, prof: Profile, figures: list[tuple[str, Path]]
 ) -> Report:
-    """The report: overview, claims, Tables 1-2, the figures, the diagnostics of every
-    model and Section 3's experiment, in that order."""
+    """The report: overview, claims, Tables 1-2, certified accuracy (when measured), the
+    figures, the diagnostics of every model and Section 3's experiment, in that order."""
     sections = [
         _overview_section(result, prof),
         _claims_section(result.claims, result.claim_figures),
     ]
     strong = strong_attack_of(result.runs.values())
     sections += _table_sections(result.tables, result.attacks, result.seeds, strong)
+    certified = _certified_section(result)
+    if certified is not None:
+        sections.append(certified)
     sections.append(Section("Figures", [Figure(path, caption) for caption, path in figures]))
     sections += _diagnostics_sections(result.evaluations)
     if result.theory is not None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation import decode_mask
+from ..evaluation import certified_key, decode_mask, get_certifier
 from ..stats import Interval, SeedStat, format_interval, seed_summary, wilson_interval
 from ..training import TrainConfig
 
@@ -41,6 +41,7 @@ __all__ = [
     "method_label",
     "summarise_run",
     "build_tables",
+    "certified_metrics",
 ]
 
 # Layers the paper points at (Section 5): FCNN W1; CNN W1 and W2. The tables show their
@@ -55,11 +56,15 @@ class RunKind(StrEnum):
     adversarial = "adversarial"  # adversarial training (any attack)
     regularised = "regularised"  # l1 / nuclear / joint penalty (Eqs. 5-8), no adversary
     structured = "structured"  # exact structure (structure: prune/factorize), no adversary
+    certified = "certified"  # certified training (an objective on bounds: IBP, CROWN-IBP)
     other = "other"  # e.g. plain fine-tuning of a checkpoint
 
 
 def run_kind(config: TrainConfig) -> RunKind:
     """The kind of a run, read from its config (not from its preset name)."""
+    objective = config.adversarial.objective
+    if objective is not None and objective.entry(objective.name).certified:
+        return RunKind.certified
     if config.adversarial.attack != "none":
         return RunKind.adversarial
     if config.structure.active:
@@ -75,12 +80,15 @@ def run_kind(config: TrainConfig) -> RunKind:
 class Outcomes:
     """Per-example outcomes of one evaluation subset (:mod:`robustrank.evaluation.spec`):
     ``correct[i]`` (clean input ``i`` classified correctly) and ``fooled[attack][i]``; ``n``
-    inputs drawn with ``seed``."""
+    inputs drawn with ``seed``. The certified subset (:mod:`robustrank.evaluation.
+    certified_runs`) has ``certified[key][i]`` instead, by ``certified_key(method, eps)``
+    (method ``"best"``: certified by any method)."""
 
     n: int
     seed: int
     correct: np.ndarray
     fooled: dict[str, np.ndarray]
+    certified: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Outcomes:
@@ -128,6 +136,7 @@ class RunSummary:
     nuclear: dict[str, float] = field(default_factory=dict)
     joint: float = 0.0
     strong: dict[str, float] = field(default_factory=dict)
+    certified: dict[str, float] = field(default_factory=dict)
     diagnostic_warnings: list[str] | None = None
     seed: int = 0
     seed_index: int = 0
@@ -137,11 +146,14 @@ class RunSummary:
 
     def value(self, key: str) -> float | None:
         """The metric ``key``: ``test_acc``, ``fr_<attack>``, ``ra_pgd``, ``ra_<strong
-        attack>``, ``fr_<strong attack>``, ``eff_rank_<layer>`` or ``eff_sparsity_<layer>``."""
+        attack>``, ``fr_<strong attack>``, ``ca_<method>@<eps>`` (certified accuracy),
+        ``eff_rank_<layer>`` or ``eff_sparsity_<layer>``."""
         if key == "test_acc":
             return self.test_acc
         if key in self.strong:
             return self.strong[key]
+        if key in self.certified:
+            return self.certified[key]
         for prefix, values in (
             ("fr_", self.fooling),
             ("eff_rank_", self.eff_rank),
@@ -249,6 +261,7 @@ class PresetSummary:
         effective rank and sparsity of every layer."""
         first = self.runs[0]
         keys = ["test_acc"] + [f"fr_{a}" for a in first.fooling] + list(first.strong)
+        keys += list(first.certified)
         keys += [f"eff_rank_{k}" for k in first.eff_rank]
         keys += [f"eff_sparsity_{k}" for k in first.eff_sparsity]
         return keys
@@ -338,6 +351,37 @@ def _fooling(
     return {a: last[f"fr_{a}"] for a in config.history.attacks if f"fr_{a}" in last}, {}
 
 
+def _certified(
+    certification: dict[str, Any] | None,
+) -> tuple[dict[str, float], dict[str, list[int]], Outcomes | None, list[str]]:
+    """Certified accuracy ``ca_<method>@<eps>`` of every certifier and eps of a run's
+    certification (:mod:`robustrank.evaluation.certified_runs`), with ``ca_best@<eps>``
+    (certified by any method: every certifier is sound), the counts behind them, the
+    per-example masks as the ``"certified"`` outcomes, and one warning per conflict with
+    the run's attacks."""
+    if not certification:
+        return {}, {}, None, []
+    n = len(certification["positions"])
+    correct = decode_mask(certification["correct"], n)
+    masks: dict[str, np.ndarray] = {}
+    for row in certification["results"]:
+        masks[certified_key(row["method"], row["eps"])] = decode_mask(row["certified"], n)
+    if len(certification["methods"]) > 1:
+        for eps in certification["eps"]:
+            rows = [masks[certified_key(m, eps)] for m in certification["methods"]]
+            masks[certified_key("best", eps)] = np.logical_or.reduce(rows)
+    values = {f"ca_{k}": float(m.mean()) for k, m in masks.items()}
+    counts = {f"ca_{k}": [int(m.sum()), n] for k, m in masks.items()}
+    outcomes = Outcomes(n, int(certification["seed"]), correct, {}, masks)
+    warnings = [
+        f"certified-but-broken: {c['method']} at eps {c['eps']:g} certified "
+        f"{len(c['inputs'])} input(s) that {c['source']} broke; a certifier or an attack is "
+        "wrong (please report it)"
+        for c in certification.get("conflicts", [])
+    ]
+    return values, counts, outcomes, warnings
+
+
 def summarise_run(
     config: TrainConfig,
     history: list[dict[str, Any]],
@@ -354,6 +398,12 @@ def summarise_run(
     fooling, counts = _fooling(config, last, evaluation)
     strong, strong_counts = _strong(evaluation, strong_attack)
     outcomes = {k: Outcomes.from_json(v) for k, v in evaluation.get("outcomes", {}).items()}
+    certified, cert_counts, cert_outcomes, conflicts = _certified(evaluation.get("certification"))
+    if cert_outcomes is not None:
+        outcomes["certified"] = cert_outcomes
+    warnings = None if diag is None else list(diag["warnings"])
+    if conflicts:
+        warnings = (warnings or []) + conflicts
     return RunSummary(
         preset=config.name,
         family=model_family(config),
@@ -372,10 +422,11 @@ def summarise_run(
         nuclear=_nonzero(config.regularizers.nuclear),
         joint=float(config.regularizers.joint),
         strong=strong,
-        diagnostic_warnings=None if diag is None else list(diag["warnings"]),
+        certified=certified,
+        diagnostic_warnings=warnings,
         seed=config.seed,
         seed_index=seed_index,
-        counts={**counts, **strong_counts},
+        counts={**counts, **strong_counts, **cert_counts},
         outcomes=outcomes,
         strong_attack=strong_attack if strong else None,
     )
@@ -470,11 +521,38 @@ def _table_row(p: PresetSummary, attacks: list[str]) -> dict[str, Any]:
     return row
 
 
+def certified_metrics(preset: PresetSummary) -> list[tuple[str, str]]:
+    """The certified-accuracy columns of ``preset``, ``(key, label)``: eps by eps, every
+    certifier, then ``best`` (certified by any of them); [] without a certification."""
+    keys = [k for k in preset.runs[0].certified]
+    out = []
+    for key in keys:
+        method, eps = key[len("ca_") :].split("@")
+        title = "best" if method == "best" else get_certifier(method).name.upper()
+        out.append((key, f"CA {title} eps {eps}"))
+    return sorted(out, key=lambda kl: float(kl[0].split("@")[1]))  # stable: methods in order
+
+
+def _certified_row(p: PresetSummary) -> dict[str, Any]:
+    """One row of the certified table: the preset, its strong attack's robust accuracy (the
+    upper bound at the evaluation's eps) and every certified accuracy (the lower bounds)."""
+    row: dict[str, Any] = {"family": p.family, "preset": p.preset, "n_seeds": p.n_seeds}
+    strong = p.strong_attack
+    if strong is not None:
+        row.update(_metric_columns(f"ra_{strong}", p.metric(f"ra_{strong}"), True))
+    for key, _ in certified_metrics(p):
+        row.update(_metric_columns(key, p.metric(key), True))
+    return row
+
+
 def build_tables(
     presets: dict[str, PresetSummary], attacks: list[str]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Tables 1 and 2: every metric of :func:`table_metrics` with its intervals."""
-    tables: dict[str, list[dict[str, Any]]] = {"table1": [], "table2": []}
+    """Tables 1 and 2: every metric of :func:`table_metrics` with its intervals; and the
+    ``certified`` table (:func:`certified_metrics`) of the presets that were certified."""
+    tables: dict[str, list[dict[str, Any]]] = {"table1": [], "table2": [], "certified": []}
     for p in presets.values():
         tables[_paper_table(p.family)].append(_table_row(p, attacks))
+        if p.runs[0].certified:
+            tables["certified"].append(_certified_row(p))
     return tables

@@ -117,6 +117,7 @@ def robust_ce(clean: Tensor, margins: Tensor, y: Tensor, kappa: float) -> Tensor
     "ibp",
     description="kappa * CE(x) + (1 - kappa) * CE(-IBP margins at eps_t) (Gowal et al., 2018)",
     needs_attack=False,
+    certified=True,
 )
 class IBPTraining(Objective):
     """IBP training (Gowal et al., 2018): :func:`robust_ce` on interval bounds at the
@@ -171,6 +172,7 @@ class IBPTraining(Objective):
     description="IBP training on beta_t * CROWN-IBP + (1 - beta_t) * IBP margins "
     "(Zhang et al., 2020)",
     needs_attack=False,
+    certified=True,
 )
 class CrownIBPTraining(IBPTraining):
     """CROWN-IBP training (Zhang et al., ICLR 2020): as :class:`IBPTraining` on the margins

@@ -170,12 +170,15 @@ class ObjectiveEntry:
 
     ``needs_attack``: the objective trains against adversarial examples, so a config
     must name an attack (``madry`` and ``mix`` do not: without one they train naturally).
+    ``certified``: it trains on certified bounds (IBP, CROWN-IBP), so its runs are
+    certified training (:class:`robustrank.experiments.summary.RunKind`).
     """
 
     name: str
     cls: ObjectiveFactory
     description: str = ""
     needs_attack: bool = True
+    certified: bool = False
 
     @property
     def options(self) -> dict[str, Any]:
@@ -219,16 +222,22 @@ def register_objective(
     *,
     description: str = "",
     needs_attack: bool = True,
+    certified: bool = False,
     overwrite: bool = False,
 ) -> Any:
     """Register ``cls(**options)`` (an :class:`Objective`) under ``name``; usable as a
-    decorator. ``description`` defaults to the docstring's first line."""
+    decorator. ``description`` defaults to the docstring's first line; ``needs_attack``
+    and ``certified`` as in :class:`ObjectiveEntry`."""
 
     def entry(c: ObjectiveFactory) -> ObjectiveEntry:
         if not callable(c):
             raise TypeError(f"objective {name!r} must be callable, got {c!r}")
         return ObjectiveEntry(
-            REGISTRY.key(name), c, description or summary_line(c), bool(needs_attack)
+            REGISTRY.key(name),
+            c,
+            description or summary_line(c),
+            bool(needs_attack),
+            bool(certified),
         )
 
     return REGISTRY.register(name, cls, overwrite=overwrite, build=entry)

@@ -11,6 +11,7 @@
     checkpoint-epoch-E.safetensors   only with ``checkpoint_every_epoch: true``
     done.json              written last: the run is finished
     evaluation.json        the strong evaluation of the final model (reproduce, sweeps)
+    certification.json     its certified accuracy (reproduce, when the profile asks)
 
 ``--overwrite`` deletes these files and nothing else (:mod:`robustrank.ownership`), and
 only in a directory whose marker says it is a run.
@@ -79,6 +80,7 @@ RESUME_FILE = "resume.safetensors"
 FINAL_FILE = "final.safetensors"
 DONE_FILE = "done.json"
 EVALUATION_FILE = "evaluation.json"
+CERTIFICATION_FILE = "certification.json"
 LOCK_FILE = ".robustrank.lock"
 
 #: What a run directory holds; ``--overwrite`` deletes these files and nothing else.
@@ -94,6 +96,7 @@ RUN_DIR = OutputKind(
         "checkpoint-epoch-*.safetensors",
         DONE_FILE,
         EVALUATION_FILE,
+        CERTIFICATION_FILE,
         LOCK_FILE,
     ),
     lock=LOCK_FILE,
