@@ -19,7 +19,7 @@ from robustrank.evaluation.certification.relaxations import (
     relu_relaxation,
     s_shaped_relaxation,
 )
-from robustrank.evaluation.certification.windows import window_path
+from robustrank.evaluation.certification.windows import group_neurons, window_path
 
 
 def _intervals() -> Box:
@@ -132,4 +132,47 @@ def test_window_bounds_equal_dense_bounds(unstable_only):
     options = {"unstable_only": unstable_only}
     windowed = certify(model, x, y, 0.05, "crown", **options).margins
     dense = certify(model, x, y, 0.05, "crown", windows=False, **options).margins
+    torch.testing.assert_close(windowed, dense, atol=1e-5, rtol=1e-5)
+
+
+def test_group_neurons_places_every_neuron_once():
+    torch.manual_seed(24)
+    shape = (5, 4, 6)
+    plane = shape[1] * shape[2]
+    neurons = torch.stack([torch.randperm(5 * plane)[:37] for _ in range(3)])
+    groups = group_neurons(neurons, plane)
+    bsz, count, k = groups.channel.shape
+    assert bsz * count * k <= 1.25 * neurons.numel()  # the memory bound
+    ex = torch.arange(bsz).unsqueeze(1)
+    placed = groups.channel[ex, groups.group, groups.slot] * plane + groups.place[ex, groups.group]
+    assert torch.equal(placed, neurons)
+    cells = groups.group * k + groups.slot
+    assert all(len(set(row.tolist())) == neurons.shape[1] for row in cells)  # one per slot
+
+
+class _PaperLike(nn.Module):
+    """The paper's CNN, smaller: 'same' convolutions, ReLU, 2x2 max pools, tanh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 10, 3, padding=1)
+        self.c2 = nn.Conv2d(10, 6, 3, padding=1)
+        self.fc1 = nn.Linear(6 * 3 * 3, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.max_pool2d(torch.relu(self.c1(x)), 2)
+        h = F.max_pool2d(torch.relu(self.c2(h)), 2)
+        return self.fc2(torch.tanh(self.fc1(h.flatten(1))))
+
+
+@pytest.mark.parametrize("max_elements", [1 << 25, 3000])
+def test_window_bounds_equal_dense_bounds_on_tiled_pools(max_elements):
+    torch.manual_seed(25)
+    model = _PaperLike().eval()
+    x = torch.rand(4, 1, 12, 12)
+    y = model(x).argmax(1)
+    options = {"max_elements": max_elements}
+    windowed = certify(model, x, y, 0.03, "crown", **options).margins
+    dense = certify(model, x, y, 0.03, "crown", windows=False, **options).margins
     torch.testing.assert_close(windowed, dense, atol=1e-5, rtol=1e-5)

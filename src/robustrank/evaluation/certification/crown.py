@@ -8,7 +8,8 @@ backward pass from each of its neurons (:func:`refine_node`; the result is inter
 with the interval bounds, both being sound). A node that is a single affine map of the
 input box (e.g. the first layer) is bounded exactly by intervals and needs no backward
 pass; with ``unstable_only`` the neurons that only feed ReLUs and are already stable are
-not refined either (their relaxation is exact). CROWN-IBP (Zhang et al., 2020, "Towards
+not refined either (their relaxation is exact), nor, before a ReLU and a max pool, the
+inactive ones (their output is 0 whatever their bounds). CROWN-IBP (Zhang et al., 2020, "Towards
 Stable and Efficient Training of Verifiably Robust Neural Networks") keeps the interval
 bounds as the intermediate bounds and runs only the final backward pass.
 
@@ -32,7 +33,14 @@ from .graph import BoundGraph
 from .ops import ActivationOp
 from .registry import register_certifier
 from .relaxations import PoolRelaxation, Relaxation
-from .windows import Window, start_window, window_backward, window_lower, window_path
+from .windows import (
+    Window,
+    group_neurons,
+    start_window,
+    window_backward,
+    window_lower,
+    window_path,
+)
 
 __all__ = [
     "DEFAULT_MAX_ELEMENTS",
@@ -48,6 +56,11 @@ __all__ = [
 #: Default cap on the elements of one coefficient tensor (float32: 128 MiB).
 DEFAULT_MAX_ELEMENTS = 1 << 25
 
+#: Cap on the coefficients of one chunk of intermediate bounds, whatever ``max_elements``
+#: (float32: 8 MiB): tensors that small are reused by the allocator (larger ones are mapped
+#: and zeroed afresh) and stay in the caches, which is faster.
+WORK_ELEMENTS = 1 << 21
+
 
 def check_max_elements(value: object) -> int:
     """``value`` if it is an integer >= 1; ``ValueError`` otherwise."""
@@ -62,15 +75,19 @@ def _width(graph: BoundGraph, stop: int) -> int:
     return max(node.numel for node in graph.nodes[: max(stop, 1)])
 
 
-def _feeds_only_relu(graph: BoundGraph, index: int) -> bool:
-    """Whether node ``index`` feeds only ReLUs whose outputs feed only affine ops: then a
-    stable neuron's bounds enter no relaxation (a max pool after the ReLU would use them)."""
+def _relu_consumers(graph: BoundGraph, index: int) -> tuple[bool, bool]:
+    """Which of node ``index``'s neurons need no CROWN refinement, as ``(inactive,
+    stable)``: when it feeds only ReLUs, a neuron whose upper bound is <= 0 has output 0
+    whatever its bounds (``inactive``); when those ReLUs also feed only affine ops, a
+    stable neuron's bounds enter no relaxation either (``stable``; a max pool after the
+    ReLU uses the bounds of its active inputs)."""
     users = graph.consumers(index)
     relus = all(
         isinstance(graph.nodes[i].op, ActivationOp) and graph.nodes[i].op.kind == "relu"
         for i in users
     )
-    return relus and all(graph.nodes[j].op.affine for i in users for j in graph.consumers(i))
+    affine = all(graph.nodes[j].op.affine for i in users for j in graph.consumers(i))
+    return relus, relus and affine
 
 
 #: ``{node: (source node, relaxation of the node in terms of the source)}``.
@@ -114,19 +131,30 @@ def _window_bounds(
     """As :func:`_neuron_bounds`, on the neurons' receptive-field windows
     (:mod:`~robustrank.evaluation.certification.windows`; the same bounds, less work)."""
     node = graph.nodes[index]
-    start, bias = start_window(node.op, neurons, node.shape)
-    both = Window(
-        torch.cat([start.coef, -start.coef], 1),
-        torch.cat([start.row, start.row], 1),
-        torch.cat([start.col, start.col], 1),
-    )
+    groups = group_neurons(neurons, node.shape[1] * node.shape[2])
+    start, bias = start_window(node.op, groups, node.shape)
+    both = Window(torch.cat([start.coef, -start.coef], 2), start.row, start.col)
     if isinstance(bias, Tensor):
-        bias = torch.cat([bias, -bias], 1)
+        bias = torch.cat([bias, -bias], 2)
     picked = {j: (src, r.select(rows)) for j, (src, r) in relaxations.items() if j < index}
     window, total = window_backward(graph, index, both, picked)
-    low = window_lower(window, bias + total, box.select(rows))
-    s = neurons.shape[1]
-    return low[:, :s], -low[:, s:]
+    low = window_lower(window, bias + total, box.select(rows))  # (B, G, 2 K)
+    ex = torch.arange(len(neurons), device=neurons.device).unsqueeze(1)
+    k = groups.channel.shape[2]
+    return low[ex, groups.group, groups.slot], -low[ex, groups.group, groups.slot + k]
+
+
+def _order(todo: Tensor, most: int, shape: tuple[int, ...] | None) -> Tensor:
+    """The ``most`` neurons of each row to refine: the ``todo`` ones first, then others.
+    Position-major when the node's ``shape`` ``(C, H, W)`` is given (the neurons of one
+    position share a window: :func:`~robustrank.evaluation.certification.windows.group_neurons`
+    then has full groups in each chunk)."""
+    if shape is None:
+        return torch.argsort(todo.to(torch.int8), dim=1, descending=True, stable=True)[:, :most]
+    c = shape[0]
+    flags = todo.view(len(todo), c, -1).transpose(1, 2).flatten(1).to(torch.int8)
+    order = torch.argsort(flags, dim=1, descending=True, stable=True)[:, :most]
+    return (order % c) * (flags.shape[1] // c) + order // c
 
 
 def refine_node(
@@ -138,34 +166,43 @@ def refine_node(
     *,
     max_elements: int,
     unstable_only: bool,
+    skip_inactive: bool = False,
     windows: bool = True,
 ) -> Box:
     """Node ``index``'s bounds: CROWN bounds (Zhang et al. 2018, Theorem 3.2 with the
     relaxations of the earlier nonlinear nodes) intersected with ``interval``, for every
-    neuron, or only the unstable ones when ``unstable_only`` (ReLU inputs); on the
-    neurons' receptive-field windows when possible and ``windows``.
+    neuron, or only the unstable ones when ``unstable_only`` (ReLU inputs), or all but the
+    inactive ones (upper bound <= 0) when ``skip_inactive``; on the neurons'
+    receptive-field windows when possible and ``windows``.
 
     Work goes in chunks of examples (a few neurons each, padded to the same count) or of
-    one example's neurons, of at most about ``max_elements`` coefficients.
+    one example's neurons, of at most about ``max_elements`` coefficients (and
+    ``WORK_ELEMENTS``).
     """
     lo, hi = interval.lo.flatten(1), interval.hi.flatten(1)
-    todo = (lo < 0) & (hi > 0) if unstable_only else torch.ones_like(lo, dtype=torch.bool)
+    todo = torch.ones_like(lo, dtype=torch.bool)
+    if skip_inactive or unstable_only:
+        todo &= hi > 0
+    if unstable_only:
+        todo &= lo < 0
     counts = todo.sum(1)
     most = int(counts.max())
     if most == 0:
         return interval
-    order = torch.argsort(todo.to(torch.int8), dim=1, descending=True, stable=True)[:, :most]
     window = window_path(graph, index, relaxations) if windows else None
+    order = _order(todo, most, None if window is None else graph.nodes[index].shape)
     bound = _neuron_bounds if window is None else _window_bounds
-    budget = max(1, max_elements // (2 * (window or _width(graph, index))))
+    limit = min(max_elements, WORK_ELEMENTS)
+    budget = max(1, limit // (2 * (window or _width(graph, index))))
     per, step = max(1, budget // most), min(most, budget)
     found: list[tuple[Tensor, ...]] = []  # (example, neuron, lower, upper) of each chunk
     for e0 in range(0, len(lo), per):
         rows = slice(e0, e0 + per)
         count = counts[rows]
         examples = torch.arange(e0, e0 + len(count), device=lo.device).unsqueeze(1)
-        for s0 in range(0, int(count.max()), step):
-            neurons = order[rows, s0 : s0 + step]
+        top = int(count.max())
+        for s0 in range(0, top, step):
+            neurons = order[rows, s0 : min(s0 + step, top)]  # padded to the chunk's most
             valid = torch.arange(s0, s0 + neurons.shape[1], device=lo.device) < count[:, None]
             low, up = bound(graph, index, rows, neurons, box, relaxations)
             found.append(
@@ -212,7 +249,7 @@ def crown_relaxations(
     for i, node in enumerate(graph.nodes[1:], 1):
         b = node.op.interval(*(boxes[j] for j in node.inputs))
         if refine and i in needed and node.op.affine and not exact[i]:
-            only = unstable_only and _feeds_only_relu(graph, i)
+            inactive, stable = _relu_consumers(graph, i)
             b = refine_node(
                 graph,
                 i,
@@ -220,7 +257,8 @@ def crown_relaxations(
                 box,
                 relaxations,
                 max_elements=max_elements,
-                unstable_only=only,
+                unstable_only=unstable_only and stable,
+                skip_inactive=unstable_only and inactive,
                 windows=windows,
             )
         boxes.append(b)

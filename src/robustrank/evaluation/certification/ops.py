@@ -128,16 +128,31 @@ def transposed_conv(
     """The transpose of an unpadded convolution with ``weight`` and ``stride`` whose input
     is ``size`` (``H, W``), applied to ``a`` ``(B, C_out, Ho, Wo)``: ``(B, C_in, H, W)``.
 
-    With few input channels (``C_in k^2 <= C_out``) as a matrix product and ``F.fold``,
-    which is much faster there than ``conv_transpose2d``; else ``conv_transpose2d``.
+    With few input channels (``C_in k^2 <= C_out``) as a matrix product and a fold
+    (:func:`_fold_patches`), which is much faster there than ``conv_transpose2d``; else
+    ``conv_transpose2d``.
     """
     c_out, c_in, kh, kw = weight.shape
     bsz, _, ho, wo = a.shape
     if c_in * kh * kw <= c_out:
-        cols = torch.matmul(weight.reshape(c_out, -1).t(), a.reshape(bsz, c_out, ho * wo))
-        return F.fold(cols, size, (kh, kw), stride=stride)
+        w = weight.reshape(c_out, -1).t().expand(bsz, -1, -1)
+        cols = torch.bmm(w, a.reshape(bsz, c_out, ho * wo))  # matmul would transpose ``a``
+        return _fold_patches(cols.view(bsz, c_in, kh, kw, ho, wo), size, stride)
     extra = (size[0] - ((ho - 1) * stride[0] + kh), size[1] - ((wo - 1) * stride[1] + kw))
     return F.conv_transpose2d(a, weight, None, stride, 0, extra)
+
+
+def _fold_patches(cols: Tensor, size: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+    """``F.fold`` of patches ``cols`` ``(B, C, kh, kw, Ho, Wo)`` into ``(B, C, *size)``:
+    the sum of the ``kh kw`` shifted planes, in ``F.fold``'s order (which, on the CPU,
+    loops over the batch: slow for many small examples)."""
+    bsz, c, kh, kw, ho, wo = cols.shape
+    (sh, sw), (rows, width) = stride, ((ho - 1) * stride[0] + 1, (wo - 1) * stride[1] + 1)
+    out = cols.new_zeros(bsz, c, *size)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i : i + rows : sh, j : j + width : sw] += cols[:, :, i, j]
+    return out
 
 
 def _bias_term(a: Tensor, bias: Tensor | None) -> Tensor | float:

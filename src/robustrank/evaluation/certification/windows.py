@@ -2,11 +2,14 @@
 
 The coefficients of one neuron of a convolution's output, traced back through
 convolutions, elementwise maps and pooling, are zero outside its receptive field. A
-:class:`Window` keeps only that field: coefficients ``(B, S, C, h, w)`` and, per
-specification, the node coordinates of its top-left corner (auto_LiRPA's "patches" mode,
-Xu et al., 2020, "Automatic Perturbation Analysis for Scalable Certified Robustness and
-Beyond", Section 3.3). Every step computes exactly what the dense backward pass
-(:func:`~robustrank.evaluation.certification.backward.backward_bound`) computes, on the window:
+:class:`Window` keeps only that field: coefficients ``(B, G, K, C, h, w)`` and, per group
+of ``K`` specifications, the node coordinates of its top-left corner (auto_LiRPA's
+"patches" mode, Xu et al., 2020, "Automatic Perturbation Analysis for Scalable Certified
+Robustness and Beyond", Section 3.3). The neurons of one position (any channel, both
+signs) share a window, so a group cuts the tensors it multiplies by once for its ``K``
+specifications (:func:`group_neurons`). Every step computes exactly what the dense
+backward pass (:func:`~robustrank.evaluation.certification.backward.backward_bound`)
+computes, on the window:
 
 * a convolution maps a window to a larger one by a transposed convolution without
   padding; entries that fall on the padding are zeroed (they multiply padded zeros);
@@ -33,14 +36,24 @@ from .graph import BoundGraph
 from .ops import ConvOp, ElementwiseAffineOp, MaxPoolOp, transposed_conv
 from .relaxations import ElementwiseRelaxation, PoolRelaxation, Relaxation
 
-__all__ = ["Window", "window_path", "cut", "start_window", "window_backward", "window_lower"]
+__all__ = [
+    "Groups",
+    "Window",
+    "cut",
+    "group_neurons",
+    "start_window",
+    "window_backward",
+    "window_lower",
+    "window_path",
+]
 
 
 @dataclass(frozen=True)
 class Window:
-    """Coefficients ``coef`` ``(B, S, C, h, w)`` on the window of a node whose top-left
-    corner is at ``(row, col)`` (long, ``(B, S)``, node coordinates, may be negative);
-    entries outside the node are zero."""
+    """Coefficients ``coef`` ``(B, G, K, C, h, w)`` on the windows of a node: the ``K``
+    specifications of group ``g`` share the window whose top-left corner is at ``(row,
+    col)`` (long, ``(B, G)``, node coordinates, may be negative); entries outside the node
+    are zero."""
 
     coef: Tensor
     row: Tensor
@@ -102,27 +115,88 @@ def _mask(window: Window, shape: tuple[int, ...]) -> Window:
     inside = ((rows >= 0) & (rows < shape[1])).unsqueeze(-1) & (
         (cols >= 0) & (cols < shape[2])
     ).unsqueeze(-2)
-    return Window(window.coef * inside.unsqueeze(2), window.row, window.col)
+    return Window(window.coef * inside[:, :, None, None], window.row, window.col)
 
 
 def cut(t: Tensor, window: Window) -> Tensor:
-    """``t`` (``(B, C, H, W)``) cut to every window: ``(B, S, C, h, w)``, zero outside."""
+    """``t`` (``(B, C, H, W)``) cut to every group's window: ``(B, G, C, h, w)``, zero
+    outside."""
     (h, w), device = window.size, t.device
     padded = F.pad(t, (w, w, h, h)).permute(0, 2, 3, 1)  # (B, H + 2h, W + 2w, C)
     rows = (window.row + h).unsqueeze(-1) + torch.arange(h, device=device)
     cols = (window.col + w).unsqueeze(-1) + torch.arange(w, device=device)
     ex = torch.arange(t.shape[0], device=device).view(-1, 1, 1, 1)
-    return padded[ex, rows.unsqueeze(-1), cols.unsqueeze(-2)].permute(0, 1, 4, 2, 3)
+    return padded[ex, rows.unsqueeze(-1), cols.unsqueeze(-2)].permute(0, 1, 4, 2, 3).contiguous()
+
+
+def _cut_k(t: Tensor, window: Window) -> Tensor:
+    """:func:`cut`, broadcastable against the coefficients: ``(B, G, 1, C, h, w)``."""
+    return cut(t, window).unsqueeze(2)
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Neurons ``(B, S)`` of a ``(C, H, W)`` node arranged by plane position: group ``g``
+    of example ``b`` has the position ``place[b, g]`` and the channels ``channel[b, g]``
+    (``(B, G, K)``; unused slots hold channel 0); neuron ``j`` is in group ``group[b, j]``,
+    slot ``slot[b, j]``."""
+
+    channel: Tensor
+    place: Tensor
+    group: Tensor
+    slot: Tensor
+
+
+#: The work of cutting a group's tensors, in specifications' work (for :func:`_group_size`).
+GROUP_COST = 2
+
+#: The most slots per example the groups may have, per neuron (padding: memory).
+GROUP_SLACK = 1.25
+
+
+def _group_size(place: Tensor, plane: int) -> int:
+    """The number of neurons ``K`` per group that makes the least work for the neurons at
+    the positions ``place`` (``(B, S)``): ``G (K + GROUP_COST)`` for ``G`` groups per
+    example, among the ``K <= S // P`` (``P``: the most positions of an example) whose
+    ``G K`` slots are at most ``GROUP_SLACK S`` (``K = 1`` always is)."""
+    counts = torch.zeros(place.shape[0], plane, dtype=torch.long, device=place.device)
+    counts.scatter_add_(1, place, torch.ones_like(place))
+    top = max(1, place.shape[1] // int((counts > 0).sum(1).max()))
+    k = torch.arange(1, top + 1, device=place.device)
+    groups = ((counts.unsqueeze(-1) + k - 1) // k).sum(1).amax(0)
+    work = (groups * (k + GROUP_COST)).double()
+    work[groups * k > GROUP_SLACK * place.shape[1]] = torch.inf
+    return int(k[torch.argmin(work)])
+
+
+def group_neurons(neurons: Tensor, plane: int) -> Groups:
+    """The neurons ``neurons`` (``(B, S)``, flat, ``plane = H * W``) in groups of ``K``
+    neurons at one position each (:func:`_group_size`; at most ``GROUP_SLACK S`` slots per
+    example, some unused)."""
+    bsz, s = neurons.shape
+    place, order = (neurons % plane).sort(dim=1, stable=True)
+    k = _group_size(place, plane)
+    steps = torch.arange(s, device=neurons.device).expand(bsz, s)
+    new = torch.ones_like(place, dtype=torch.bool)
+    new[:, 1:] = place[:, 1:] != place[:, :-1]
+    rank = steps - torch.where(new, steps, 0).cummax(1).values  # within the position
+    sorted_group = (rank % k == 0).cumsum(1) - 1
+    group = torch.empty_like(sorted_group).scatter_(1, order, sorted_group)
+    slot = torch.empty_like(rank).scatter_(1, order, rank % k)
+    count = int(sorted_group.max()) + 1
+    ex = torch.arange(bsz, device=neurons.device).unsqueeze(1)
+    channel = neurons.new_zeros(bsz, count, k).index_put_((ex, group, slot), neurons // plane)
+    at = neurons.new_zeros(bsz, count).index_put_((ex, group), neurons % plane)
+    return Groups(channel, at, group, slot)
 
 
 def start_window(
-    op: ConvOp, neurons: Tensor, shape: tuple[int, ...]
+    op: ConvOp, groups: Groups, shape: tuple[int, ...]
 ) -> tuple[Window, Tensor | float]:
-    """The window on the convolution's input of the unit specifications ``e_k`` of the
-    output neurons ``neurons`` (``(B, S)``, flat): the kernels themselves, and the bias."""
+    """The windows on the convolution's input of the unit specifications ``e_k`` of the
+    output neurons in ``groups``: the kernels themselves, and the biases ``(B, G, K)``."""
     w, b = op.weight_bias()
-    _, ho, wo = shape
-    channel, row, col = neurons // (ho * wo), (neurons // wo) % ho, neurons % wo
+    channel, row, col = groups.channel, groups.place // shape[2], groups.place % shape[2]
     left, _, top, _ = op.pads
     start = Window(w[channel], row * op.module.stride[0] - top, col * op.module.stride[1] - left)
     return _mask(start, op.in_shape), 0.0 if b is None else b[channel]
@@ -130,36 +204,49 @@ def start_window(
 
 def _conv_back(op: ConvOp, window: Window) -> tuple[Window, Tensor | float]:
     w, b = op.weight_bias()
-    bsz, s, c, h, wi = window.coef.shape
+    *lead, c, h, wi = window.coef.shape
     size = _conv_size(op, h, wi)
-    back = transposed_conv(window.coef.reshape(bsz * s, c, h, wi), w, op.module.stride, size)
+    back = transposed_conv(window.coef.reshape(-1, c, h, wi), w, op.module.stride, size)
     left, _, top, _ = op.pads
     row, col = window.row * op.module.stride[0] - top, window.col * op.module.stride[1] - left
     bias = 0.0 if b is None else torch.matmul(window.coef.sum((-2, -1)), b)
-    return _mask(Window(back.view(bsz, s, *back.shape[1:]), row, col), op.in_shape), bias
+    return _mask(Window(back.view(*lead, *back.shape[1:]), row, col), op.in_shape), bias
 
 
 def _sum_window(t: Tensor) -> Tensor:
-    return t.flatten(2).sum(-1)
+    return t.flatten(3).sum(-1)
 
 
 def _affine_back(op: ElementwiseAffineOp, window: Window, shape: tuple[int, ...]) -> tuple:
     scale, shift = op.coefficients(window.coef)
     bsz = window.coef.shape[0]
     scale, shift = (t.expand(shape).unsqueeze(0).expand(bsz, *shape) for t in (scale, shift))
-    bias = _sum_window(window.coef * cut(shift, window))
-    return Window(window.coef * cut(scale, window), window.row, window.col), bias
+    bias = _sum_window(window.coef * _cut_k(shift, window))
+    return Window(window.coef * _cut_k(scale, window), window.row, window.col), bias
 
 
 def _elementwise_back(r: ElementwiseRelaxation, window: Window) -> tuple[Window, Tensor]:
     pos, neg = window.coef.clamp(min=0), window.coef.clamp(max=0)
-    coef = pos * cut(r.lower_slope, window) + neg * cut(r.upper_slope, window)
+    coef = pos * _cut_k(r.lower_slope, window) + neg * _cut_k(r.upper_slope, window)
     bias = 0.0
     if r.lower_bias is not None:
-        bias = bias + _sum_window(pos * cut(r.lower_bias, window))
+        bias = bias + _sum_window(pos * _cut_k(r.lower_bias, window))
     if r.upper_bias is not None:
-        bias = bias + _sum_window(neg * cut(r.upper_bias, window))
+        bias = bias + _sum_window(neg * _cut_k(r.upper_bias, window))
     return Window(coef, window.row, window.col), bias
+
+
+def _pool_offsets(r: PoolRelaxation, op: MaxPoolOp, window: Window) -> tuple[Tensor, Tensor]:
+    """The chosen inputs' offsets ``(di, dj)`` within their pooling windows, cut to the
+    windows: long, ``(B, G, C, h, w)``, 0 outside the node (any valid spot)."""
+    (sh, sw), (ph, pw) = op.stride, op.padding
+    width, device = r.in_shape[2], r.index.device
+    ho, wo = r.index.shape[-2:]
+    di = r.index // width - (torch.arange(ho, device=device) * sh - ph).view(-1, 1)
+    dj = r.index % width - (torch.arange(wo, device=device) * sw - pw)
+    offsets = cut(torch.cat([di, dj], 1), window)
+    c = di.shape[1]
+    return offsets[:, :, :c], offsets[:, :, c:]
 
 
 def _pool_back(r: PoolRelaxation, op: MaxPoolOp, window: Window) -> tuple[Window, Tensor]:
@@ -168,13 +255,8 @@ def _pool_back(r: PoolRelaxation, op: MaxPoolOp, window: Window) -> tuple[Window
     window and the chosen input's offset ``(di, dj)`` within its pooling window."""
     (h, w), (sh, sw), (ph, pw) = window.size, op.stride, op.padding
     nh, nw = _pool_size(op, h, w)
-    width, device = r.in_shape[2], window.coef.device
-    ho, wo = r.index.shape[-2:]
-    di = r.index // width - (torch.arange(ho, device=device) * sh - ph).view(-1, 1)
-    dj = r.index % width - (torch.arange(wo, device=device) * sw - pw)
-    c = di.shape[1]
-    offsets = cut(torch.cat([di, dj], 1).to(window.coef.dtype), window).long()
-    di, dj = offsets[:, :, :c], offsets[:, :, c:]  # zero outside the node: any valid spot
+    di, dj = _pool_offsets(r, op, window)
+    device = di.device
     rows = (torch.arange(h, device=device) * sh).view(-1, 1) + di
     local = rows * nw + (torch.arange(w, device=device) * sw) + dj
     placed = PoolRelaxation(
@@ -183,12 +265,12 @@ def _pool_back(r: PoolRelaxation, op: MaxPoolOp, window: Window) -> tuple[Window
             None if t is None else cut(t, window).flatten(0, 1)
             for t in (r.lower_slope, r.lower_bias, r.upper_slope, r.upper_bias)
         ),
-        (c, nh, nw),
+        (di.shape[2], nh, nw),
     )
-    bsz, s = window.coef.shape[:2]
-    coef, bias = placed.backward(window.coef.flatten(0, 1).unsqueeze(1))
+    bsz, g, k = window.coef.shape[:3]
+    coef, bias = placed.backward(window.coef.flatten(0, 1))  # the group's K specifications
     row, col = window.row * sh - ph, window.col * sw - pw
-    return Window(coef.view(bsz, s, *coef.shape[2:]), row, col), bias.view(bsz, s)
+    return Window(coef.view(bsz, g, k, *coef.shape[2:]), row, col), bias.view(bsz, g, k)
 
 
 def window_backward(
@@ -223,6 +305,6 @@ def window_backward(
 
 def window_lower(window: Window, bias: Tensor | float, box: Box) -> Tensor:
     """The minimum over ``box`` of the linear function on the input window (CROWN's
-    concretisation on the window): ``(B, S)``."""
-    mid, rad = cut(box.mid, window), cut(box.rad, window)
+    concretisation on the window): ``(B, G, K)``."""
+    mid, rad = _cut_k(box.mid, window), _cut_k(box.rad, window)
     return _sum_window(window.coef * mid) - _sum_window(window.coef.abs() * rad) + bias
