@@ -160,3 +160,15 @@ def test_a_single_certifier_has_no_best_column():
     cert = _certification(3, [0, 1, 2], {("ibp", 0.01): [1, 0, 1]}, methods=("ibp",), eps=(0.01,))
     run = summarise_run(load_preset("fcnn-natural"), [], {"certification": cert})
     assert run.certified == {"ca_ibp@0.01": pytest.approx(2 / 3)}
+
+
+def test_the_curve_gives_the_attacked_upper_bound_at_the_certified_eps_on_its_grid():
+    rows = {("ibp", 0.01): [1, 0, 0, 0], ("ibp", 0.05): [0, 0, 0, 0]}
+    cert = _certification(4, [0, 1, 2, 3], rows, methods=("ibp",))
+    # breaking budgets: 0 = misclassified, None = never broken
+    curve = {"eps": [0.0, 0.01, 0.02], "breaking_eps": [None, 0.01, 0.004, 0.0]}
+    run = summarise_run(load_preset("fcnn-natural"), [], {"certification": cert, "curve": curve})
+    # robust at eps: breaking budget > eps (an input broken exactly at eps is not robust)
+    assert run.certified["ra_curve@0.01"] == 0.25 and run.counts["ra_curve@0.01"] == [1, 4]
+    assert "ra_curve@0.05" not in run.certified  # 0.05 is not on the curve's grid
+    assert run.certified["ca_ibp@0.01"] <= run.certified["ra_curve@0.01"]

@@ -401,6 +401,8 @@ def test_tiny_profile_certifies_every_model_on_the_strong_inputs(tiny):
         per_seed = [r.certified["ca_best@0.01"] for r in tiny.runs[name].runs]
         assert row["ca_best@0.01_mean"] == pytest.approx(sum(per_seed) / 2)
         assert row["ca_ibp@0.01_mean"] <= row["ca_best@0.01_mean"]
+        for r in tiny.runs[name].runs:  # the sandwich: certified <= attacked, at 0.05
+            assert r.certified["ca_best@0.05"] <= r.certified["ra_curve@0.05"]
     csv_rows = list(csv.DictReader(io.StringIO((out / "tables" / "certified.csv").read_text())))
     assert [r["preset"] for r in csv_rows] == list(rows)
     claim = next(c for c in tiny.claims if c.claim.startswith("Claim 2, certified"))

@@ -351,14 +351,30 @@ def _fooling(
     return {a: last[f"fr_{a}"] for a in config.history.attacks if f"fr_{a}" in last}, {}
 
 
+def _curve_at(curve: dict[str, Any] | None, eps_list: list[float]) -> tuple[dict, dict]:
+    """The robustness curve's robust accuracy ``ra_curve@<eps>`` (an attack's upper bound)
+    at each certified eps on its grid, with its counts."""
+    if not curve or "breaking_eps" not in curve:
+        return {}, {}
+    breaking = np.array([np.inf if b is None else b for b in curve["breaking_eps"]])
+    values, counts = {}, {}
+    for eps in eps_list:
+        if eps in curve["eps"]:
+            robust = int((breaking > eps).sum())
+            values[f"ra_curve@{eps:g}"] = robust / len(breaking)
+            counts[f"ra_curve@{eps:g}"] = [robust, len(breaking)]
+    return values, counts
+
+
 def _certified(
-    certification: dict[str, Any] | None,
+    certification: dict[str, Any] | None, curve: dict[str, Any] | None = None
 ) -> tuple[dict[str, float], dict[str, list[int]], Outcomes | None, list[str]]:
     """Certified accuracy ``ca_<method>@<eps>`` of every certifier and eps of a run's
     certification (:mod:`robustrank.evaluation.certified_runs`), with ``ca_best@<eps>``
-    (certified by any method: every certifier is sound), the counts behind them, the
-    per-example masks as the ``"certified"`` outcomes, and one warning per conflict with
-    the run's attacks."""
+    (certified by any method: every certifier is sound) and the attacked upper bound of
+    the robustness ``curve`` at the same eps (``ra_curve@<eps>``, :func:`_curve_at`), the
+    counts behind them, the per-example masks as the ``"certified"`` outcomes, and one
+    warning per conflict with the run's attacks."""
     if not certification:
         return {}, {}, None, []
     n = len(certification["positions"])
@@ -372,6 +388,8 @@ def _certified(
             masks[certified_key("best", eps)] = np.logical_or.reduce(rows)
     values = {f"ca_{k}": float(m.mean()) for k, m in masks.items()}
     counts = {f"ca_{k}": [int(m.sum()), n] for k, m in masks.items()}
+    upper, upper_counts = _curve_at(curve, list(certification["eps"]))
+    values, counts = {**values, **upper}, {**counts, **upper_counts}
     outcomes = Outcomes(n, int(certification["seed"]), correct, {}, masks)
     warnings = [
         f"certified-but-broken: {c['method']} at eps {c['eps']:g} certified "
@@ -398,7 +416,9 @@ def summarise_run(
     fooling, counts = _fooling(config, last, evaluation)
     strong, strong_counts = _strong(evaluation, strong_attack)
     outcomes = {k: Outcomes.from_json(v) for k, v in evaluation.get("outcomes", {}).items()}
-    certified, cert_counts, cert_outcomes, conflicts = _certified(evaluation.get("certification"))
+    certified, cert_counts, cert_outcomes, conflicts = _certified(
+        evaluation.get("certification"), evaluation.get("curve")
+    )
     if cert_outcomes is not None:
         outcomes["certified"] = cert_outcomes
     warnings = None if diag is None else list(diag["warnings"])
@@ -523,11 +543,16 @@ def _table_row(p: PresetSummary, attacks: list[str]) -> dict[str, Any]:
 
 def certified_metrics(preset: PresetSummary) -> list[tuple[str, str]]:
     """The certified-accuracy columns of ``preset``, ``(key, label)``: eps by eps, every
-    certifier, then ``best`` (certified by any of them); [] without a certification."""
-    keys = [k for k in preset.runs[0].certified]
+    certifier, ``best`` (certified by any of them) and the robustness curve's robust
+    accuracy there (an upper bound, when the eps is on the curve's grid); [] without a
+    certification."""
     out = []
-    for key in keys:
-        method, eps = key[len("ca_") :].split("@")
+    for key in preset.runs[0].certified:
+        kind, rest = key.split("_", 1)
+        method, eps = rest.split("@")
+        if kind == "ra":  # the robustness curve's robust accuracy at the same eps
+            out.append((key, f"RA curve eps {eps}"))
+            continue
         title = "best" if method == "best" else get_certifier(method).name.upper()
         out.append((key, f"CA {title} eps {eps}"))
     return sorted(out, key=lambda kl: float(kl[0].split("@")[1]))  # stable: methods in order
