@@ -141,6 +141,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=200, help="inputs per certifier call")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs after the first")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: fcnn,cnn")
+    ap.add_argument(
+        "--methods", default=None, help="comma-separated certifiers (default: every registered)"
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -157,7 +160,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.models.split(","):
             ckpt = quick_model(arch, MODELS[arch], Path(tmp) / f"{arch}.safetensors")
-            rows = [r for m in list_certifiers() if (r := _run_worker(m, ckpt, args))]
+            methods = args.methods.split(",") if args.methods else list_certifiers()
+            rows = [r for m in methods if (r := _run_worker(m, ckpt, args))]
             if rows:
                 report(arch, rows)
 

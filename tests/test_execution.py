@@ -1,4 +1,4 @@
-"""The execution layer: task ordering, run_task, the local and the Ray executor.
+"""The execution layer: task ordering, run_task, the local, process and Ray executors.
 
 The Ray tests share one module-scoped Ray instance (2 CPUs, no dashboard), started by the
 fixture as a caller would; the executor must use it and leave it running. The reference
@@ -171,9 +171,11 @@ def test_local_executor_names_the_failed_run_and_keeps_the_error_type(tmp_path):
 
 
 def test_create_executor_refuses_unknown_names_and_ray_options_for_local(monkeypatch):
-    with pytest.raises(ValueError, match="unknown executor 'dask'; choose one of: local, ray"):
+    with pytest.raises(
+        ValueError, match="unknown executor 'dask'; choose one of: local, processes, ray"
+    ):
         create_executor("dask")
-    with pytest.raises(ValueError, match="add --executor ray"):
+    with pytest.raises(ValueError, match="add --executor processes"):
         create_executor("local", workers=2)
     with pytest.raises(ValueError, match="add --executor ray"):
         create_executor("local", address="head:6379")
@@ -354,3 +356,123 @@ def test_a_local_ray_instance_runs_workers_at_normal_priority(monkeypatch):
     monkeypatch.setenv("RAY_worker_niceness", "5")  # an explicit choice is kept
     RayExecutor(workers=2)._ensure_ray()
     assert seen["niceness"] == "5"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@pytest.mark.slow
+def test_process_and_local_executors_give_identical_runs(tmp_path):
+    from robustrank.execution import ProcessExecutor
+
+    with LocalExecutor() as ex:
+        local = ex.map(_family(tmp_path / "a"), progress=False)
+    finished = []
+    with ProcessExecutor(workers=2) as ex:
+        parallel = ex.map(_family(tmp_path / "b"), progress=False, on_done=finished.append)
+    assert [o.name for o in parallel] == [o.name for o in local]
+    pids = {int(o.worker.rsplit(":", 1)[1]) for o in parallel}
+    assert os.getpid() not in pids  # ran in worker processes
+    for lo, po in zip(local, parallel):
+        assert not po.reused and po.run_dir == str(tmp_path / "b" / po.name)
+        assert _no_clock(po.final) == _no_clock(lo.final), po.name
+        assert _no_clock(po.evaluation) == _no_clock(lo.evaluation), po.name
+    assert sorted(o.name for o in finished) == sorted(o.name for o in parallel)
+    # the fine-tunes started after the natural run's training had finished
+    done = (tmp_path / "b" / "fcnn-natural" / DONE_FILE).stat().st_mtime_ns
+    for child in parallel[:2]:
+        assert (Path(child.run_dir) / LOCK_FILE).stat().st_mtime_ns >= done
+    with ProcessExecutor(workers=2) as ex:  # a second call reuses every run
+        again = ex.map(_family(tmp_path / "b"), progress=False)
+    assert all(o.reused for o in again)
+    assert [_no_clock(o.evaluation) for o in again] == [_no_clock(o.evaluation) for o in local]
+
+
+class _Pool:
+    """Stands in for the process pool: runs nothing, records each submission and returns
+    a finished future with a stand-in outcome."""
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def submit(self, fn, task):
+        from concurrent.futures import Future
+
+        from robustrank.execution import RunOutcome
+
+        self.calls.append((task.name, task.evaluation is not None))
+        future = Future()
+        future.set_result(RunOutcome(task.run_dir, task.name, {}, None, 1.0, "w:1", False))
+        return future
+
+    def shutdown(self, **kwargs):
+        pass
+
+
+def test_process_fine_tunes_wait_for_the_parents_training_not_its_evaluation():
+    from robustrank.execution import ProcessExecutor
+
+    ex, pool = ProcessExecutor(workers=2), _Pool()
+    ex._pool = pool
+    tasks = _family(Path("/runs"))
+    tasks.append(RunTask(_config("fcnn-pgd"), "/runs/fcnn-pgd", ("/runs/fcnn-natural",)))
+    outcomes = ex.map(tasks, progress=False)
+    order = [c for c in pool.calls]
+    assert order[0] == ("fcnn-natural", False)  # the parent trains first, alone
+    trained = [name for name, evaluated in order if not evaluated]
+    assert sorted(trained) == sorted(t.name for t in tasks)
+    for task in tasks[:3]:  # an evaluation follows its own run's training
+        assert order.index((task.name, True)) > order.index((task.name, False))
+    assert (tasks[3].name, True) not in order  # no evaluation asked: training only
+    # fine-tunes are submitted before the parent's evaluation: they wait for training only
+    assert order.index(("fcnn-fgsm", False)) < order.index(("fcnn-natural", True))
+    assert [o.name for o in outcomes] == [t.name for t in tasks]
+    assert [o.seconds for o in outcomes] == [2.0, 2.0, 2.0, 1.0]  # training + evaluation
+
+
+def test_process_executor_refuses_a_run_larger_than_the_pool(tmp_path):
+    from robustrank.execution import ProcessExecutor
+
+    with pytest.raises(ValueError, match="at least 1"):
+        ProcessExecutor(workers=0)
+    task = RunTask(_config(threads=3), str(tmp_path / "big"))
+    with ProcessExecutor(workers=2) as ex, pytest.raises(ExecutionError, match="raise --workers"):
+        ex.map([task], progress=False)
+
+
+@pytest.mark.slow
+def test_process_executor_names_the_failed_run_and_keeps_the_error_type(tmp_path):
+    from robustrank.execution import ProcessExecutor
+
+    run_dir = tmp_path / "fcnn-natural"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(RunError) as err, ProcessExecutor(workers=1) as ex:
+        ex.map([RunTask(_config(), str(run_dir))], progress=False)
+    assert str(err.value).startswith(f"run fcnn-natural in {run_dir}: ")
+    assert "not empty" in str(err.value)
+
+
+@pytest.mark.slow
+def test_a_killed_process_worker_fails_clearly_and_the_run_resumes(tmp_path):
+    from robustrank.execution import ProcessExecutor
+
+    config = _config(epochs=8, train_subset=16000)
+    for side in "ab":
+        (tmp_path / side).mkdir()
+    with LocalExecutor() as ex:
+        (reference,) = ex.map([RunTask(config, str(tmp_path / "a" / "slow"))], progress=False)
+    run_dir = tmp_path / "b" / "slow"
+    killed: list = []
+    killer = threading.Thread(
+        target=_kill_when_running, args=(run_dir, killed, time.monotonic() + 60), daemon=True
+    )
+    killer.start()
+    with ProcessExecutor(workers=1) as ex, pytest.raises(ExecutionError, match="died"):
+        ex.map([RunTask(config, str(run_dir))], progress=False)
+    killer.join()
+    assert len(killed) == 1, "the run finished before the worker could be killed"
+    with ProcessExecutor(workers=1) as ex:  # run again: the run resumes
+        (outcome,) = ex.map([RunTask(config, str(run_dir))], progress=False)
+    assert [r["epoch"] for r in read_history(run_dir)] == list(range(9))
+    assert _no_clock(outcome.final) == _no_clock(reference.final)

@@ -85,7 +85,11 @@ ExecutorOpt = Annotated[
 ]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option(min=1, help="ray: CPUs of the local Ray instance (default: all cores)"),
+    typer.Option(
+        min=1,
+        help="processes: CPUs of the worker pool; ray: CPUs of the local Ray instance "
+        "(default: all cores)",
+    ),
 ]
 AddressOpt = Annotated[
     str | None,

@@ -31,13 +31,15 @@ def reproduce_cmd(
     ),
     overwrite: bool = typer.Option(False, help="discard earlier runs in the output directory"),
     progress: ProgressOpt = True,
-    executor: ExecutorOpt = ExecutorName.local,
+    executor: ExecutorOpt = ExecutorName.processes,
     workers: WorkersOpt = None,
     address: AddressOpt = None,
     threads: ThreadsOpt = 1,
 ) -> None:
     """Train every model of Section 5 (N seeds each) and write the tables with intervals,
-    figures, claim verdicts and report."""
+    figures, claim verdicts and report. Independent runs go in parallel on every core
+    (--executor processes; each run keeps its --threads, so the numbers are those of
+    --executor local)."""
     from ..execution import ExecutionError
     from ..experiments.reproduce import ReproduceError, reproduce
 

@@ -1,4 +1,4 @@
-"""Execution of many runs: one interface, a local executor and a Ray executor.
+"""Execution of many runs: one interface, a local executor, a process pool and Ray.
 
 Every multi-run command (``reproduce``, ``sweep``) builds :class:`RunTask` objects (a run
 directory, its config, what it waits for, its evaluation) and hands them to an executor
@@ -9,6 +9,7 @@ retried (a dead Ray worker) or re-run (an interrupted sweep) resumes where it st
 
 from .base import Executor, check_dependencies, dependency_order
 from .local import LocalExecutor
+from .processes import ProcessExecutor
 from .ray_executor import RayExecutor
 from .registry import REGISTRY as _EXECUTORS
 from .registry import (
@@ -20,7 +21,7 @@ from .registry import (
 )
 from .tasks import EVALUATION_FILE, ExecutionError, RunOutcome, RunTask, run_task
 
-#: The executor names registered on import (``local``, ``ray``) as a ``StrEnum``, for
+#: The executor names registered on import (``local``, ``processes``, ``ray``) as a ``StrEnum``, for
 #: command-line choices; :func:`create_executor` accepts any registered name.
 ExecutorName = _EXECUTORS.choices("ExecutorName", module=__name__)
 
@@ -30,6 +31,7 @@ __all__ = [
     "ExecutorName",
     "ExecutionError",
     "LocalExecutor",
+    "ProcessExecutor",
     "RayExecutor",
     "RunOutcome",
     "RunTask",

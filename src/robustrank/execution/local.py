@@ -14,7 +14,7 @@ __all__ = ["LocalExecutor"]
 
 
 @register_executor(
-    "local", description="in this process, one run after another (default; nothing to install)"
+    "local", description="in this process, one run after another (nothing to install)"
 )
 class LocalExecutor:
     """Runs tasks in this process in dependency order; nothing extra to install.
