@@ -529,7 +529,14 @@ def test_seeds_must_be_a_positive_integer(tmp_path):
 def test_profiles_declare_seeds_and_paper_attack_subsets():
     # one seed by default (the time budgets); more with --seeds N; the structure profile's
     # twin comparisons need training noise, so it runs 3
-    assert [load_profile(p).seeds for p in ProfileName] == [1, 1, 1, 1, 3]
+    assert [load_profile(p).seeds for p in ProfileName] == [1, 1, 1, 1, 3, 3]
+    # certified: the quick runs with 3 seeds, certified by CROWN too
+    quick, certified = load_profile("quick"), load_profile("certified")
+    assert profile_configs(certified) == profile_configs(quick)
+    assert certified.evaluation.certification.methods == ["ibp", "crown-ibp", "crown"]
+    assert certified.evaluation.model_dump(exclude={"certification"}) == (
+        quick.evaluation.model_dump(exclude={"certification"})
+    )
     paper, long = load_profile("paper"), load_profile("paper-long")
     assert paper.evaluation.paper_n == 10000  # the whole test set for FGSM, PGD and GNM
     assert paper.evaluation.n == 500  # the strong attack's subset: one seed within the hour
