@@ -137,6 +137,21 @@ def test_example_spec_expands_to_the_eight_runs_it_describes(tmp_path):
     assert ids == [t.id for t in plan_trials(load_spec(EXAMPLE), tmp_path / "other")]
 
 
+def test_trials_run_with_one_thread_unless_the_spec_says_otherwise(tmp_path):
+    """A run's numbers depend on its thread count: a base that leaves it unset trains its
+    trials with one thread on every executor (as reproduce does)."""
+    base = {"name": "t", "base": "fcnn-natural", "strategy": "grid", "space": {"seed": [0, 1]}}
+    assert load_preset("fcnn-natural").plain()["threads"] is None
+    unset = spec_from_dict(base)
+    assert unset.base_config()["threads"] == 1
+    assert {t.config["threads"] for t in plan_trials(unset, tmp_path / "a")} == {1}
+    two = spec_from_dict({**base, "overrides": {"threads": 2}})
+    assert {t.config["threads"] for t in plan_trials(two, tmp_path / "b")} == {2}
+    swept = spec_from_dict({**base, "space": {"threads": [1, 2]}})
+    assert swept.base_config()["threads"] is None  # the space sets it per trial
+    assert sorted(t.config["threads"] for t in plan_trials(swept, tmp_path / "c")) == [1, 2]
+
+
 def test_dotted_paths_make_layer_keys_and_missing_mappings():
     assert parse_path("regularizers.l1.1") == ["regularizers", "l1", 1]
     assert parse_path("regularizers.nuclear.W1") == ["regularizers", "nuclear", "W1"]

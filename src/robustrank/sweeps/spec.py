@@ -194,8 +194,15 @@ class SweepSpec(_Strict):
         return self
 
     def base_config(self) -> dict[str, Any]:
-        """The base config with the overrides applied, as plain data (not yet validated)."""
-        return merge_overrides(_load_base(self), self.overrides)
+        """The base config with the overrides applied, as plain data (not yet validated).
+
+        A base that leaves ``threads`` unset (and a space that does not sweep it) runs its
+        trials with one thread each, as ``reproduce`` does: a run's numbers depend on its
+        thread count, so they are then the same whichever executor runs the trials."""
+        base = merge_overrides(_load_base(self), self.overrides)
+        if base.get("threads") is None and "threads" not in self.space:
+            base["threads"] = 1
+        return base
 
     def identity(self) -> dict[str, Any]:
         """What makes two sweeps the same: the spec (without its description) and the base
