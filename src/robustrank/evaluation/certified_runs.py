@@ -16,19 +16,17 @@ the certification re-runs no attack.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .._io import atomic_write_text
 from ..data import eval_subset, load_dataset, subset_indices
 from ..data.hashing import file_digest
 from ..models import load_checkpoint
 from .certification import certify_sweep
-from .spec import EvaluationSpec, decode_mask
+from .spec import EvaluationSpec, cached_result, decode_mask
 
 if TYPE_CHECKING:  # for annotations only: importing robustrank.evaluation loads no training
     from ..training import TrainConfig
@@ -71,12 +69,11 @@ def certify_run(
 
     Returns :meth:`CertificationSweep.to_dict` (``eps``, ``methods``, ``correct``,
     ``results`` with each row's hex ``certified`` mask) with ``n`` and ``seed`` (of the
-    strong subset), ``positions`` (within it) and ``seconds``.
+    strong subset) and ``positions`` (within it).
     """
     cert = spec.certification
     if cert is None:
         raise ValueError("the evaluation spec has no certification; set its certification")
-    t0 = time.perf_counter()
     model, _ = load_checkpoint(checkpoint, config.device, trust_code=trust_code)
     x_all, y_all = load_dataset(config.dataset, "test")
     x, y = eval_subset(x_all, y_all, spec.n, seed=spec.seed)
@@ -91,9 +88,7 @@ def certify_run(
         progress=progress,
         options=cert.options,
     )
-    out = {"n": spec.n, "seed": spec.seed, "positions": positions.tolist(), **sweep.to_dict()}
-    out["seconds"] = time.perf_counter() - t0
-    return out
+    return {"n": spec.n, "seed": spec.seed, "positions": positions.tolist(), **sweep.to_dict()}
 
 
 def _cache_key(spec: EvaluationSpec, checkpoint: Path) -> str:
@@ -120,13 +115,9 @@ def cached_certification(
     """:func:`certify_run`, cached in ``cache`` (written atomically) under the
     certification settings, the strong subset and the checkpoint's SHA-256."""
     key = _cache_key(spec, checkpoint)
-    if cache.exists():
-        saved = json.loads(cache.read_text("utf-8"))
-        if saved.get("key") == key:
-            return saved["result"]
-    result = certify_run(config, checkpoint, spec, trust_code=trust_code)
-    atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=2) + "\n")
-    return result
+    return cached_result(
+        cache, key, lambda: certify_run(config, checkpoint, spec, trust_code=trust_code)
+    )
 
 
 def _broken_within(evaluation: dict[str, Any], n: int) -> list[tuple[str, float, np.ndarray]]:

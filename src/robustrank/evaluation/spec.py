@@ -31,9 +31,9 @@ SHA-256, so a repeated reproduce only evaluates what changed. The reproduce prof
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -46,6 +46,7 @@ from .._io import atomic_write_text
 from .._types import PositiveInt
 from ..attacks import create_attack, get_attack
 from ..data import eval_subset, load_dataset
+from ..data.hashing import file_digest
 from ..models import load_checkpoint
 from .certification import get_certifier
 from .curves import robustness_curve
@@ -60,6 +61,7 @@ __all__ = [
     "CertificationSpec",
     "evaluate_run",
     "cached_evaluation",
+    "cached_result",
     "encode_mask",
     "decode_mask",
     "paper_attacks_spec",
@@ -192,10 +194,6 @@ def decode_mask(text: str, n: int) -> np.ndarray:
     return np.unpackbits(raw, count=n, bitorder="little").astype(bool)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def paper_attacks_spec(config: TrainConfig, spec: EvaluationSpec) -> dict[str, Any]:
     """What the paper-attack evaluation of ``config`` depends on besides the checkpoint:
     the attacks with their complete history options, eps, the attack seed (the run's
@@ -214,7 +212,7 @@ def _cache_key(spec: EvaluationSpec, checkpoint: Path, config: TrainConfig) -> s
     if dump["paper_n"] is None:  # keys written before paper_n existed stay valid
         del dump["paper_n"]
     del dump["certification"]  # cached on its own (certified_runs): adding it re-attacks nothing
-    key: dict[str, Any] = {"spec": dump, "checkpoint": _sha256(checkpoint)}
+    key: dict[str, Any] = {"spec": dump, "checkpoint": file_digest(checkpoint)}
     if spec.paper_n is not None:
         key["paper_attacks"] = paper_attacks_spec(config, spec)
     return json.dumps(key)
@@ -335,12 +333,21 @@ def cached_evaluation(
     and the checkpoint's SHA-256 (written atomically, with its time in ``"seconds"``);
     ``trust_code`` as in :func:`evaluate_run`."""
     key = _cache_key(spec, checkpoint, config)
+    return cached_result(
+        cache, key, lambda: evaluate_run(config, checkpoint, spec, trust_code=trust_code)
+    )
+
+
+def cached_result(cache: Path, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The result saved in ``cache`` under ``key``, else ``compute()`` with its time in
+    ``"seconds"``, saved atomically as ``{"key", "result"}`` (evaluation and certification
+    caches of a run directory)."""
     if cache.exists():
         saved = json.loads(cache.read_text("utf-8"))
         if saved.get("key") == key:
             return saved["result"]
     t0 = time.perf_counter()
-    result = evaluate_run(config, checkpoint, spec, trust_code=trust_code)
+    result = compute()
     result["seconds"] = time.perf_counter() - t0
     atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=2) + "\n")
     return result
