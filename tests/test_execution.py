@@ -303,20 +303,27 @@ def _kill_when_running(run_dir: Path, killed: list, deadline: float) -> None:
         time.sleep(0.005)
 
 
-@pytest.mark.slow
-def test_ray_retries_a_killed_worker_and_the_run_resumes(ray_instance, tmp_path):
+def _slow_run_with_killer(tmp_path: Path):
+    """A run slow enough to be killed: its config, its uninterrupted reference (trained
+    locally in ``a/``), the run directory ``b/slow`` and a started thread that SIGKILLs
+    whoever trains there (:func:`_kill_when_running`, which appends to ``killed``)."""
     config = _config(epochs=8, train_subset=16000)
     for side in "ab":
         (tmp_path / side).mkdir()
     with LocalExecutor() as ex:
         (reference,) = ex.map([RunTask(config, str(tmp_path / "a" / "slow"))], progress=False)
-
     run_dir = tmp_path / "b" / "slow"
     killed: list = []
     killer = threading.Thread(
         target=_kill_when_running, args=(run_dir, killed, time.monotonic() + 60), daemon=True
     )
     killer.start()
+    return config, reference, run_dir, killed, killer
+
+
+@pytest.mark.slow
+def test_ray_retries_a_killed_worker_and_the_run_resumes(ray_instance, tmp_path):
+    config, reference, run_dir, killed, killer = _slow_run_with_killer(tmp_path)
     with _ray_executor(ray_instance) as ex:
         (outcome,) = ex.map([RunTask(config, str(run_dir))], progress=False)
     killer.join()
@@ -457,17 +464,7 @@ def test_process_executor_names_the_failed_run_and_keeps_the_error_type(tmp_path
 def test_a_killed_process_worker_fails_clearly_and_the_run_resumes(tmp_path):
     from robustrank.execution import ProcessExecutor
 
-    config = _config(epochs=8, train_subset=16000)
-    for side in "ab":
-        (tmp_path / side).mkdir()
-    with LocalExecutor() as ex:
-        (reference,) = ex.map([RunTask(config, str(tmp_path / "a" / "slow"))], progress=False)
-    run_dir = tmp_path / "b" / "slow"
-    killed: list = []
-    killer = threading.Thread(
-        target=_kill_when_running, args=(run_dir, killed, time.monotonic() + 60), daemon=True
-    )
-    killer.start()
+    config, reference, run_dir, killed, killer = _slow_run_with_killer(tmp_path)
     with ProcessExecutor(workers=1) as ex, pytest.raises(ExecutionError, match="died"):
         ex.map([RunTask(config, str(run_dir))], progress=False)
     killer.join()
