@@ -183,8 +183,13 @@ def test_overriding_history_attacks_drops_the_base_options_of_removed_attacks(tm
     bad = {"history": {"attacks": ["fgsm"], "attack_options": {"pgd": {"steps": 3}}}}
     with pytest.raises(SpecError, match=r"attack_options names \['pgd'\].*not in attacks"):
         spec_from_dict(_spec({"seed": [0]}, overrides=bad))
-    # a base whose attacks are not overridden is unchanged (existing sweeps stay the same)
-    assert spec_from_dict(_spec({"seed": [0]}, overrides={})).base_config() == preset
+    # a base whose attacks are not overridden is unchanged, but for the one thread every
+    # sweep trial gets when its base leaves threads unset
+    assert preset["threads"] is None
+    assert spec_from_dict(_spec({"seed": [0]}, overrides={})).base_config() == {
+        **preset,
+        "threads": 1,
+    }
 
 
 def test_cli_sweep_with_raised_max_trials_and_fewer_history_attacks_finishes(tmp_path):
