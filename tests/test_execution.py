@@ -1,7 +1,9 @@
 """The execution layer: task ordering, run_task, the local, process and Ray executors.
 
 The Ray tests share one module-scoped Ray instance (2 CPUs, no dashboard), started by the
-fixture as a caller would; the executor must use it and leave it running. The reference
+fixture as a caller would; the executor must use it and leave it running. The killed-worker
+test runs its driver in a child process with its own instance, so that Ray ending a driver
+cannot end the suite. The reference
 for every Ray result is the same task run by the local executor in another directory:
 runs are deterministic on CPU with a fixed thread count, so every number must agree.
 """
@@ -9,9 +11,11 @@ runs are deterministic on CPU with a fixed thread count, so every number must ag
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -321,24 +325,89 @@ def _slow_run_with_killer(tmp_path: Path):
     return config, reference, run_dir, killed, killer
 
 
-@pytest.mark.slow
-def test_ray_retries_a_killed_worker_and_the_run_resumes(ray_instance, tmp_path):
+def ray_kill_facts(tmp_path: Path) -> dict:
+    """The killed-worker scenario, run by a child driver (see the test below): a Ray
+    executor with its own local instance trains the slow run while the killer SIGKILLs the
+    worker once; what happened, as JSON-ready facts."""
+    from robustrank.execution.ray_executor import RayExecutor
+
     config, reference, run_dir, killed, killer = _slow_run_with_killer(tmp_path)
-    with _ray_executor(ray_instance) as ex:
+    with RayExecutor(workers=2) as ex:  # starts, and at exit stops, a local instance
         (outcome,) = ex.map([RunTask(config, str(run_dir))], progress=False)
     killer.join()
+    return {
+        "killed": killed,
+        "retry_pid": int(outcome.worker.rsplit(":", 1)[1]),
+        "lock": (run_dir / LOCK_FILE).read_text().strip(),
+        "rows": read_history(run_dir),
+        "final": _no_clock(outcome.final),
+        "reference": _no_clock(reference.final),
+    }
 
-    assert len(killed) == 1, "the run finished before the worker could be killed"
-    (killed_pid, rows_then), retry_pid = killed[0], int(outcome.worker.rsplit(":", 1)[1])
+
+_CHILD_DRIVER = (
+    "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+    "import test_execution as t; "
+    "print('FACTS ' + json.dumps(t.ray_kill_facts(Path(sys.argv[2]))), flush=True)"
+)
+
+
+def _ray_log_tail(lines: int = 15) -> str:
+    """The end of the newest local Ray session's raylet and driver logs (diagnostics)."""
+    logs = Path("/tmp/ray/session_latest/logs")
+    out = []
+    for pattern in ("raylet.out", "python-core-driver-*.log"):
+        for path in sorted(logs.glob(pattern))[-1:]:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path}\n" + "\n".join(tail))
+    return "\n".join(out) or f"(no Ray logs under {logs})"
+
+
+def _facts_from_a_child_driver(tmp_path: Path) -> dict:
+    """:func:`ray_kill_facts` in a child Python process that is the Ray driver.
+
+    Ray ends its driver with ``_exit(1)`` and no Python traceback when its own processes
+    die (the raylet, or an agent it fate-shares with); run in pytest's process, that ends
+    the whole suite silently. In a child, a Python error fails the test with its
+    traceback; an exit without one (Ray ending the driver) is retried once in a fresh
+    directory and instance, and a second one fails the test with both exits and the
+    Ray logs."""
+    crashes = []
+    for attempt in range(2):
+        root = tmp_path / f"attempt-{attempt}"
+        root.mkdir()
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD_DRIVER, str(Path(__file__).parent), str(root)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        facts = [line for line in proc.stdout.splitlines() if line.startswith("FACTS ")]
+        if proc.returncode == 0 and facts:
+            return json.loads(facts[-1].removeprefix("FACTS "))
+        if "Traceback" in proc.stderr:
+            pytest.fail(f"the child driver raised:\n{proc.stderr[-6000:]}")
+        crash = f"exit {proc.returncode}, stderr: {proc.stderr[-1500:]}\n{_ray_log_tail()}"
+        warnings.warn(f"Ray ended the child driver (attempt {attempt + 1}): {crash}", stacklevel=1)
+        crashes.append(crash)
+    pytest.fail("Ray ended the child driver twice:\n" + "\n\n".join(crashes))
+
+
+@pytest.mark.slow
+def test_ray_retries_a_killed_worker_and_the_run_resumes(tmp_path):
+    pytest.importorskip("ray")
+    facts = _facts_from_a_child_driver(tmp_path)
+
+    assert len(facts["killed"]) == 1, "the run finished before the worker could be killed"
+    (killed_pid, rows_then), retry_pid = facts["killed"][0], facts["retry_pid"]
     assert retry_pid != killed_pid
     # the retry took the dead worker's lock (released by the OS) and resumed: the rows the
     # resume state covers are kept as written (timings included; a restart from scratch
     # would rewrite them), one row per epoch, and the same numbers as the uninterrupted run
-    assert (run_dir / LOCK_FILE).read_text().strip() == str(retry_pid)
-    rows = read_history(run_dir)
-    assert rows[0] == rows_then[0]
-    assert [r["epoch"] for r in rows] == list(range(9))
-    assert _no_clock(outcome.final) == _no_clock(reference.final)
+    assert facts["lock"] == str(retry_pid)
+    assert facts["rows"][0] == rows_then[0]
+    assert [r["epoch"] for r in facts["rows"]] == list(range(9))
+    assert facts["final"] == facts["reference"]
 
 
 def test_a_local_ray_instance_runs_workers_at_normal_priority(monkeypatch):
