@@ -227,10 +227,10 @@ def test_fixed_eps_drops_broken_rows(problem):
     _, fooled = fab.run(p.x, p.y)
     n, broken_first = len(p.x), int((p.min_norm() * 1.05 <= 0.05).sum())
     assert fab.counts() == {"forward": 3 * n + (n - broken_first), "backward": 9 * n}
-    # a second target only runs on the rows the first left robust
+    # the targets run at once, one row per (input, target): the step costs 2n backward rows
     fab_t = FAB(p.model, 0.05, targeted=True, n_target_classes=2, steps=1, search_steps=0)
     fooled_t = fab_t.run(p.x, p.y).fooled
-    assert fab_t.counts()["backward"] < 2 * n and bool(fooled_t.any())
+    assert fab_t.counts()["backward"] == 2 * n and bool(fooled_t.any())
 
 
 # --------------------------------------------------------------------------- invariants
@@ -254,6 +254,35 @@ def _mlp_data(n: int = 24):
     g = torch.Generator().manual_seed(1)
     x = torch.rand(n, 1, 4, 4, generator=g, dtype=torch.float64)
     return x, torch.randint(0, 5, (n,), generator=g)
+
+
+def test_targets_at_once_break_what_one_target_after_another_breaks(monkeypatch):
+    """FAB-T runs its targets in one working batch; a run from x is deterministic per row,
+    so it breaks exactly the inputs that the reference's order breaks: target k (the
+    (k + 2)-th largest clean logit) on the inputs the earlier targets left robust."""
+    model = TanhMLP().eval()
+    x, _ = _mlp_data(300)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every input starts correct
+    eps = 0.3  # large enough that the 2nd and 3rd targets break inputs the 1st cannot
+    x_adv, together = FAB(model, eps, targeted=True, n_target_classes=3).run(x, y)
+
+    one_by_one = torch.zeros_like(together)
+    by_target = []
+    for k in range(3):  # the k-th target alone, chosen from the logits independently
+        monkeypatch.setattr(
+            fab_module,
+            "target_classes",
+            lambda z, n, k=k: z.argsort(1, descending=True)[:, 1 + k, None],
+        )
+        left = torch.nonzero(~one_by_one)[:, 0]
+        broke = FAB(model, eps, targeted=True, n_target_classes=1).run(x[left], y[left]).fooled
+        one_by_one[left[broke]] = True
+        by_target.append(int(broke.sum()))
+    assert torch.equal(together, one_by_one)
+    assert by_target[0] > 0 and by_target[1] + by_target[2] > 0, by_target  # later targets count
+    assert 0 < int(together.sum()) < len(x)
+    _check_adversarial(model, x[together], y[together], x_adv[together], eps)
 
 
 @pytest.mark.parametrize("targeted", [False, True])

@@ -76,21 +76,36 @@ def _newton_lam(room: Tensor, w_abs: Tensor, need: Tensor, skip: Tensor) -> tupl
     The tangent of a concave function lies above it, so every iterate stays at or below the
     root; an iterate that does not pass the next breakpoint is on the root's linear piece
     and therefore exact. Rows in ``skip`` count as settled at once. Returns
-    ``(lam, settled)``; unsettled rows are not final.
+    ``(lam, settled)``; unsettled rows are not final. Most rows settle in two or three
+    steps, so the rows still open are gathered into smaller tensors once they are at most
+    half of the working set (each row's arithmetic is its own, so nothing changes).
     """
     lam = torch.zeros_like(need)
     settled = skip.clone()
     tiny = torch.finfo(room.dtype).tiny
+    idx = torch.nonzero(~skip)[:, 0]
+    if idx.numel() < len(need):
+        room, w_abs, need = room[idx], w_abs[idx], need[idx]
+    cur = torch.zeros_like(need)
+    done = torch.zeros_like(need, dtype=torch.bool)
     for _ in range(_NEWTON_STEPS):
-        moving = room > lam[:, None]
+        moving = room > cur[:, None]
         slope = (w_abs * moving).sum(1)
-        reached = (w_abs * torch.minimum(room, lam[:, None])).sum(1)
-        nxt = lam + (need - reached).clamp_min(0.0) / slope.clamp_min(tiny)
+        reached = (w_abs * torch.minimum(room, cur[:, None])).sum(1)
+        nxt = cur + (need - reached).clamp_min(0.0) / slope.clamp_min(tiny)
         next_break = torch.where(moving, room, math.inf).amin(1)
-        lam = torch.where(settled, lam, nxt)
-        settled |= nxt <= next_break
-        if bool(settled.all()):
+        cur = torch.where(done, cur, nxt)
+        done |= nxt <= next_break
+        still = ~done
+        n_open = int(still.sum())
+        if n_open == 0:
             break
+        if 2 * n_open <= len(done):  # write the settled rows back, keep the open ones
+            lam[idx[done]], settled[idx[done]] = cur[done], True
+            idx, room, w_abs = idx[still], room[still], w_abs[still]
+            need, cur = need[still], cur[still]
+            done = torch.zeros_like(need, dtype=torch.bool)
+    lam[idx], settled[idx] = cur, done
     return lam, settled
 
 
@@ -149,9 +164,12 @@ class FAB(Attack):
     Restart ``r > 0`` starts at ``clip(x_o + rho/2 * u / ||u||_inf)``, ``u ~ U[-1, 1]``,
     ``rho = min(eps, smallest norm found so far)`` (the reference uses ``eps``; the two
     agree at a fixed budget). Targeted: the targets are the 2nd to ``(n + 1)``-th largest
-    clean logits, one run per target. Untargeted costs ``K - 1`` backward passes per step
-    (``K`` classes; the gradient of each ``f_j - f_y`` directly), targeted one; both add
-    one forward pass to check the new iterate.
+    clean logits; all of them run in one working batch, one row per (input, target), per
+    restart (the reference runs one target after another on the inputs still robust; from
+    ``x`` a run is deterministic per row, so both break the same inputs, and the batch
+    takes 1/T of the Python steps for T targets). Untargeted costs ``K - 1`` backward
+    passes per step (``K`` classes; the gradient of each ``f_j - f_y`` directly), targeted
+    one; both add one forward pass to check the new iterate.
 
     Line search (beyond the reference, ``search_steps > 0``): FAB's overshoot ``eta``
     leaves its best point ~0.5% beyond the boundary even for a linear model, so at the end
@@ -163,8 +181,8 @@ class FAB(Attack):
 
     Two entry points: :meth:`run` / ``__call__`` (fixed budget, AutoAttack): an input is
     broken iff a point with ``||x_adv - x||_inf <= eps`` was found; it leaves the working
-    batch at once and later restarts and targets only attack the rest; unbroken inputs
-    get ``x`` back. :meth:`minimal_perturbation`: no budget, every correctly classified
+    batch at once, with all its targets, and later restarts only attack the rest; unbroken
+    inputs get ``x`` back. :meth:`minimal_perturbation`: no budget, every correctly classified
     input runs every restart and target, and the smallest norm found is returned.
 
     Args:
@@ -261,16 +279,14 @@ class FAB(Attack):
             logits = self._forward(x)
         norms = torch.where(logits.argmax(1) != y, 0.0, math.inf).to(x.dtype)
         targets = target_classes(logits, self.n_target_classes) if self.targeted else None
-        plan = [None] if targets is None else list(targets.T)
         gen = seeded_generator(self.seed, x.device)
         out = x.clone()
         limit = None if self._minimal else self.eps
-        for target in plan:
-            for restart in range(self.n_restarts):
-                rows = torch.nonzero(norms > (0.0 if self._minimal else self.eps))[:, 0]
-                if rows.numel() == 0:
-                    break
-                self._attack_rows(x, y, target, rows, restart, gen, limit, out, norms)
+        for restart in range(self.n_restarts):
+            rows = torch.nonzero(norms > (0.0 if self._minimal else self.eps))[:, 0]
+            if rows.numel() == 0:
+                break
+            self._attack_rows(x, y, targets, rows, restart, gen, limit, out, norms)
         if self._minimal:
             self._refine_minimal(x, y, out, norms)
             self._norms = norms
@@ -283,7 +299,7 @@ class FAB(Attack):
         self,
         x: Tensor,
         y: Tensor,
-        target: Tensor | None,
+        targets: Tensor | None,
         rows: Tensor,
         restart: int,
         gen: torch.Generator | None,
@@ -291,13 +307,25 @@ class FAB(Attack):
         out: Tensor,
         norms: Tensor,
     ) -> None:
-        """One run on ``rows``; write improvements into ``out`` / ``norms`` in place."""
-        x0, y0 = x[rows], y[rows]
-        t0 = None if target is None else target[rows]
-        x1 = x0 if restart == 0 else self._random_start(x0, norms[rows], gen)
-        best, best_norm = self._run(x0, y0, t0, x1, limit)
+        """One run on ``rows``, of every target at once (``targets``: ``(N, T)``, or None
+        untargeted); write each input's improvement into ``out`` / ``norms`` in place.
+
+        The working batch holds one row per (input, target), target-major; an input leaves
+        it, all its targets together, as soon as one of them is adversarial within
+        ``limit``. A run from ``x`` (``restart == 0``) is deterministic per row, so this
+        breaks the inputs that one target after another would, with 1/T of the steps.
+        """
+        n = len(rows)
+        t = 1 if targets is None else targets.shape[1]
+        rep = rows.repeat(t)  # row i of target k sits at k * n + i
+        x0, y0 = x[rep], y[rep]
+        tgt = None if targets is None else targets[rows].T.reshape(-1)
+        x1 = x0 if restart == 0 else self._random_start(x0, norms[rep], gen)
+        group = torch.arange(n, device=x.device).repeat(t)
+        best, best_norm = self._run(x0, y0, tgt, x1, limit, group)
         if limit is not None and self.search_steps > 0:
             best, best_norm = self._pull_to_budget(x0, y0, best, best_norm)
+        best, best_norm = _closest_target(best, best_norm, t)
         better = best_norm < norms[rows]
         if limit is not None:  # a fixed budget keeps only points inside the ball
             better &= best_norm <= limit
@@ -312,11 +340,18 @@ class FAB(Attack):
         return (x0 + u * _rows(scale, x0)).clamp(0.0, 1.0)
 
     def _run(
-        self, x0: Tensor, y: Tensor, target: Tensor | None, x1: Tensor, limit: float | None
+        self,
+        x0: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        x1: Tensor,
+        limit: float | None,
+        group: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """``steps`` FAB iterations from ``x1``. Returns the smallest-norm adversarial
-        iterate per row and its norm (``inf``, ``x0`` where none); with a ``limit`` a row
-        stops as soon as it has one within it."""
+        iterate per row and its norm (``inf``, ``x0`` where none); with a ``limit`` every
+        row of a ``group`` (the input the row attacks) stops as soon as one of them has an
+        adversarial iterate within it."""
         best = x0.clone()
         best_norm = torch.full((len(x0),), math.inf, dtype=x0.dtype, device=x0.device)
         act = torch.arange(len(x0), device=x0.device)
@@ -334,9 +369,11 @@ class FAB(Attack):
             best_norm[act[better]] = r[better]
             xa = torch.where(_rows(adv, xa), xo + self.beta * (xa - xo), xa)
             if limit is not None:
-                keep = ~(adv & (r <= limit))
+                found = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
+                found[group[adv & (r <= limit)]] = True
+                keep = ~found[group]
                 if not bool(keep.all()):
-                    act, xa, xo, y = act[keep], xa[keep], xo[keep], y[keep]
+                    act, xa, xo, y, group = act[keep], xa[keep], xo[keep], y[keep], group[keep]
                     target = None if target is None else target[keep]
                     if act.numel() == 0:
                         break
@@ -429,6 +466,15 @@ class FAB(Attack):
         z = _on_ray(xo[moved], ray[moved], hi[moved])
         out[rows[moved]] = z
         norms[rows[moved]] = _linf(z, xo[moved])
+
+
+def _closest_target(best: Tensor, norms: Tensor, t: int) -> tuple[Tensor, Tensor]:
+    """Per input, the best point of its ``t`` target-major rows: the smallest norm, the
+    earliest target on ties."""
+    n = len(norms) // t
+    k = norms.view(t, n).argmin(0)  # argmin returns the first of equal minima
+    pick = k * n + torch.arange(n, device=norms.device)
+    return best[pick], norms[pick]
 
 
 def _on_ray(xo: Tensor, ray: Tensor, s: Tensor) -> Tensor:
