@@ -189,7 +189,11 @@ def _train(
         t_call = time.perf_counter()
         mode = prepare_run_dir(config, out_dir, resume, overwrite)
         if mode == "done":
-            log(f"[{config.name}] run {out_dir} is already finished ({DONE_FILE}); nothing to do")
+            if progress:  # executors call without progress, once per finished run
+                log(
+                    f"[{config.name}] run {out_dir} is already finished ({DONE_FILE}); "
+                    "nothing to do"
+                )
             return _result_from_finished(config, out_dir, t_call, trust_code)
         if needs_parent_run(config, out_dir, mode):
             _train_parent(config, out_dir, progress, stack, trust_code)
