@@ -256,10 +256,12 @@ def _mlp_data(n: int = 24):
     return x, torch.randint(0, 5, (n,), generator=g)
 
 
-def test_targets_at_once_break_what_one_target_after_another_breaks(monkeypatch):
-    """FAB-T runs its targets in one working batch; a run from x is deterministic per row,
-    so it breaks exactly the inputs that the reference's order breaks: target k (the
-    (k + 2)-th largest clean logit) on the inputs the earlier targets left robust."""
+@pytest.mark.parametrize("max_rows", [1024, 650, 300])  # 3 targets, 2 + 1, 1 + 1 + 1
+def test_targets_at_once_break_what_one_target_after_another_breaks(monkeypatch, max_rows):
+    """FAB-T runs groups of targets in one working batch; a run from x is deterministic
+    per row, so it breaks exactly the inputs that the reference's order breaks: target k
+    (the (k + 2)-th largest clean logit) on the inputs the earlier targets left robust."""
+    monkeypatch.setattr(fab_module, "MAX_BATCH_ROWS", max_rows)
     model = TanhMLP().eval()
     x, _ = _mlp_data(300)
     with torch.no_grad():

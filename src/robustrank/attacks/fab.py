@@ -22,7 +22,7 @@ from .base import Attack, check_int, check_seed, check_steps, check_unit, seeded
 from .losses import target_classes
 from .registry import register_attack
 
-__all__ = ["FAB", "project_linf_box"]
+__all__ = ["FAB", "MAX_BATCH_ROWS", "project_linf_box"]
 
 #: added to the l_1 norms of the logit-difference gradients (the reference's constant)
 _TINY = 1e-12
@@ -32,6 +32,11 @@ _MIN_STEP = 1e-8
 
 #: Newton steps of the projection before the rows left over fall back to the sort
 _NEWTON_STEPS = 8
+
+#: FAB-T's working batch holds at most this many (input, target) rows: the targets of a
+#: few inputs go together (fewer Python steps), those of many inputs in groups (tensors
+#: that stay in the CPU caches)
+MAX_BATCH_ROWS = 1024
 
 
 def project_linf_box(t: Tensor, w: Tensor, b: Tensor) -> Tensor:
@@ -164,10 +169,11 @@ class FAB(Attack):
     Restart ``r > 0`` starts at ``clip(x_o + rho/2 * u / ||u||_inf)``, ``u ~ U[-1, 1]``,
     ``rho = min(eps, smallest norm found so far)`` (the reference uses ``eps``; the two
     agree at a fixed budget). Targeted: the targets are the 2nd to ``(n + 1)``-th largest
-    clean logits; all of them run in one working batch, one row per (input, target), per
-    restart (the reference runs one target after another on the inputs still robust; from
-    ``x`` a run is deterministic per row, so both break the same inputs, and the batch
-    takes 1/T of the Python steps for T targets). Untargeted costs ``K - 1`` backward
+    clean logits; several of them run in one working batch, one row per (input, target),
+    up to :data:`MAX_BATCH_ROWS` rows, and later groups of targets attack only the inputs
+    still robust (the reference runs one target after another; from ``x`` a run is
+    deterministic per row, so both break the same inputs, and a group of T targets takes
+    1/T of the Python steps). Untargeted costs ``K - 1`` backward
     passes per step (``K`` classes; the gradient of each ``f_j - f_y`` directly), targeted
     one; both add one forward pass to check the new iterate.
 
@@ -283,10 +289,18 @@ class FAB(Attack):
         out = x.clone()
         limit = None if self._minimal else self.eps
         for restart in range(self.n_restarts):
-            rows = torch.nonzero(norms > (0.0 if self._minimal else self.eps))[:, 0]
-            if rows.numel() == 0:
-                break
-            self._attack_rows(x, y, targets, rows, restart, gen, limit, out, norms)
+            first = 0  # the next target (column of ``targets``) of this restart
+            while targets is None or first < targets.shape[1]:
+                rows = torch.nonzero(norms > (0.0 if self._minimal else self.eps))[:, 0]
+                if rows.numel() == 0:
+                    break
+                if targets is None:
+                    self._attack_rows(x, y, None, rows, restart, gen, limit, out, norms)
+                    break
+                k = max(1, MAX_BATCH_ROWS // len(rows))  # targets in this working batch
+                group = targets[:, first : first + k]
+                self._attack_rows(x, y, group, rows, restart, gen, limit, out, norms)
+                first += k
         if self._minimal:
             self._refine_minimal(x, y, out, norms)
             self._norms = norms
@@ -307,8 +321,8 @@ class FAB(Attack):
         out: Tensor,
         norms: Tensor,
     ) -> None:
-        """One run on ``rows``, of every target at once (``targets``: ``(N, T)``, or None
-        untargeted); write each input's improvement into ``out`` / ``norms`` in place.
+        """One run on ``rows`` of the ``T`` targets in ``targets`` (``(N, T)``, or None
+        untargeted) at once; write each input's improvement into ``out`` / ``norms``.
 
         The working batch holds one row per (input, target), target-major; an input leaves
         it, all its targets together, as soon as one of them is adversarial within
