@@ -288,17 +288,15 @@ class FAB(Attack):
         gen = seeded_generator(self.seed, x.device)
         out = x.clone()
         limit = None if self._minimal else self.eps
+        width = 1 if targets is None else targets.shape[1]
         for restart in range(self.n_restarts):
             first = 0  # the next target (column of ``targets``) of this restart
-            while targets is None or first < targets.shape[1]:
+            while first < width:
                 rows = torch.nonzero(norms > (0.0 if self._minimal else self.eps))[:, 0]
                 if rows.numel() == 0:
                     break
-                if targets is None:
-                    self._attack_rows(x, y, None, rows, restart, gen, limit, out, norms)
-                    break
-                k = max(1, MAX_BATCH_ROWS // len(rows))  # targets in this working batch
-                group = targets[:, first : first + k]
+                k = width if targets is None else max(1, MAX_BATCH_ROWS // len(rows))
+                group = None if targets is None else targets[:, first : first + k]
                 self._attack_rows(x, y, group, rows, restart, gen, limit, out, norms)
                 first += k
         if self._minimal:
