@@ -9,13 +9,9 @@ check, intervals against a textbook t quantile, accuracies against the run direc
 import itertools
 import json
 import math
-import os
 import random
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,33 +36,9 @@ from robustrank.sweeps.spec import spec_from_dict
 from robustrank.sweeps.strategies import grid_trials, random_trials
 from robustrank.sweeps.table import combinations, compare_best, pareto_front
 from robustrank.training import config_from_dict, load_preset, read_history
+from sweeping import TINY, kill_when, table, tiny_spec
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / "tiny-open-question.yaml"
-
-TINY = {
-    "epochs": 1,
-    "train_subset": 2000,
-    "lr": 0.05,
-    "momentum": 0.9,
-    "threads": 1,
-    "history": {"eval_n": 100, "test_accuracy_n": 500, "track_mi": False, "every_epochs": 1},
-}
-OBJECTIVE = {"n": 50, "options": {"steps": 10, "n_queries": 50}}
-# the columns that must not depend on interruptions, executors or timing
-TIMING = ("seconds", "worker", "reused")
-
-
-def _spec(name="tiny", **extra):
-    data = {
-        "name": name,
-        "base": "fcnn-natural",
-        "overrides": TINY,
-        "space": {"regularizers.l1.1": [0.0, 0.003], "seed": [0, 1]},
-        "strategy": "grid",
-        "objective": OBJECTIVE,
-    }
-    data.update(extra)
-    return data
 
 
 def _write_spec(path: Path, data: dict) -> Path:
@@ -74,16 +46,11 @@ def _write_spec(path: Path, data: dict) -> Path:
     return path
 
 
-def _table(out: Path) -> list[dict]:
-    rows = json.loads((out / "trials.json").read_text())["trials"]
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """One uninterrupted grid sweep (4 trials), shared by several tests."""
     out = tmp_path_factory.mktemp("sweep") / "a"
-    spec = spec_from_dict(_spec(reference={"regularizers.l1.1": 0.0}))
+    spec = spec_from_dict(tiny_spec(reference={"regularizers.l1.1": 0.0}))
     return run_sweep(spec, out, progress=False)
 
 
@@ -170,7 +137,7 @@ def test_dotted_paths_make_layer_keys_and_missing_mappings():
 
 def test_random_strategy_is_seeded_and_covers_the_space():
     spec = spec_from_dict(
-        _spec(
+        tiny_spec(
             strategy="random",
             n_trials=200,
             seed=7,
@@ -184,9 +151,9 @@ def test_random_strategy_is_seeded_and_covers_the_space():
     # log-uniform: about half the draws below the geometric midpoint 1e-2
     assert 0.35 < sum(v < 1e-2 for v in lrs) / len(lrs) < 0.65
     assert {t["seed"] for t in a} == {0, 1, 2}
-    other = spec_from_dict(_spec(strategy="random", n_trials=200, seed=8, space=spec.space))
+    other = spec_from_dict(tiny_spec(strategy="random", n_trials=200, seed=8, space=spec.space))
     assert random_trials(other) != a
-    grid = spec_from_dict(_spec(space={"lr": {"log_uniform": [1e-3, 1e-1], "num": 3}}))
+    grid = spec_from_dict(tiny_spec(space={"lr": {"log_uniform": [1e-3, 1e-1], "num": 3}}))
     assert [t["lr"] for t in grid_trials(grid)] == pytest.approx([1e-3, 1e-2, 1e-1])
 
 
@@ -211,7 +178,7 @@ def test_random_strategy_is_seeded_and_covers_the_space():
 )
 def test_bad_specs_name_the_key(change, names):
     with pytest.raises(SpecError) as err:
-        spec_from_dict(_spec(**change), source="bad.yaml")
+        spec_from_dict(tiny_spec(**change), source="bad.yaml")
     message = str(err.value)
     assert message.startswith("bad.yaml")
     for name in names:
@@ -335,7 +302,7 @@ def test_outputs_are_complete_and_match_the_runs(finished):
 def test_refuses_another_spec_in_the_same_directory(finished, tmp_path):
     out = finished.out_dir
     before = (out / "trials.json").read_text()
-    other = spec_from_dict(_spec(space={"regularizers.l1.1": [0.0, 0.01], "seed": [0, 1]}))
+    other = spec_from_dict(tiny_spec(space={"regularizers.l1.1": [0.0, 0.01], "seed": [0, 1]}))
     with pytest.raises(SweepError, match=r"different sweep.*space.*another --out.*--overwrite"):
         run_sweep(other, out, progress=False)
     assert (out / "trials.json").read_text() == before
@@ -344,9 +311,9 @@ def test_refuses_another_spec_in_the_same_directory(finished, tmp_path):
         run_sweep(other, tmp_path, progress=False)
     assert not (tmp_path / ".sweep.lock").exists()  # a refused directory is left as it was
     # --overwrite starts the other sweep over in a directory of its own
-    one = spec_from_dict(_spec(name="one", space={"seed": [3]}))
+    one = spec_from_dict(tiny_spec(name="one", space={"seed": [3]}))
     again = tmp_path / "again"
-    run_sweep(spec_from_dict(_spec(name="one", space={"seed": [4]})), again, progress=False)
+    run_sweep(spec_from_dict(tiny_spec(name="one", space={"seed": [4]})), again, progress=False)
     result = run_sweep(one, again, progress=False, overwrite=True)
     assert [r["values"] for r in result.rows] == [{"seed": 3}]
     assert sorted(p.name for p in (again / "trials").iterdir()) == [result.rows[0]["trial"]]
@@ -364,29 +331,24 @@ def _mid_run(out: Path) -> Path | None:
 
 def _kill_mid_run(cmd: list[str], out: Path) -> Path:
     """Start the sweep, SIGKILL it once a trial has finished and another is mid-training."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline, running = time.monotonic() + 60, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            path = out / "trials.json"
-            if path.exists() and any(
-                r["status"] == "done" for r in json.loads(path.read_text())["trials"]
-            ):
-                running = _mid_run(out)
-                if running is not None:
-                    break
-            time.sleep(0.01)
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert running is not None and not (running / "done.json").exists()
-    return running
+    running: list[Path] = []
+
+    def ready() -> bool:
+        path = out / "trials.json"
+        if path.exists() and any(
+            r["status"] == "done" for r in json.loads(path.read_text())["trials"]
+        ):
+            running[:] = [p for p in [_mid_run(out)] if p is not None]
+        return bool(running)
+
+    kill_when(cmd, ready)
+    assert not (running[0] / "done.json").exists()
+    return running[0]
 
 
 @pytest.mark.slow
 def test_sigkilled_sweep_resumes_to_the_uninterrupted_table(tmp_path):
-    data = _spec(
+    data = tiny_spec(
         name="kill",
         overrides={**TINY, "epochs": 5},
         space={"regularizers.l1.1": [0.003], "seed": [0, 1, 2]},
@@ -417,7 +379,7 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_table(tmp_path):
     assert {r["trial"] for r in result.rows if r["reused"]} == done_before
     # the interrupted run resumed: its history has each epoch once
     assert [r["epoch"] for r in read_history(interrupted)] == [0, 1, 2, 3, 4, 5]
-    assert _table(out) == _table(reference.out_dir)
+    assert table(out) == table(reference.out_dir)
     assert sweep_status(out).done == 3
 
 
@@ -426,7 +388,7 @@ def test_optuna_sweep_resumes_its_study_without_retraining(tmp_path, monkeypatch
     import robustrank.execution.local as local
 
     spec = spec_from_dict(
-        _spec(
+        tiny_spec(
             name="opt",
             strategy="optuna",
             n_trials=4,
@@ -475,7 +437,7 @@ def test_optuna_sweep_resumes_its_study_without_retraining(tmp_path, monkeypatch
 def test_finetune_base_trains_one_parent_per_seed(tmp_path):
     parent = {k: v for k, v in TINY.items() if k != "threads"}
     spec = spec_from_dict(
-        _spec(
+        tiny_spec(
             name="ft",
             base="fcnn-l1-1e-2-nuc-1e-2",
             parent_overrides=parent,
@@ -513,12 +475,12 @@ def test_ray_executor_gives_the_local_table(finished, tmp_path):
 
     try:
         result = run_sweep(
-            spec_from_dict(_spec()), tmp_path / "ray", executor="ray", workers=2, progress=False
+            spec_from_dict(tiny_spec()), tmp_path / "ray", executor="ray", workers=2, progress=False
         )
     finally:
         if ray.is_initialized():
             ray.shutdown()
-    assert _table(result.out_dir) == _table(finished.out_dir)
+    assert table(result.out_dir) == table(finished.out_dir)
     assert len({r["worker"] for r in result.rows}) >= 1
 
 
@@ -585,7 +547,7 @@ def test_trials_with_the_same_config_share_one_run(tmp_path):
     }
     overrides = {**TINY, "structure": {"budget": {"fraction": 1.0, "method": "prune"}}}
     out = tmp_path / "s"
-    run_sweep(spec_from_dict(_spec(space=space, overrides=overrides)), out, progress=False)
+    run_sweep(spec_from_dict(tiny_spec(space=space, overrides=overrides)), out, progress=False)
     rows = {
         (r["values"]["structure.budget.method"], r["values"]["structure.budget.fraction"]): r
         for r in json.loads((out / "trials.json").read_text())["trials"]

@@ -18,6 +18,8 @@ One module per concept, each building only on the ones above it:
 * :mod:`.spec` -- the run-level evaluation of a checkpoint (:class:`EvaluationSpec`,
   :func:`evaluate_run`, :func:`cached_evaluation`) and its per-example outcomes
   (:func:`encode_mask`, :func:`decode_mask`);
+* :mod:`.signal` -- the cheap robustness signal a multi-fidelity sweep judges a paused
+  trial by (:class:`SignalSpec`, :func:`measure_signal`, :func:`stored_signal`);
 * :mod:`.certified_runs` -- the run-level certification of a checkpoint
   (:func:`certify_run`, :func:`cached_certification`) and its check against the run's
   attacks (:func:`certificate_conflicts`);
@@ -72,6 +74,7 @@ from .robustness import (
     make_attack,
     robust_accuracy,
 )
+from .signal import SIGNAL_FILE, SignalSpec, measure_signal, save_signal, stored_signal
 from .spec import (
     CertificationSpec,
     CurveSpec,
@@ -124,6 +127,12 @@ __all__ = [
     "paper_attacks_spec",
     "encode_mask",
     "decode_mask",
+    # the cheap signal of multi-fidelity sweeps
+    "SignalSpec",
+    "measure_signal",
+    "stored_signal",
+    "save_signal",
+    "SIGNAL_FILE",
     # certified robustness
     "CertResult",
     "certify",

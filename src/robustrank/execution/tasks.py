@@ -39,6 +39,10 @@ class RunTask:
         evaluation: an :class:`~robustrank.evaluation.EvaluationSpec` as plain
             data, or None to only train.
         trust_code: allow a model named by import path (see ``train``).
+        until_epoch: a multi-fidelity rung: train only up to the end of this epoch, measure
+            ``signal`` there and pause (no evaluation); None trains to the end.
+        signal: a :class:`~robustrank.evaluation.SignalSpec` as plain data (with
+            ``until_epoch``).
     """
 
     config: dict[str, Any]
@@ -46,6 +50,8 @@ class RunTask:
     after: tuple[str, ...] = ()
     evaluation: dict[str, Any] | None = None
     trust_code: bool = False
+    until_epoch: int | None = None
+    signal: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -70,6 +76,8 @@ class RunOutcome:
         seconds: wall time of this call (a reused run takes almost none).
         worker: ``host:pid`` of the process that ran it.
         reused: the run was already finished before this call.
+        signal: a rung's signal (``until_epoch`` tasks): clean and robust accuracy, epoch.
+        paused: the run stopped at the rung (it resumes later).
     """
 
     run_dir: str
@@ -79,6 +87,8 @@ class RunOutcome:
     seconds: float
     worker: str
     reused: bool = False
+    signal: dict[str, Any] | None = None
+    paused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data."""
@@ -90,6 +100,8 @@ class RunOutcome:
             "seconds": self.seconds,
             "worker": self.worker,
             "reused": self.reused,
+            "signal": self.signal,
+            "paused": self.paused,
         }
 
 
@@ -119,8 +131,53 @@ def _certification(
     return {**result, "conflicts": certificate_conflicts(result, evaluation)}
 
 
+def _rung(task: RunTask, config: Any, run_dir: Path, t0: float) -> RunOutcome:
+    """A multi-fidelity rung: train up to ``task.until_epoch`` (resuming), measure the
+    signal there and pause; a signal stored by an earlier call is reused, so a run that
+    has trained past the rung is judged by what it measured there."""
+    from ..evaluation import SignalSpec, measure_signal, save_signal, stored_signal
+    from ..training import train
+    from ..training.rundir import CONFIG_FILE
+
+    assert task.until_epoch is not None and task.signal is not None
+    spec = SignalSpec.model_validate(task.signal)
+    epoch = task.until_epoch
+    signal = stored_signal(run_dir, epoch, spec)
+    if signal is not None:
+        return _outcome(task, config, run_dir, t0, final={}, signal=signal, reused=True)
+    started = (run_dir / CONFIG_FILE).exists()
+    result = train(
+        config,
+        run_dir,
+        resume=started,
+        progress=False,
+        trust_code=task.trust_code,
+        until_epoch=epoch,
+    )
+    with torch_threads(config.threads):
+        signal = measure_signal(result.model, config.dataset, config.device, spec)
+    # the epoch measured: the rung's, or the last one of a run that had already finished
+    signal["epoch"] = epoch if result.paused else config.epochs
+    signal["seconds"] = time.perf_counter() - t0  # this rung's training and its signal
+    save_signal(run_dir, epoch, spec, signal)
+    final = dict(result.history[-1]) if result.history else {}
+    return _outcome(task, config, run_dir, t0, final=final, signal=signal, paused=result.paused)
+
+
+def _outcome(task: RunTask, config: Any, run_dir: Path, t0: float, **fields: Any) -> RunOutcome:
+    return RunOutcome(
+        run_dir=str(run_dir),
+        name=config.name,
+        evaluation=fields.pop("evaluation", None),
+        seconds=time.perf_counter() - t0,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        **fields,
+    )
+
+
 def run_task(task: RunTask, *, progress: bool = False) -> RunOutcome:
-    """Train ``task``'s run (resume or reuse it) and evaluate its final model.
+    """Train ``task``'s run (resume or reuse it) and evaluate its final model; a rung task
+    (``until_epoch``) trains up to that epoch and measures its signal instead.
 
     The run's ``threads`` apply to training and evaluation alike, so the numbers do not
     depend on the executor or the number of workers.
@@ -133,6 +190,8 @@ def run_task(task: RunTask, *, progress: bool = False) -> RunOutcome:
     run_dir = Path(task.run_dir)
     _check_visible(run_dir)
     config = config_from_dict(task.config, source=f"task {task.name}", trust_code=task.trust_code)
+    if task.until_epoch is not None:
+        return _rung(task, config, run_dir, t0)
     reused = (run_dir / DONE_FILE).exists()
     started = (run_dir / CONFIG_FILE).exists()
     result = train(config, run_dir, resume=started, progress=progress, trust_code=task.trust_code)
@@ -152,12 +211,4 @@ def run_task(task: RunTask, *, progress: bool = False) -> RunOutcome:
                     config, run_dir, spec, evaluation, task.trust_code
                 )
     final = dict(result.history[-1]) if result.history else {}
-    return RunOutcome(
-        run_dir=str(run_dir),
-        name=config.name,
-        final=final,
-        evaluation=evaluation,
-        seconds=time.perf_counter() - t0,
-        worker=f"{socket.gethostname()}:{os.getpid()}",
-        reused=reused,
-    )
+    return _outcome(task, config, run_dir, t0, final=final, evaluation=evaluation, reused=reused)

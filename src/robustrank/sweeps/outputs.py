@@ -161,6 +161,9 @@ def _trials_table(rows: Sequence[Mapping[str, Any]], layer: str | None) -> Table
     columns = ["trial", *keys, "status", "clean acc.", "robust acc."]
     if layer:
         columns += [f"eff. rank {layer}", f"eff. sparsity {layer}"]
+    rungs = any(r.get("signal_epoch") is not None for r in rows)
+    if rungs:
+        columns += ["signal epoch", "signal clean", "signal robust", "stopped because"]
     body = []
     for r in rows:
         line = [
@@ -172,8 +175,35 @@ def _trials_table(rows: Sequence[Mapping[str, Any]], layer: str | None) -> Table
         ]
         if layer:
             line += [r.get(f"eff_rank_{layer}"), r.get(f"eff_sparsity_{layer}")]
+        if rungs:
+            line += [r.get(k) for k in ("signal_epoch", "signal_clean", "signal_robust")]
+            line.append(r.get("stop_reason"))
         body.append(line)
-    return Table(columns, body, caption="Every trial (run directories under trials/).")
+    caption = "Every trial (run directories under trials/)."
+    if rungs:
+        caption += (
+            " Signal: the trial's last rung (clean accuracy, robust accuracy under the "
+            "signal's attack); a stopped trial's run stays paused at that epoch."
+        )
+    return Table(columns, body, caption=caption)
+
+
+def _fidelity_section(summary: Mapping[str, Any]) -> list[Section]:
+    """What the rungs stopped and what the trials cost (empty without ``fidelity``)."""
+    fidelity = summary["spec"].get("fidelity")
+    if not fidelity:
+        return []
+    signal = summary.get("signal") or {}
+    text = (
+        f"Trials were judged at epochs {fidelity['rungs']} by {signal.get('attack')} at eps "
+        f"{signal.get('eps')} on {signal.get('n')} test inputs and the clean accuracy "
+        f"(eta {fidelity['eta']:g}, clean tolerance {fidelity['clean_tolerance']:g}, robust "
+        f"margin {fidelity['robust_margin']:g}): {summary['stopped']} of {summary['total']} "
+        f"trials were stopped, {summary['done']} trained to the end and got the objective. "
+        f"The trials took {summary['trial_seconds'] / 60:.1f} CPU-minutes in all (rungs "
+        "included, parents not)."
+    )
+    return [Section("Multi-fidelity", [Paragraph(text)])]
 
 
 def _verdict_section(comparison: Comparison | None) -> Section:
@@ -213,7 +243,9 @@ def write_report(
     objective = spec["objective"]
     overview = (
         f"Sweep {spec['name']} over base {spec['base']} with strategy {spec['strategy']}: "
-        f"{summary['done']} of {summary['total']} trials finished; this invocation took "
+        f"{summary['done']} of {summary['total']} trials finished"
+        + (f" ({summary['stopped']} stopped at a rung)" if summary.get("stopped") else "")
+        + "; this invocation took "
         f"{summary['wall_time'] / 60:.1f} min (finished trials are reused). Clean accuracy: "
         f"the final history row's test_acc; robust accuracy: {objective['attack']} at eps "
         f"{objective['eps']:g} on {objective['n']} seeded test inputs (misclassified inputs "
@@ -221,6 +253,7 @@ def write_report(
     )
     sections = [
         Section("Overview", [Paragraph(overview)]),
+        *_fidelity_section(summary),
         _verdict_section(comparison),
         Section("Per-combination summary over seeds", [_combination_table(combos)]),
         *_reference_sections(against),

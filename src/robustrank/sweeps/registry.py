@@ -4,8 +4,12 @@ none of them.
 
 A strategy either *plans* every trial up front (``plan(spec) -> [{dotted key: value}]``)
 or is *adaptive*: ``driver(spec, out_dir)`` returns an object that asks for trials as
-results come in (``completed()``, ``unfinished()``, ``ask(k)``, ``tell(number, clean,
-robust)``; see :class:`~robustrank.sweeps.strategies.OptunaDriver`).
+results come in (``completed()``, ``pruned()``, ``unfinished()``, ``ask(k)``,
+``tell(number, clean, robust)``, and for ``fidelity.pruner`` ``report(number, epoch,
+robust) -> prune?``, ``prune(number)``, ``pruned_at(number)``; see
+:class:`~robustrank.sweeps.strategies.OptunaDriver`). A *multi-fidelity* strategy
+(``halving``) plans its candidates and judges them at the spec's rungs
+(:mod:`~robustrank.sweeps.fidelity`).
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Strategy:
         check: ``check(spec)`` raises ``ValueError`` for a spec this strategy cannot run.
         count_text: ``count_text(spec) -> (what the count is, how to lower it)`` for the
             "too many trials" message.
+        multi_fidelity: the planned trials are judged at the spec's ``fidelity`` rungs and
+            only survivors train to the end (:mod:`~robustrank.sweeps.fidelity`).
     """
 
     name: str
@@ -71,6 +77,7 @@ class Strategy:
     count: Callable[[Any], int] = _n_trials
     check: Callable[[Any], None] | None = None
     count_text: Callable[[Any], tuple[str, str]] = _n_trials_text
+    multi_fidelity: bool = False
 
     @property
     def adaptive(self) -> bool:
@@ -95,7 +102,8 @@ def register_strategy(
     ``driver(spec, out_dir)``) under ``name``; usable as a decorator.
 
     ``fields`` are the other :class:`Strategy` fields (``needs_n_trials``, ``count``,
-    ``check``, ``count_text``); ``description`` defaults to the docstring's first line.
+    ``check``, ``count_text``, ``multi_fidelity``); ``description`` defaults to the
+    docstring's first line.
     """
 
     def entry(fn: Any) -> Strategy:

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from .._io import atomic_write_text, exclusive_lock
 from ..execution import RunOutcome, RunTask, create_executor
 from ..ownership import OutputKind, OwnershipError, check_dir, claim_dir, read_record
 from ..training.rundir import RUN_DIR
+from .fidelity import judge_rung
 from .outputs import BUDGET_KEY, COMPRESSION_PNG, PARETO_PNG, REPORT_HTML, SCATTER_PNG
 from .registry import get_strategy, planned_trials
 from .space import apply_values, merge_overrides
@@ -40,6 +42,7 @@ from .spec import SpecError, SweepSpec, check_trial_count, load_spec
 from .strategies import OPTUNA_DB
 from .table import (
     against_reference,
+    combination_label,
     combinations,
     combinations_csv,
     compare_best,
@@ -257,12 +260,19 @@ class _Sweep:
     by_config: dict[str, Trial] = field(default_factory=dict)
     parents: dict[str, dict[str, Any]] = field(default_factory=dict)
     previous: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signal: dict[str, Any] | None = None
+    signals: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def setup(self) -> None:
         """Resolve the base, the evaluation, the structure columns and earlier rows."""
         self.base = self.spec.base_config()
         self.evaluation = self.spec.objective.evaluation()
         self.layers = structure_layers(self.base, list(self.spec.space), self.trust_code)
+        fidelity, objective = self.spec.fidelity, self.spec.objective
+        if fidelity is not None:
+            self.signal = fidelity.signal_spec(objective.eps, objective.seed).model_dump(
+                mode="json"
+            )
         path = self.out / TRIALS_JSON
         if path.exists():
             self.previous = {r["trial"]: r for r in json.loads(path.read_text("utf-8"))["trials"]}
@@ -290,7 +300,11 @@ class _Sweep:
         earlier trial's (``TrainConfig.equivalence_key``) shares that run (``same_as``)."""
         first = self.by_config.setdefault(key, trial)
         if first.id != trial.id:
-            trial = dataclasses.replace(trial, run_dir=first.run_dir, same_as=first.id)
+            # the first trial's config too: its run is named after it (a later batch of an
+            # adaptive strategy may ask for the same values again)
+            trial = dataclasses.replace(
+                trial, run_dir=first.run_dir, config=first.config, same_as=first.id
+            )
         runs = self.trials.setdefault(str(trial.run_dir), [])
         runs[:] = [t for t in runs if t.id != trial.id] + [trial]
         return trial
@@ -318,9 +332,10 @@ class _Sweep:
             )
         return parent
 
-    def tasks(self, trials: list[Trial]) -> list[RunTask]:
+    def tasks(self, trials: list[Trial], until_epoch: int | None = None) -> list[RunTask]:
         """The parents these trials need, then the trials (one task per run directory), for
-        one ``executor.map``."""
+        one ``executor.map``; with ``until_epoch``, the trials' tasks are that rung's
+        (train up to it and measure the signal; parents always train to the end)."""
         parents = sorted({str(t.parent) for t in trials if t.parent is not None})
         first: dict[str, Trial] = {}
         for t in trials:
@@ -331,7 +346,19 @@ class _Sweep:
         tasks = [RunTask(self.parents[p], p, trust_code=self.trust_code) for p in parents]
         for t in runs:
             after = (str(t.parent),) if t.parent is not None else ()
-            tasks.append(RunTask(t.config, str(t.run_dir), after, self.evaluation, self.trust_code))
+            if until_epoch is None:
+                task = RunTask(t.config, str(t.run_dir), after, self.evaluation, self.trust_code)
+            else:
+                task = RunTask(
+                    t.config,
+                    str(t.run_dir),
+                    after,
+                    None,
+                    self.trust_code,
+                    until_epoch=until_epoch,
+                    signal=self.signal,
+                )
+            tasks.append(task)
         return tasks
 
     def head(self, trial: Trial) -> dict[str, Any]:
@@ -361,9 +388,55 @@ class _Sweep:
     def record(self, outcome: RunOutcome) -> None:
         """``on_done``: a run finished (parents are not rows): the rows of every trial it
         serves; rewrite the tables."""
-        for trial in self.trials.get(outcome.run_dir, []):
+        for trial in self._serves(outcome):
             self.rows[trial.id] = self._row(trial, outcome)
         self.write()
+
+    def _serves(self, outcome: RunOutcome) -> list[Trial]:
+        """The trials whose rows ``outcome`` fills: those sharing its run, except the ones
+        stopped at a rung (another trial of the same config may have gone on)."""
+        trials = self.trials.get(outcome.run_dir, [])
+        return [t for t in trials if self.rows.get(t.id, {}).get("status") != "stopped"]
+
+    def record_signal(self, outcome: RunOutcome) -> None:
+        """``on_done`` of a rung: the signal of every trial the run serves (parents have
+        none), their rows ``paused`` with it; rewrite the tables."""
+        if outcome.signal is None:
+            return
+        for trial in self._serves(outcome):
+            self.signals.setdefault(trial.id, []).append(outcome.signal)
+            self.rows[trial.id] = {
+                **self.head(trial),
+                "status": "paused",
+                **self.signal_columns(trial),
+            }
+        self.write()
+
+    def signal_columns(self, trial: Trial) -> dict[str, Any]:
+        """The trial's last rung signal and the time its rungs took (empty without rungs);
+        a trial sharing another's run costs no time itself."""
+        measured = self.signals.get(trial.id)
+        if not measured:
+            return {}
+        last = measured[-1]
+        seconds = 0.0 if trial.same_as is not None else sum(s["seconds"] for s in measured)
+        return {
+            "signal_epoch": last["epoch"],
+            "signal_clean": last["clean_acc"],
+            "signal_robust": last["robust_acc"],
+            "rung_seconds": seconds,
+        }
+
+    def stop(self, trial: Trial, reason: str) -> None:
+        """Mark ``trial`` stopped at its last rung for ``reason`` (its run stays paused)."""
+        columns = self.signal_columns(trial)
+        self.rows[trial.id] = {
+            **self.head(trial),
+            "status": "stopped",
+            **columns,
+            "seconds": columns.get("rung_seconds", 0.0),
+            "stop_reason": reason,
+        }
 
     def _row(self, trial: Trial, outcome: RunOutcome) -> dict[str, Any]:
         """A finished trial's row; a trial sharing another's run costs no time itself."""
@@ -380,7 +453,10 @@ class _Sweep:
         row["seconds"] = old.get("seconds") if keep else (0.0 if shared else outcome.seconds)
         row["worker"] = old.get("worker") if keep else outcome.worker
         row["reused"] = outcome.reused or shared
-        return row
+        columns = self.signal_columns(trial)
+        if columns and not keep:  # the rungs' time counts towards the trial's
+            row["seconds"] = (row["seconds"] or 0.0) + columns["rung_seconds"]
+        return {**row, **columns}
 
     def sorted_rows(self) -> list[dict[str, Any]]:
         """The rows in trial order."""
@@ -432,39 +508,152 @@ def _run_planned(state: _Sweep, executor: Any, progress: bool) -> None:
     executor.map(state.tasks(trials), progress=progress, on_done=state.record)
 
 
+def _run_halving(state: _Sweep, executor: Any, progress: bool) -> None:
+    """halving: every planned trial up to the first rung, then only the combinations
+    :func:`~.fidelity.judge_rung` keeps up to the next, and so on; the survivors train to
+    the end and get the objective. Decisions wait for the whole rung, so they do not
+    depend on the executor or on completion order."""
+    fidelity = state.spec.fidelity
+    assert fidelity is not None
+    values = planned_trials(state.spec) or []
+    alive = [state.make_trial(i, v) for i, v in enumerate(values)]
+    state.pending(alive)
+    for epoch in fidelity.rungs:
+        if progress:
+            print(f"rung: epoch {epoch}, {len(alive)} trials", file=sys.stderr)
+        executor.map(
+            state.tasks(alive, until_epoch=epoch), progress=progress, on_done=state.record_signal
+        )
+        verdicts = judge_rung(
+            _combination_signals(state, alive),
+            fidelity.eta,
+            fidelity.clean_tolerance,
+            fidelity.robust_margin,
+        )
+        for t in alive:
+            verdict = verdicts[_combination_of(t)]
+            if not verdict.kept:
+                state.stop(t, verdict.reason)
+        alive = [t for t in alive if verdicts[_combination_of(t)].kept]
+        state.write()
+    executor.map(state.tasks(alive), progress=progress, on_done=state.record)
+
+
+def _combination_of(trial: Trial) -> str:
+    """The label of the trial's combination (its values without the seed)."""
+    return combination_label(trial.values)
+
+
+def _combination_signals(state: _Sweep, trials: list[Trial]) -> dict[str, tuple[float, float]]:
+    """Each combination's mean last signal over its trials (seeds): ``(clean, robust)``."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for t in trials:
+        groups.setdefault(_combination_of(t), []).append(state.signals[t.id][-1])
+    return {
+        key: (
+            sum(s["clean_acc"] for s in group) / len(group),
+            sum(s["robust_acc"] for s in group) / len(group),
+        )
+        for key, group in groups.items()
+    }
+
+
 def _next_batch(driver: Any, n_trials: int, batch: int) -> list[tuple[int, dict]]:
     """Trials a killed driver left RUNNING, else up to ``batch`` new ones, else none."""
     unfinished = driver.unfinished()
     if unfinished:
         return unfinished
-    left = n_trials - len(driver.completed())
+    left = n_trials - len(driver.completed()) - len(driver.pruned())
     return driver.ask(min(batch, left)) if left > 0 else []
+
+
+def _pruned_rungs(state: _Sweep, driver: Any, executor: Any, trials: list[Trial]) -> list[Trial]:
+    """optuna with ``fidelity.pruner``: the batch rung by rung; after each rung every
+    trial's robust signal goes to the pruner (in trial order, once the rung is complete),
+    which stops it or lets it go on. Returns the trials that passed every rung."""
+    fidelity = state.spec.fidelity
+    assert fidelity is not None
+    alive = trials
+    for epoch in fidelity.rungs:
+        if not alive:
+            break
+        tasks = state.tasks(alive, until_epoch=epoch)
+        executor.map(tasks, progress=False, on_done=state.record_signal)
+        going = []
+        for t in alive:
+            if driver.report(t.index, epoch, state.signals[t.id][-1]["robust_acc"]):
+                driver.prune(t.index)
+                state.stop(t, f"pruned by Optuna's {fidelity.pruner} pruner at epoch {epoch}")
+            else:
+                going.append(t)
+        alive = going
+    return alive
+
+
+def _load_signals(state: _Sweep, trial: Trial, until: int | None = None) -> None:
+    """The signals ``trial``'s run stored at its rungs (up to epoch ``until``)."""
+    from ..evaluation import SignalSpec, stored_signal
+
+    if state.signal is None or state.spec.fidelity is None:
+        return
+    spec = SignalSpec.model_validate(state.signal)
+    rungs = [e for e in state.spec.fidelity.rungs if until is None or e <= until]
+    found = [stored_signal(trial.run_dir, e, spec) for e in rungs]
+    state.signals[trial.id] = [s for s in found if s is not None]
+
+
+def _restore_pruned(state: _Sweep, driver: Any) -> int:
+    """The rows of trials an earlier driver pruned, from their stored signals."""
+    assert state.spec.fidelity is not None
+    pruned = [state.make_trial(n, v) for n, v in driver.pruned()]
+    for t in pruned:
+        epoch = driver.pruned_at(t.index)
+        _load_signals(state, t, epoch)
+        state.stop(t, f"pruned by Optuna's {state.spec.fidelity.pruner} pruner at epoch {epoch}")
+    return len(pruned)
 
 
 def _run_adaptive(state: _Sweep, executor: Any, batch: int, progress: bool) -> None:
     """optuna (any adaptive strategy): re-run trials a killed driver left RUNNING (their run
     directories resume) and tell them, then ask ``batch`` trials at a time until
-    ``n_trials`` are complete."""
+    ``n_trials`` are complete (or pruned, with ``fidelity.pruner``)."""
     from tqdm.auto import tqdm
 
     driver = get_strategy(state.spec.strategy).driver(state.spec, state.out)
     n_trials = state.spec.n_trials or 0
     attack = state.spec.objective.attack
+    pruning = state.spec.fidelity is not None
+    # every trial the study knows, registered in trial order: a trial sharing a run with
+    # an earlier one (same_as) then names the same run however the driver was interrupted
+    known = driver.completed() + driver.unfinished() + (driver.pruned() if pruning else [])
+    for n, v in sorted(known, key=lambda item: item[0]):
+        state.make_trial(n, v)
     done = [state.make_trial(n, v) for n, v in driver.completed()]
+    for t in done:
+        _load_signals(state, t)
     state.pending(done)
     missing = [t for t in done if state.rows[t.id].get("status") != "done"]
     if missing:  # finished runs whose rows were lost: reused, not retrained
         executor.map(state.tasks(missing), progress=False, on_done=state.record)
-    bar = tqdm(total=n_trials, initial=len(done), desc="trials", unit="trial", disable=not progress)
+    stopped = _restore_pruned(state, driver) if pruning else 0
+    bar = tqdm(
+        total=n_trials,
+        initial=len(done) + stopped,
+        desc="trials",
+        unit="trial",
+        disable=not progress,
+    )
     try:
         while asked := _next_batch(driver, n_trials, batch):
             trials = [state.make_trial(n, v) for n, v in asked]
             state.pending(trials)
-            outcomes = executor.map(state.tasks(trials), progress=False, on_done=state.record)
+            alive = _pruned_rungs(state, driver, executor, trials) if pruning else trials
+            outcomes = executor.map(state.tasks(alive), progress=False, on_done=state.record)
             by_dir = {o.run_dir: o for o in outcomes}
-            for t in trials:
+            for t in alive:
                 driver.tell(t.index, *_objectives(by_dir[str(t.run_dir)], attack))
-                bar.update(1)
+            state.write()
+            bar.update(len(trials))
     finally:
         bar.close()
 
@@ -503,6 +692,9 @@ def _finish(state: _Sweep, wall_time: float) -> SweepResult:
         "spec": state.spec.model_dump(mode="json"),
         "total": len(rows),
         "done": len(done),
+        "stopped": sum(r.get("status") == "stopped" for r in rows),
+        "trial_seconds": sum(r.get("seconds") or 0.0 for r in rows),
+        "signal": state.signal,
         "wall_time": wall_time,
         "pareto_front": front,
         "combinations": [c.to_dict() for c in combos],
@@ -581,8 +773,11 @@ def run_sweep(
         state = _Sweep(spec, out, trust_code)
         state.setup()
         with create_executor(executor, workers=workers, address=address) as ex:
-            if get_strategy(spec.strategy).adaptive:
+            strategy = get_strategy(spec.strategy)
+            if strategy.adaptive:
                 _run_adaptive(state, ex, _batch_size(spec, executor, workers), progress)
+            elif strategy.multi_fidelity:
+                _run_halving(state, ex, progress)
             else:
                 _run_planned(state, ex, progress)
         return _finish(state, time.perf_counter() - t0)

@@ -41,6 +41,7 @@ from pydantic import (
 
 from .._types import NonNegativeInt, PositiveInt
 from ..yamlio import YAMLInputError, load_yaml, load_yaml_file
+from .fidelity import Fidelity
 from .registry import count_trials, get_strategy
 from .space import SpaceError, merge_overrides, set_path
 
@@ -169,6 +170,11 @@ class SweepSpec(_Strict):
         None, description="optuna: trials asked at a time (default: the executor's workers)"
     )
     objective: Objective = Field(default_factory=Objective)
+    fidelity: Fidelity | None = Field(
+        None,
+        description="multi-fidelity: judge trials by a cheap signal at rung epochs "
+        "(strategy halving; optuna with a pruner)",
+    )
     reference: dict[str, Any] | None = Field(
         None,
         description="space values of the baseline every combination is compared with, "
@@ -191,7 +197,34 @@ class SweepSpec(_Strict):
             raise ValueError(f"n_trials is required for strategy {self.strategy}; add it")
         if strategy.check is not None:
             strategy.check(self)
+        self._check_fidelity()
         return self
+
+    def _check_fidelity(self) -> None:
+        strategy = get_strategy(self.strategy)
+        fidelity = self.fidelity
+        if strategy.multi_fidelity and fidelity is None:
+            raise ValueError(
+                f"strategy {self.strategy} judges trials at rungs; add fidelity: {{rungs: [2]}} "
+                "(epochs at which trials are judged)"
+            )
+        if fidelity is None:
+            return
+        if not (strategy.multi_fidelity or strategy.adaptive):
+            raise ValueError(
+                f"fidelity needs a multi-fidelity strategy, not {self.strategy}: use strategy "
+                "halving (or optuna with fidelity.pruner), or remove fidelity"
+            )
+        if strategy.adaptive and fidelity.pruner is None:
+            raise ValueError(
+                f"strategy {self.strategy} with fidelity needs fidelity.pruner (one of "
+                "median, successive-halving, hyperband)"
+            )
+        if strategy.multi_fidelity and fidelity.pruner is not None:
+            raise ValueError(
+                f"fidelity.pruner is for strategy optuna; strategy {self.strategy} judges rungs "
+                "by eta, clean_tolerance and robust_margin: remove pruner"
+            )
 
     def base_config(self) -> dict[str, Any]:
         """The base config with the overrides applied, as plain data (not yet validated).
@@ -243,7 +276,15 @@ def _where(loc: tuple[Any, ...]) -> str:
 
 def _spec_message(e: dict[str, Any], loc: tuple[Any, ...]) -> str:
     if e["type"] == "extra_forbidden":
-        owner = {(): SweepSpec, ("objective",): Objective}.get(tuple(loc[:-1]))
+        from ..evaluation import SignalSpec
+
+        owners = {
+            (): SweepSpec,
+            ("objective",): Objective,
+            ("fidelity",): Fidelity,
+            ("fidelity", "signal"): SignalSpec,
+        }
+        owner = owners.get(tuple(loc[:-1]))
         allowed = [k for k in owner.model_fields if k != "base_dir"] if owner else ["log_uniform"]
         if owner is None:
             allowed.append("num")
@@ -341,6 +382,23 @@ def check_spec(spec: SweepSpec, trust_code: bool = False) -> None:
             except SpaceError as err:
                 raise SpecError(f"space[{key}]: {err}") from None
             _validate(config, f"space[{key}] = {value!r}", trust_code)
+    _check_rungs(spec, base)
+
+
+def _check_rungs(spec: SweepSpec, base: dict[str, Any]) -> None:
+    """Every rung lies below every trial's epochs (the last stage trains to the end)."""
+    if spec.fidelity is None:
+        return
+    swept = spec.space.get("epochs")
+    epochs = list(swept) if isinstance(swept, list) else [base.get("epochs")]
+    last = spec.fidelity.rungs[-1]
+    short = [e for e in epochs if isinstance(e, int) and e <= last]
+    if short:
+        raise SpecError(
+            f"fidelity.rungs {spec.fidelity.rungs} must lie below every trial's epochs, but "
+            f"trials train {min(short)} epochs; lower the rungs (a rung is a pause before "
+            "the end of training)"
+        )
 
 
 # --------------------------------------------------------------------------- loading

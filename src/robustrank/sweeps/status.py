@@ -1,8 +1,9 @@
 """``robustrank sweep status DIR``: how far a sweep is, read from its directory alone.
 
-A trial is *done* when its row in ``trials.json`` is, *running* when its run directory
-has started (``config.yaml``) but not finished (``done.json``): it is training now, or
-will resume when the sweep is re-run; *pending* otherwise.
+A trial is *done* when its row in ``trials.json`` is, *stopped* when a multi-fidelity
+rung stopped it (its row says so), *running* when its run directory has started
+(``config.yaml``) but not finished (``done.json``): it is training now (or paused between
+rungs), or will resume when the sweep is re-run; *pending* otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ __all__ = ["SweepStatus", "sweep_status"]
 
 @dataclass
 class SweepStatus:
-    """Counts of done/running/pending trials, the best finished trial and the driver."""
+    """Counts of done/stopped/running/pending trials, the best finished trial and the
+    driver."""
 
     out_dir: Path
     name: str
@@ -32,13 +34,15 @@ class SweepStatus:
     pending: int
     best: dict[str, Any] | None
     driver: str | None
+    stopped: int = 0
 
     def format(self) -> str:
         """A few lines for the terminal."""
         lines = [
             f"sweep {self.name} ({self.strategy}) in {self.out_dir}",
-            f"trials: {self.done} done, {self.running} running, {self.pending} pending "
-            f"(of {self.total})",
+            f"trials: {self.done} done, {self.running} running, {self.pending} pending"
+            + (f", {self.stopped} stopped at a rung" if self.stopped else "")
+            + f" (of {self.total})",
         ]
         if self.best is not None:
             b = self.best
@@ -49,7 +53,7 @@ class SweepStatus:
             )
         if self.driver is not None:
             lines.append(f"driver: {self.driver}")
-        elif self.done < self.total:
+        elif self.done + self.stopped < self.total:
             lines.append("no sweep is running here; re-run the same command to resume it")
         return "\n".join(lines)
 
@@ -104,10 +108,12 @@ def sweep_status(out: str | Path) -> SweepStatus:
         raise SweepError(f"{out / SWEEP_FILE} does not describe a sweep spec; see --out")
     rows = _trial_rows(out)
     done = sum(r.get("status") == "done" for r in rows)
+    stopped = sum(r.get("status") == "stopped" for r in rows)
     running = sum(
-        r.get("status") != "done" and (out / r["run_dir"] / CONFIG_FILE).exists() for r in rows
+        r.get("status") not in ("done", "stopped") and (out / r["run_dir"] / CONFIG_FILE).exists()
+        for r in rows
     )
-    total = spec.get("n_trials") if spec["strategy"] == "optuna" else None
+    total = spec.get("n_trials") if spec["strategy"] == "optuna" else None  # asked as it goes
     total = max(total or 0, len(rows))
     return SweepStatus(
         out_dir=out,
@@ -116,7 +122,8 @@ def sweep_status(out: str | Path) -> SweepStatus:
         total=total,
         done=done,
         running=running,
-        pending=total - done - running,
+        pending=total - done - running - stopped,
         best=_best(rows),
         driver=_driver(out),
+        stopped=stopped,
     )

@@ -39,6 +39,8 @@ __all__ = [
     "finished_rows",
     "combinations_csv",
     "json_safe",
+    "combination_key",
+    "combination_label",
 ]
 
 #: The space key that repeats a combination (it is averaged over, never compared).
@@ -128,7 +130,7 @@ class Combination:
 
     def label(self) -> str:
         """``key=value, ...`` (the values without the seed)."""
-        return ", ".join(f"{k}={v}" for k, v in self.values.items()) or "(base config)"
+        return combination_label(self.values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data."""
@@ -151,8 +153,15 @@ def finished_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     ]
 
 
-def _values_key(values: Mapping[str, Any]) -> str:
-    """A hashable, order-independent key of a trial's values."""
+def combination_label(values: Mapping[str, Any]) -> str:
+    """``key=value, ...`` of a trial's values without ``seed``: its combination's name."""
+    shown = {k: v for k, v in values.items() if k != SEED_KEY}
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "(base config)"
+
+
+def combination_key(values: Mapping[str, Any]) -> str:
+    """A hashable, order-independent key of a trial's values (pass them without ``seed``
+    to name its combination)."""
     return json.dumps(dict(values), sort_keys=True, default=str)
 
 
@@ -169,7 +178,7 @@ def combinations(rows: Sequence[Mapping[str, Any]]) -> list[Combination]:
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in finished_rows(rows):
         values = {k: v for k, v in row["values"].items() if k != SEED_KEY}
-        key = _values_key(values)
+        key = combination_key(values)
         seed = json.dumps(row["values"].get(SEED_KEY), default=str)
         group = groups.setdefault(key, [])
         if all(json.dumps(r["values"].get(SEED_KEY), default=str) != seed for r in group):
@@ -331,10 +340,10 @@ def against_reference(
     unknown = sorted(set(reference) - keys)
     if combos and unknown:
         raise ValueError(f"reference names {unknown}, which are not swept ({sorted(keys)})")
-    by_values = {_values_key(c.values): c for c in combos}
+    by_values = {combination_key(c.values): c for c in combos}
     out = []
     for c in combos:
-        ref = by_values.get(_values_key({**c.values, **reference}))
+        ref = by_values.get(combination_key({**c.values, **reference}))
         if ref is None or ref is c:
             continue
         _, a, b = _paired(c, ref)

@@ -81,7 +81,9 @@ Callback = Callable[[dict[str, Any], nn.Module], None]
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns."""
+    """What :func:`train` returns. ``paused``: training stopped at ``until_epoch`` (the
+    run is resumable; ``model`` is the model at that epoch, ``final_checkpoint`` does not
+    exist yet)."""
 
     model: nn.Module
     history: list[dict[str, Any]]
@@ -93,6 +95,7 @@ class TrainResult:
     config: TrainConfig
     resumed: bool = False
     already_done: bool = False
+    paused: bool = False
 
     def format(self) -> str:
         """The run directory, final model, test accuracy and the last fooling ratios."""
@@ -120,6 +123,7 @@ def train(
     progress: bool = True,
     callback: Callback | None = None,
     trust_code: bool = False,
+    until_epoch: int | None = None,
 ) -> TrainResult:
     """Train (or fine-tune) a model as described by ``config`` into the run directory ``out_dir``.
 
@@ -138,6 +142,10 @@ def train(
             be resumed from that point).
         trust_code: allow a model named by import path (``model.name: pkg.mod:factory``),
             which imports and runs that code.
+        until_epoch: stop once epoch ``until_epoch`` is complete, its state saved, and
+            return with ``paused=True``; a later call (``resume=True``) continues exactly
+            where it stopped (a rung of a multi-fidelity sweep). ``None`` or an epoch at or
+            beyond ``config.epochs``: train to the end.
 
     Returns:
         :class:`TrainResult` with the final model (on ``config.device``), the history rows
@@ -163,6 +171,7 @@ def train(
         callback=callback,
         stack=(),
         trust_code=trust_code,
+        until_epoch=until_epoch,
     )
 
 
@@ -176,6 +185,7 @@ def _train(
     callback: Callback | None,
     stack: tuple[str, ...],
     trust_code: bool,
+    until_epoch: int | None = None,
 ) -> TrainResult:
     try:
         resolve_device(config.device)  # before anything is written
@@ -200,7 +210,7 @@ def _train(
         setup = setup_run(config, out_dir, mode, trust_code)
         with private_rng(setup.device):
             run = _Run(config, out_dir, setup, progress, callback, t_call)
-            return run.execute()
+            return run.execute(until_epoch)
 
 
 def _train_parent(
@@ -600,7 +610,8 @@ class _Run:
         if row is not None and "test_acc" in row:
             self.last_test = row["test_acc"]
 
-    def execute(self) -> TrainResult:
+    def execute(self, until_epoch: int | None = None) -> TrainResult:
+        """Train to the end (:meth:`finish`), or pause after epoch ``until_epoch``."""
         if self.setup.resume_state is None:
             self.start()
         else:
@@ -620,6 +631,8 @@ class _Run:
                 if self.step_in_epoch >= self.n_batches:
                     if self.epoch >= self.config.epochs:
                         break
+                    if until_epoch is not None and self.epoch >= until_epoch:
+                        return self.pause()
                     self.epoch, self.step_in_epoch = self.epoch + 1, 0
                     self.acc = Accumulator()
                 self.run_epoch(bar)
@@ -628,6 +641,23 @@ class _Run:
         return self.finish()
 
     # ------------------------------------------------------------------ finish
+
+    def pause(self) -> TrainResult:
+        """Stop at the end of the current epoch (its resume state is already saved)."""
+        log(f"[{self.config.name}] paused after epoch {self.epoch} of {self.config.epochs}")
+        self.model.eval()
+        return TrainResult(
+            model=self.model,
+            history=self.rows,
+            out_dir=self.out_dir,
+            final_checkpoint=self.out_dir / FINAL_FILE,
+            history_jsonl=self.jsonl,
+            history_csv=self.csv_path,
+            wall_time=time.perf_counter() - self.t_call,
+            config=self.config,
+            resumed=self.setup.resume_state is not None,
+            paused=True,
+        )
 
     def finish(self) -> TrainResult:
         """Final checkpoint, then done.json (the commit point), then clean up."""

@@ -97,6 +97,7 @@ RUN_DIR = OutputKind(
         DONE_FILE,
         EVALUATION_FILE,
         CERTIFICATION_FILE,
+        "signal-epoch-*.json",
         LOCK_FILE,
     ),
     lock=LOCK_FILE,
