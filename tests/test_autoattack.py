@@ -180,3 +180,55 @@ def test_curve_figure_is_written(problem, tmp_path):
     curve.fold("autoattack", 0.05, problem.breakable())
     path = plot_robustness_curves({"linear": curve, "copy": curve.to_dict()}, tmp_path / "c.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- bfloat16 search
+
+
+def test_bfloat16_search_reaches_the_exact_robust_accuracy_of_a_linear_model(problem):
+    aa = AutoAttack(problem.model, problem.eps, precision="bfloat16", steps=20, n_queries=200)
+    res = aa.run(problem.x, problem.y)
+    assert torch.equal(res.fooled, problem.breakable())
+    with torch.no_grad():  # every input counted as broken is broken in float32
+        pred = problem.model(res.x_adv).argmax(1)
+    assert bool((pred[res.fooled] != problem.y[res.fooled]).all())
+    assert float((res.x_adv - problem.x).abs().max()) <= problem.eps + 1e-6
+    assert aa.params()["precision"] == "bfloat16"
+
+
+class _RoundingFlip(nn.Module):
+    """Logits independent of the input: class 1 beats class 0 by 4e-4 in float32, but
+    bfloat16 rounds both to 1.0 and the tie goes to class 0. No input is breakable in
+    float32 (4 classes: APGD-T's targeted DLR needs them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            self.linear.bias.copy_(torch.tensor([1.0035, 1.0039, 0.0, 0.0]))
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+def test_bfloat16_finds_that_float32_does_not_confirm_are_not_counted():
+    model = _RoundingFlip()
+    x, y = torch.rand(12, 1, 2, 2), torch.ones(12, dtype=torch.long)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert bool((model(x).float().argmax(1) == 0).all())  # bfloat16 is fooled
+    assert bool((model(x).argmax(1) == 1).all())  # float32 is not
+    aa = AutoAttack(model, 0.05, precision="bfloat16", steps=5, n_queries=20)
+    res = aa.run(x, y)
+    assert not bool(res.fooled.any())  # nothing counts: float32 confirms none of the finds
+    first = aa.stats[0]
+    assert first.n_unconfirmed == 12 and first.n_broken == 0  # then re-attacked in float32
+    assert aa.counts()["forward"] >= first.forward > 0
+    float32 = AutoAttack(model, 0.05, steps=5, n_queries=20)
+    assert not bool(float32.run(x, y).fooled.any())
+    assert float32.stats[0].n_unconfirmed == 0
+
+
+def test_bad_precision_names_the_choices(problem):
+    with pytest.raises(ValueError, match="float32, bfloat16"):
+        AutoAttack(problem.model, problem.eps, precision="float16")

@@ -37,7 +37,8 @@ Modules: :mod:`~robustrank.attacks.base` (:class:`Attack`, :class:`AttackResult`
 :mod:`~robustrank.attacks.gnm`, :mod:`~robustrank.attacks.losses` (CE, margin, DLR),
 :mod:`~robustrank.attacks.apgd`, :mod:`~robustrank.attacks.fab`,
 :mod:`~robustrank.attacks.square`, :mod:`~robustrank.attacks.autoattack`,
-:mod:`~robustrank.attacks.checks` (:func:`check_model`) and
+:mod:`~robustrank.attacks.checks` (:func:`check_model`),
+:mod:`~robustrank.attacks.precision` (low-precision search: :class:`Autocast`) and
 :mod:`~robustrank.attacks.registry`.
 """
 
@@ -53,6 +54,7 @@ from .fgsm import FGSM
 from .gnm import GNM
 from .losses import dlr_loss, dlr_targeted_loss, margin
 from .pgd import PGD
+from .precision import Autocast, Precision
 from .registry import (
     AttackSpec,
     builtin_attacks,
@@ -77,6 +79,8 @@ __all__ = [
     "AutoAttack",
     "AUTOATTACK_VERSIONS",
     "ComponentStats",
+    "Precision",
+    "Autocast",
     "dlr_loss",
     "dlr_targeted_loss",
     "margin",

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, check_int, check_seed, check_steps
+from .precision import Autocast, Precision, check_precision
 from .registry import create_attack, get_attack, register_attack
 
 __all__ = ["AutoAttack", "ComponentStats", "AUTOATTACK_VERSIONS"]
@@ -46,7 +47,9 @@ class ComponentStats:
     """What one ensemble member did, summed over every call since the last reset.
 
     ``n_attacked`` inputs were still robust when it ran; it broke ``n_broken`` of them in
-    ``seconds``, with ``forward`` / ``backward`` model evaluations (rows).
+    ``seconds``, with ``forward`` / ``backward`` model evaluations (rows). With a
+    low-precision search, ``n_unconfirmed`` examples it found fooled the search model but
+    not the float32 model (those inputs stay robust for the next components).
     """
 
     name: str
@@ -55,6 +58,7 @@ class ComponentStats:
     seconds: float = 0.0
     forward: int = 0
     backward: int = 0
+    n_unconfirmed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +112,11 @@ class AutoAttack(Attack):
         n_queries: queries of every component that takes ``n_queries`` (Square: 5000).
         seed: seed of every component (the reference re-seeds each call; 0 by default).
         channels_last: passed to every component (default: auto).
+        precision: ``"float32"``, or ``"bfloat16"``: the components search on the model
+            under autocast (:mod:`~robustrank.attacks.precision`), and an input counts as
+            broken only when the float32 model misclassifies the example found; an input
+            whose find float32 does not confirm is attacked again by the same component
+            in float32.
 
     Shape: ``x (N, C, H, W)``, ``y (N,)`` -> ``x_adv (N, C, H, W)``.
 
@@ -128,16 +137,25 @@ class AutoAttack(Attack):
         n_queries: int | None = None,
         seed: int | None = 0,
         channels_last: bool | None = None,
+        precision: str = "float32",
     ) -> None:
         super().__init__(model, eps, channels_last)
+        self.precision = check_precision(precision)
+        self.search_model = (
+            model if self.precision is Precision.float32 else Autocast(model, self.precision.dtype)
+        )
         self.version, items = _normalise_components(version, attacks)
         self.steps = None if steps is None else check_steps(steps)
         self.n_queries = None if n_queries is None else check_int(n_queries, "n_queries", 1)
         self.seed = check_seed(seed)
-        self.components = [self._build(name, options) for name, options in items]
+        self._items = [(name, dict(options)) for name, options in items]
+        self.components = [
+            self._build(name, dict(options), self.search_model) for name, options in items
+        ]
+        self._exact: dict[int, Attack] = {}
         self.stats = [ComponentStats(c.name) for c in self.components]
 
-    def _build(self, name: str, options: dict[str, Any]) -> Attack:
+    def _build(self, name: str, options: dict[str, Any], model: nn.Module) -> Attack:
         spec = get_attack(name)
         if spec.cls is AutoAttack:
             raise ValueError("an AutoAttack ensemble cannot contain another AutoAttack")
@@ -150,7 +168,7 @@ class AutoAttack(Attack):
         for key, value in extra.items():
             if value is not None and spec.accepts(key) and (key not in options or key != "seed"):
                 options[key] = value
-        return create_attack(spec.name, self.model, self.eps, **options)
+        return create_attack(spec.name, model, self.eps, **options)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -158,12 +176,13 @@ class AutoAttack(Attack):
             "version": self.version,
             "attacks": [{"name": c.name, **c.params()} for c in self.components],
             "seed": self.seed,
+            "precision": self.precision.value,
         }
 
     def counts(self) -> dict[str, int]:
         """Model evaluations (rows) of the whole ensemble, including the clean check."""
         own = super().counts()
-        for c in self.components:
+        for c in [*self.components, *self._exact.values()]:
             for k, v in c.counts().items():
                 own[k] += v
         return own
@@ -171,7 +190,7 @@ class AutoAttack(Attack):
     def reset_counts(self) -> None:
         """Zero the evaluation counters and :attr:`stats` (of every component too)."""
         super().reset_counts()
-        for c in self.components:
+        for c in [*self.components, *self._exact.values()]:
             c.reset_counts()
         self.stats = [ComponentStats(c.name) for c in self.components]
 
@@ -182,20 +201,58 @@ class AutoAttack(Attack):
         with torch.no_grad():
             fooled = self._forward(x).argmax(1) != y
         x_adv = x.clone()
-        for attack, stats in zip(self.components, self.stats):
+        for i, (attack, stats) in enumerate(zip(self.components, self.stats)):
             robust = torch.nonzero(~fooled, as_tuple=True)[0]
             if robust.numel() == 0:
                 break
-            before = attack.counts()
+            before = self._component_counts(i)
             t0 = time.perf_counter()
             res = attack.run(x[robust], y[robust], early_stop=True)
+            found, adv = self._confirmed(i, x[robust], y[robust], res.x_adv, res.fooled)
             stats.seconds += time.perf_counter() - t0
-            after = attack.counts()
+            after = self._component_counts(i)
             stats.forward += after["forward"] - before["forward"]
             stats.backward += after["backward"] - before["backward"]
             stats.n_attacked += robust.numel()
-            stats.n_broken += int(res.fooled.sum())
-            broken = robust[res.fooled]
-            x_adv[broken] = res.x_adv[res.fooled]
+            stats.n_broken += int(found.sum())
+            broken = robust[found]
+            x_adv[broken] = adv[found]
             fooled[broken] = True
         return x_adv, fooled
+
+    def _component_counts(self, i: int) -> dict[str, int]:
+        """Rows evaluated by component ``i``: its search and its float32 re-attacks."""
+        counts = dict(self.components[i].counts())
+        if i in self._exact:
+            for k, v in self._exact[i].counts().items():
+                counts[k] += v
+        return counts
+
+    def _confirmed(
+        self, i: int, x: Tensor, y: Tensor, x_adv: Tensor, found: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Which inputs component ``i`` broke, and the examples: a low-precision search's
+        finds count only where the float32 model misclassifies them too; an unconfirmed
+        input is attacked again by the same component in float32. A float32 search needs
+        no check."""
+        if self.precision is Precision.float32 or not bool(found.any()):
+            return found, x_adv
+        rows = torch.nonzero(found, as_tuple=True)[0]
+        with torch.no_grad():
+            wrong = self._forward(x_adv[rows]).argmax(1) != y[rows]
+        found, x_adv = found.clone(), x_adv.clone()
+        retry = rows[~wrong]
+        self.stats[i].n_unconfirmed += retry.numel()
+        if retry.numel():
+            exact = self._exact_component(i)
+            res = exact.run(x[retry], y[retry], early_stop=True)
+            found[retry] = res.fooled
+            x_adv[retry] = res.x_adv
+        return found, x_adv
+
+    def _exact_component(self, i: int) -> Attack:
+        """Component ``i`` on the float32 model (built on first use)."""
+        if i not in self._exact:
+            name, options = self._items[i]
+            self._exact[i] = self._build(name, dict(options), self.model)
+        return self._exact[i]
