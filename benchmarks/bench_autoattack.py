@@ -4,7 +4,10 @@ Workload (issue "Strong, trustworthy evaluation"): the paper's FCNN (MNIST) and 
 (Fashion-MNIST), trained, on a fixed seeded subset of 1000 test images, eps 0.05, l_inf.
 
 * robustrank ``AutoAttack(model, eps)`` (standard: APGD-CE, APGD-T, FAB-T, Square; 100
-  iterations, 9 targets, 5000 queries), evaluated with ``evaluate(..., early_stop=True)``.
+  iterations, 9 targets, 5000 queries), evaluated with ``evaluate(..., early_stop=True)``,
+  at the precision ``--precision MODEL=P`` gives (default: the CNN searches in bfloat16,
+  confirmed in float32, and its float32 run is reported beside it; the FCNN, whose small
+  products gain nothing from bfloat16, in float32).
 * torchattacks 3.5.1 ``MultiAttack([APGD, APGDT, FAB(multi_targeted), Square])`` rebuilt
   with the reference's 100 iterations (its own ``AutoAttack`` keeps the class default of
   10), and torchattacks' ``AutoAttack`` as shipped (10 iterations).
@@ -39,6 +42,8 @@ from robustrank.models import create_model, load_checkpoint, save_checkpoint
 
 EPS = 0.05
 DATASET = {"fcnn": "mnist", "cnn": "fashion-mnist"}
+#: our AutoAttack's search precision per model (``--precision`` overrides)
+PRECISION = {"fcnn": "float32", "cnn": "bfloat16"}
 
 
 def trained_fcnn(seed: int = 0, epochs: int = 10) -> nn.Module:
@@ -116,8 +121,8 @@ def peer_run(model: nn.Module, x: Tensor, y: Tensor, bs: int, steps: int | None)
     }
 
 
-def ours_run(model: nn.Module, x: Tensor, y: Tensor, bs: int) -> dict:
-    attack = AutoAttack(model, EPS)
+def ours_run(model: nn.Module, x: Tensor, y: Tensor, bs: int, precision: str) -> dict:
+    attack = AutoAttack(model, EPS, precision=precision)
     counter = WorkCounter(model)
     res = evaluate(model, attack, x, y, batch_size=bs, early_stop=True, checks=False)
     counter.remove()
@@ -126,6 +131,7 @@ def ours_run(model: nn.Module, x: Tensor, y: Tensor, bs: int) -> dict:
         "seconds": res.seconds,
         "components": {s.name: s.seconds for s in attack.stats},
         "broken": {s.name: s.n_broken for s in attack.stats},
+        "unconfirmed": {s.name: s.n_unconfirmed for s in attack.stats},
         "forward": counter.fwd,
         "backward": counter.bwd,
         "own_counts": res.forward + res.backward,
@@ -151,6 +157,8 @@ def report(name: str, runs: dict[str, dict], n: int) -> None:
         print(f"  {label}: {parts}")
         if "broken" in r:
             print(f"  {label} broke: {r['broken']}")
+        if any((r.get("unconfirmed") or {}).values()):
+            print(f"  {label} found, not confirmed in float32: {r['unconfirmed']}")
     if base:
         ours = runs["robustrank"]
         gap = ours["robust_accuracy"] - base["robust_accuracy"]
@@ -170,7 +178,11 @@ def main() -> None:
     parser.add_argument("--skip-default", action="store_true", help="skip torchattacks' own")
     parser.add_argument("--checkpoint", action="append", default=[], help="NAME=PATH")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--precision", action="append", default=[], help="MODEL=float32|bfloat16 (ours)"
+    )
     args = parser.parse_args()
+    precision = {**PRECISION, **dict(item.split("=", 1) for item in args.precision)}
     if args.threads:
         torch.set_num_threads(args.threads)
     ckpts = dict(item.split("=", 1) for item in args.checkpoint)
@@ -181,7 +193,10 @@ def main() -> None:
             model = trained_fcnn() if name == "fcnn" else trained_cnn(0, 45)
         x, y = load_dataset(DATASET[name], "test", progress=False)
         x, y = eval_subset(x, y, args.n, seed=0)
-        runs = {"robustrank": ours_run(model, x, y, args.batch_size)}
+        p = precision.get(name, "float32")
+        runs = {"robustrank": ours_run(model, x, y, args.batch_size, p)}
+        if p != "float32":
+            runs["robustrank, float32"] = ours_run(model, x, y, args.batch_size, "float32")
         runs["torchattacks, 100 it."] = peer_run(model, x, y, args.batch_size, steps=100)
         if not args.skip_default:
             runs["torchattacks, default"] = peer_run(model, x, y, args.batch_size, steps=None)
