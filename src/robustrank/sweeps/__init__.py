@@ -8,7 +8,10 @@ of every combination.
 
 * :mod:`.spec` -- the YAML spec (:class:`SweepSpec`, :func:`load_spec`, :func:`list_specs`).
 * :mod:`.space` -- dotted config paths (``regularizers.l1.1``).
-* :mod:`.registry` / :mod:`.strategies` -- the strategies ``grid``, ``random``, ``optuna``.
+* :mod:`.registry` / :mod:`.strategies` -- the strategies ``grid``, ``random``,
+  ``halving``, ``optuna``.
+* :mod:`.fidelity` -- multi-fidelity: the ``fidelity:`` section (:class:`Fidelity`) and
+  the rung decisions (:func:`judge_rung`).
 * :mod:`.runner` -- :func:`run_sweep`: trial directories, parents, resume.
 * :mod:`.table` -- rows, the Pareto front, the summary over seeds.
 * :mod:`.outputs` -- figures and ``report.html``.
@@ -21,6 +24,7 @@ Example::
     print(result.comparison.text)
 """
 
+from .fidelity import Fidelity, RungVerdict, judge_rung
 from .registry import REGISTRY as _STRATEGIES
 from .registry import Strategy, get_strategy, list_strategies, register_strategy
 from .runner import SweepError, SweepResult, Trial, plan_trials, run_sweep, trial_id
@@ -30,11 +34,14 @@ from .status import SweepStatus, sweep_status
 # The built-in strategies register where they are defined.
 from . import strategies  # noqa: F401  isort: skip
 
-#: The strategy names registered on import (``grid``, ``random``, ``optuna``) as a
+#: The strategy names registered on import (``grid``, ``random``, ``halving``, ``optuna``) as a
 #: ``StrEnum``; a spec's ``strategy`` accepts any registered name.
 StrategyName = _STRATEGIES.choices("StrategyName", module=__name__)
 
 __all__ = [
+    "Fidelity",
+    "RungVerdict",
+    "judge_rung",
     "LogUniform",
     "Objective",
     "SpecError",
