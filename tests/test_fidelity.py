@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from robustrank.evaluation import SIGNAL_FILE
-from robustrank.sweeps import SpecError, run_sweep, sweep_status
+from robustrank.sweeps import SpecError, SweepError, run_sweep, sweep_status
 from robustrank.sweeps.fidelity import judge_rung
 from robustrank.sweeps.spec import spec_from_dict
 from robustrank.training import config_from_dict, load_preset, read_history, train
@@ -331,3 +331,18 @@ def test_optuna_pruned_trials_are_stopped_rows_and_rebuilt_on_resume(tmp_path):
     (out / "trials.json").unlink()
     again = run_sweep(_optuna_spec("successive-halving"), out, progress=False)
     assert table(again.out_dir) == before
+
+
+def test_a_sweep_written_before_fidelity_existed_is_the_same_sweep(tmp_path):
+    # sweep.json of an earlier robustrank has no "fidelity" key; a grid spec (fidelity
+    # null) over that directory resumes it instead of refusing it as another sweep
+    out = tmp_path / "old"
+    spec = spec_from_dict(tiny_spec(name="old"))
+    run_sweep(spec, out, progress=False)
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["identity"]["spec"].pop("fidelity") is None
+    (out / "sweep.json").write_text(json.dumps(record))
+    before = table(out)
+    assert table(run_sweep(spec, out, progress=False).out_dir) == before
+    with pytest.raises(SweepError, match="differing: spec.name"):
+        run_sweep(spec_from_dict(tiny_spec(name="new")), out, progress=False)

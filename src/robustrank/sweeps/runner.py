@@ -226,9 +226,11 @@ def _claim(out: Path, spec: SweepSpec, overwrite: bool) -> None:
 
     def conflict() -> str | None:
         saved = saved_identity(out)
-        if saved is None or saved == identity:
+        # a key an earlier robustrank did not write reads as null (e.g. fidelity)
+        differing = [] if saved is None else _identity_diff(saved, identity)
+        if not differing:
             return None
-        diff = ", ".join(_identity_diff(saved, identity)[:8])
+        diff = ", ".join(differing[:8])
         return (
             f"{out} holds a different sweep (differing: {diff}); choose another --out, or "
             "pass --overwrite (overwrite=True) to delete its trials and start over"
