@@ -95,7 +95,7 @@ def test_decisions_match_brute_force(seed):
         ({"strategy": "halving"}, ["fidelity", "rungs"]),
         ({"fidelity": {"rungs": [1]}}, ["fidelity", "halving"]),
         ({"strategy": "halving", "fidelity": {"rungs": [2, 1]}}, ["ascending"]),
-        ({"strategy": "halving", "fidelity": {"rungs": [3]}}, ["fidelity.rungs", "epochs"]),
+        ({"strategy": "halving", "fidelity": {"rungs": [4]}}, ["fidelity.rungs", "epochs"]),
         ({"strategy": "halving", "fidelity": {"rungs": [1], "eta": 1}}, ["eta"]),
         ({"strategy": "halving", "fidelity": {"rungs": [1], "pruner": "median"}}, ["pruner"]),
         (
@@ -346,3 +346,17 @@ def test_a_sweep_written_before_fidelity_existed_is_the_same_sweep(tmp_path):
     assert table(run_sweep(spec, out, progress=False).out_dir) == before
     with pytest.raises(SweepError, match="differing: spec.name"):
         run_sweep(spec_from_dict(tiny_spec(name="new")), out, progress=False)
+
+
+def test_a_rung_at_the_last_epoch_judges_trained_trials_before_the_objective(tmp_path):
+    data = _halving(name="last")
+    data["fidelity"] = {**data["fidelity"], "rungs": [3]}
+    result = run_sweep(spec_from_dict(data), tmp_path / "last", progress=False)
+    stopped = [r for r in result.rows if r["status"] == "stopped"]
+    done = [r for r in result.rows if r["status"] == "done"]
+    assert stopped and done
+    for r in result.rows:  # every run trained to the end and was judged at epoch 3
+        run = result.out_dir / r["run_dir"]
+        assert (run / "done.json").exists() and r["signal_epoch"] == 3
+        # the objective (AutoAttack) only for the survivors
+        assert (run / "evaluation.json").exists() == (r["status"] == "done")

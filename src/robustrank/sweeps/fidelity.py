@@ -48,7 +48,11 @@ class Fidelity(BaseModel):
 
     rungs: Annotated[
         list[Annotated[int, Field(ge=1)]],
-        Field(min_length=1, description="epochs at which trials are judged, ascending"),
+        Field(
+            min_length=1,
+            description="epochs at which trials are judged, ascending, at most the trials' "
+            "epochs (a rung at the last epoch: judged fully trained, before the objective)",
+        ),
     ]
     eta: Annotated[float, Field(gt=1.0, description="keep the top 1/eta at each rung")] = 3.0
     signal: SignalSpec | None = Field(

@@ -386,18 +386,19 @@ def check_spec(spec: SweepSpec, trust_code: bool = False) -> None:
 
 
 def _check_rungs(spec: SweepSpec, base: dict[str, Any]) -> None:
-    """Every rung lies below every trial's epochs (the last stage trains to the end)."""
+    """No rung lies beyond a trial's epochs (a rung at the last epoch judges the trained
+    trials by the signal before the objective)."""
     if spec.fidelity is None:
         return
     swept = spec.space.get("epochs")
     epochs = list(swept) if isinstance(swept, list) else [base.get("epochs")]
     last = spec.fidelity.rungs[-1]
-    short = [e for e in epochs if isinstance(e, int) and e <= last]
+    short = [e for e in epochs if isinstance(e, int) and e < last]
     if short:
         raise SpecError(
-            f"fidelity.rungs {spec.fidelity.rungs} must lie below every trial's epochs, but "
-            f"trials train {min(short)} epochs; lower the rungs (a rung is a pause before "
-            "the end of training)"
+            f"fidelity.rungs {spec.fidelity.rungs} must not exceed any trial's epochs, but "
+            f"trials train {min(short)} epochs; lower the rungs (at most the epochs: a rung "
+            "at the last epoch judges trained trials before the objective)"
         )
 
 
