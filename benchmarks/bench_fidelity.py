@@ -140,10 +140,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--full", default="open-question-fcnn")
     parser.add_argument("--mf", default="open-question-fcnn-halving")
+    parser.add_argument("--mf-dir", default="multi-fidelity", help="its directory in --out")
     parser.add_argument("--executor", default="ray")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    full, mf = args.out / "full", args.out / "multi-fidelity"
+    full, mf = args.out / "full", args.out / args.mf_dir
     kw = {"executor": args.executor, "workers": args.workers}
     run_sweep(args.full, full, **kw)
     _copy_parents(full, mf)
