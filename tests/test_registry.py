@@ -171,7 +171,11 @@ BUILTINS = {
         + ["autoattack"],
     ),
     "executor": (lambda: list(list_executors()), get_executor, ["local", "processes", "ray"]),
-    "strategy": (lambda: list(list_strategies()), get_strategy, ["grid", "random", "optuna"]),
+    "strategy": (
+        lambda: list(list_strategies()),
+        get_strategy,
+        ["grid", "random", "halving", "optuna"],
+    ),
     "optimizer": (list_optimizers, get_optimizer, ["sgd", "adam", "adamw", "rmsprop"]),
     "schedule": (list_schedules, get_schedule, ["constant", "cosine", "step", "linear-warmup"]),
 }
@@ -209,7 +213,7 @@ def test_every_axis_suggests_a_close_name(axis):
 def test_old_getter_names_and_enums_still_work():
     assert get_model_entry is get_model
     assert [e.value for e in ExecutorName] == ["local", "processes", "ray"]
-    assert [e.value for e in StrategyName] == ["grid", "random", "optuna"]
+    assert [e.value for e in StrategyName] == ["grid", "random", "halving", "optuna"]
 
 
 AXIS_REGISTRIES = [
