@@ -19,9 +19,10 @@ Reported, from the two directories alone:
   accuracy whose 95% t-intervals contain 0 (``robustrank.stats.seed_difference``);
 * whether every survivor's numbers equal the full sweep's for the same values.
 
-Usage::
+Usage (about 1.5 hours on two cores the first time; finished sweeps in ``--out`` are
+reused, so a second call only compares)::
 
-    python benchmarks/bench_fidelity.py --out DIR [--executor ray --workers 2]
+    python benchmarks/bench_fidelity.py [--out DIR] [--executor ray --workers 2]
 """
 
 from __future__ import annotations
@@ -137,7 +138,12 @@ def compare(full: Path, mf: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/bench-fidelity"),
+        help="finished sweeps are reused",
+    )
     parser.add_argument("--full", default="open-question-fcnn")
     parser.add_argument("--mf", default="open-question-fcnn-halving")
     parser.add_argument("--mf-dir", default="multi-fidelity", help="its directory in --out")
