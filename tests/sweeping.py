@@ -43,6 +43,19 @@ def table(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
+def ray_sweep(spec, out: Path):
+    """``run_sweep`` on a local Ray instance of 2 workers, shut down afterwards."""
+    import ray
+
+    from robustrank.sweeps import run_sweep
+
+    try:
+        return run_sweep(spec, out, executor="ray", workers=2, progress=False)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
 def kill_when(cmd: list[str], ready: Callable[[], bool], deadline: float = 60.0) -> None:
     """Start ``cmd``, SIGKILL it as soon as ``ready()`` holds (checked every 10 ms); fail if
     it ends first or ``deadline`` seconds pass."""

@@ -20,7 +20,7 @@ from robustrank.sweeps import SpecError, SweepError, run_sweep, sweep_status
 from robustrank.sweeps.fidelity import judge_rung
 from robustrank.sweeps.spec import spec_from_dict
 from robustrank.training import config_from_dict, load_preset, read_history, train
-from sweeping import TINY, kill_when, table, tiny_spec
+from sweeping import TINY, kill_when, ray_sweep, table, tiny_spec
 
 # ----------------------------------------------------------------------------- decisions
 
@@ -237,15 +237,7 @@ def test_sigkilled_halving_sweep_resumes_to_the_uninterrupted_table(halved, tmp_
 @pytest.mark.slow
 def test_ray_executor_gives_the_local_halving_table(halved, tmp_path):
     pytest.importorskip("ray")
-    import ray
-
-    try:
-        result = run_sweep(
-            spec_from_dict(_halving()), tmp_path / "ray", executor="ray", workers=2, progress=False
-        )
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
+    result = ray_sweep(spec_from_dict(_halving()), tmp_path / "ray")
     assert table(result.out_dir) == table(halved.out_dir)
 
 

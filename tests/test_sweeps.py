@@ -36,7 +36,7 @@ from robustrank.sweeps.spec import spec_from_dict
 from robustrank.sweeps.strategies import grid_trials, random_trials
 from robustrank.sweeps.table import combinations, compare_best, pareto_front
 from robustrank.training import config_from_dict, load_preset, read_history
-from sweeping import TINY, kill_when, table, tiny_spec
+from sweeping import TINY, kill_when, ray_sweep, table, tiny_spec
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / "tiny-open-question.yaml"
 
@@ -469,17 +469,9 @@ def test_finetune_base_trains_one_parent_per_seed(tmp_path):
 @pytest.mark.slow
 def test_ray_executor_gives_the_local_table(finished, tmp_path):
     pytest.importorskip("ray")
-    import ray
-
     from robustrank.execution.ray_executor import RayExecutor  # noqa: F401
 
-    try:
-        result = run_sweep(
-            spec_from_dict(tiny_spec()), tmp_path / "ray", executor="ray", workers=2, progress=False
-        )
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
+    result = ray_sweep(spec_from_dict(tiny_spec()), tmp_path / "ray")
     assert table(result.out_dir) == table(finished.out_dir)
     assert len({r["worker"] for r in result.rows}) >= 1
 

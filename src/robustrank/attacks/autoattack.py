@@ -148,7 +148,7 @@ class AutoAttack(Attack):
         self.steps = None if steps is None else check_steps(steps)
         self.n_queries = None if n_queries is None else check_int(n_queries, "n_queries", 1)
         self.seed = check_seed(seed)
-        self._items = [(name, dict(options)) for name, options in items]
+        self._items = items
         self.components = [
             self._build(name, dict(options), self.search_model) for name, options in items
         ]

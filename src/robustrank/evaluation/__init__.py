@@ -76,6 +76,7 @@ from .robustness import (
 )
 from .signal import SIGNAL_FILE, SignalSpec, measure_signal, save_signal, stored_signal
 from .spec import (
+    AttackChoice,
     CertificationSpec,
     CurveSpec,
     DiagnosticsSpec,
@@ -118,6 +119,7 @@ __all__ = [
     "CheckResult",
     "Tolerances",
     # the run-level evaluation
+    "AttackChoice",
     "EvaluationSpec",
     "CertificationSpec",
     "CurveSpec",

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 from torch import nn
 
 from .._io import atomic_write_text
 from .._types import Budget, PositiveInt
-from ..attacks import create_attack, get_attack
+from ..attacks import create_attack
 from ..data import eval_subset, load_dataset
 from .robustness import accuracy, evaluate
+from .spec import AttackChoice
 
 __all__ = ["SignalSpec", "measure_signal", "stored_signal", "save_signal", "SIGNAL_FILE"]
 
@@ -35,11 +36,9 @@ __all__ = ["SignalSpec", "measure_signal", "stored_signal", "save_signal", "SIGN
 SIGNAL_FILE = "signal-epoch-{epoch}.json"
 
 
-class SignalSpec(BaseModel):
+class SignalSpec(AttackChoice):
     """What a rung measures: clean accuracy and the robust accuracy of ``attack`` at
     ``eps`` on ``n`` seeded test inputs (``options`` go to the attack)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     attack: str = Field("apgd-ce", description="a registered attack (robustrank attacks)")
     eps: Budget = 0.05
@@ -48,19 +47,6 @@ class SignalSpec(BaseModel):
     clean_n: PositiveInt | None = Field(
         None, description="test inputs for the clean accuracy; None: the whole test set"
     )
-    options: dict[str, Any] = Field(default_factory=dict, description="options of the attack")
-
-    @field_validator("attack")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        return get_attack(name).name  # raises naming the registered attacks
-
-    @field_validator("options")
-    @classmethod
-    def _options(cls, options: dict[str, Any], info: Any) -> dict[str, Any]:
-        if "attack" in info.data:
-            get_attack(info.data["attack"]).check_options(options)
-        return options
 
 
 def measure_signal(model: nn.Module, dataset: Any, device: str, spec: SignalSpec) -> dict[str, Any]:

@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from torch import Tensor, nn
 
 from .._io import atomic_write_text
@@ -57,6 +64,7 @@ if TYPE_CHECKING:  # for annotations only: importing robustrank.evaluation loads
     from ..training import TrainConfig
 
 __all__ = [
+    "AttackChoice",
     "EvaluationSpec",
     "CertificationSpec",
     "evaluate_run",
@@ -72,6 +80,26 @@ Budget = Annotated[float, Field(gt=0.0, le=1.0)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AttackChoice(_Strict):
+    """A registered attack and its options, both checked against the registry when the
+    model is built (the base of a sweep's objective and a multi-fidelity signal)."""
+
+    attack: str
+    options: dict[str, Any] = Field(default_factory=dict, description="options of the attack")
+
+    @field_validator("attack")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        return get_attack(name).name  # raises naming the registered attacks
+
+    @field_validator("options")
+    @classmethod
+    def _accepted(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "attack" in info.data:
+            get_attack(info.data["attack"]).check_options(options)
+        return options
 
 
 class CurveSpec(_Strict):

@@ -348,18 +348,16 @@ class _Sweep:
         tasks = [RunTask(self.parents[p], p, trust_code=self.trust_code) for p in parents]
         for t in runs:
             after = (str(t.parent),) if t.parent is not None else ()
-            if until_epoch is None:
-                task = RunTask(t.config, str(t.run_dir), after, self.evaluation, self.trust_code)
-            else:
-                task = RunTask(
-                    t.config,
-                    str(t.run_dir),
-                    after,
-                    None,
-                    self.trust_code,
-                    until_epoch=until_epoch,
-                    signal=self.signal,
-                )
+            rung = until_epoch is not None
+            task = RunTask(
+                t.config,
+                str(t.run_dir),
+                after,
+                None if rung else self.evaluation,
+                self.trust_code,
+                until_epoch=until_epoch,
+                signal=self.signal if rung else None,
+            )
             tasks.append(task)
         return tasks
 
@@ -532,25 +530,23 @@ def _run_halving(state: _Sweep, executor: Any, progress: bool) -> None:
             fidelity.clean_tolerance,
             fidelity.robust_margin,
         )
+        going = []
         for t in alive:
-            verdict = verdicts[_combination_of(t)]
-            if not verdict.kept:
+            verdict = verdicts[combination_label(t.values)]
+            if verdict.kept:
+                going.append(t)
+            else:
                 state.stop(t, verdict.reason)
-        alive = [t for t in alive if verdicts[_combination_of(t)].kept]
+        alive = going
         state.write()
     executor.map(state.tasks(alive), progress=progress, on_done=state.record)
-
-
-def _combination_of(trial: Trial) -> str:
-    """The label of the trial's combination (its values without the seed)."""
-    return combination_label(trial.values)
 
 
 def _combination_signals(state: _Sweep, trials: list[Trial]) -> dict[str, tuple[float, float]]:
     """Each combination's mean last signal over its trials (seeds): ``(clean, robust)``."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for t in trials:
-        groups.setdefault(_combination_of(t), []).append(state.signals[t.id][-1])
+        groups.setdefault(combination_label(t.values), []).append(state.signals[t.id][-1])
     return {
         key: (
             sum(s["clean_acc"] for s in group) / len(group),
@@ -585,11 +581,17 @@ def _pruned_rungs(state: _Sweep, driver: Any, executor: Any, trials: list[Trial]
         for t in alive:
             if driver.report(t.index, epoch, state.signals[t.id][-1]["robust_acc"]):
                 driver.prune(t.index)
-                state.stop(t, f"pruned by Optuna's {fidelity.pruner} pruner at epoch {epoch}")
+                state.stop(t, _pruned_reason(state, epoch))
             else:
                 going.append(t)
         alive = going
     return alive
+
+
+def _pruned_reason(state: _Sweep, epoch: int | None) -> str:
+    """A pruned trial's ``stop_reason``."""
+    pruner = state.spec.fidelity.pruner if state.spec.fidelity is not None else None
+    return f"pruned by Optuna's {pruner} pruner at epoch {epoch}"
 
 
 def _load_signals(state: _Sweep, trial: Trial, until: int | None = None) -> None:
@@ -611,7 +613,7 @@ def _restore_pruned(state: _Sweep, driver: Any) -> int:
     for t in pruned:
         epoch = driver.pruned_at(t.index)
         _load_signals(state, t, epoch)
-        state.stop(t, f"pruned by Optuna's {state.spec.fidelity.pruner} pruner at epoch {epoch}")
+        state.stop(t, _pruned_reason(state, epoch))
     return len(pruned)
 
 

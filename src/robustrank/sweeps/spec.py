@@ -34,12 +34,12 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .._types import NonNegativeInt, PositiveInt
+from ..evaluation import AttackChoice
 from ..yamlio import YAMLInputError, load_yaml, load_yaml_file
 from .fidelity import Fidelity
 from .registry import count_trials, get_strategy
@@ -104,7 +104,7 @@ Dimension = Annotated[
 ]
 
 
-class Objective(_Strict):
+class Objective(AttackChoice):
     """The robust accuracy a sweep reports and Optuna maximises (with the clean accuracy):
     a registered attack at ``eps`` on ``n`` seeded test inputs (paper: eps = 0.05)."""
 
@@ -112,23 +112,6 @@ class Objective(_Strict):
     eps: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
     n: PositiveInt = 1000
     seed: int = Field(1, description="seed of the test subset")
-    options: dict[str, Any] = Field(default_factory=dict, description="options of the attack")
-
-    @field_validator("attack")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        from ..attacks import get_attack
-
-        return get_attack(name).name  # raises naming the registered attacks
-
-    @field_validator("options")
-    @classmethod
-    def _options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        from ..attacks import get_attack
-
-        if "attack" in info.data:
-            get_attack(info.data["attack"]).check_options(options)
-        return options
 
     def evaluation(self) -> dict[str, Any]:
         """The :class:`~robustrank.evaluation.EvaluationSpec` of every trial
