@@ -12,7 +12,19 @@ from torch import nn
 
 from linear_reference import linear_problem
 from robustrank.attacks import fab as fab_module
-from robustrank.attacks.fab import FAB, project_linf_box
+from robustrank.attacks import projection
+from robustrank.attacks.fab import FAB
+from robustrank.attacks.projection import (
+    compiled_projection_available,
+    fab_step,
+    project_linf_box,
+    project_linf_box_rows,
+    project_linf_box_torch,
+)
+
+needs_numba = pytest.mark.skipif(
+    not compiled_projection_available(), reason="the compiled projection needs numba"
+)
 
 # --------------------------------------------------------------------------- projection
 
@@ -55,13 +67,22 @@ def _instances(n: int = 300, seed: int = 0):
     return t, w, b
 
 
+_IMPLEMENTATIONS = {
+    "torch": (project_linf_box_torch, "NEWTON_STEPS"),
+    "compiled": (project_linf_box_rows, "ROW_NEWTON_STEPS"),
+}
+
+
 @pytest.mark.parametrize("newton_steps", [0, 1, 8])
-def test_projection_matches_an_independent_bisection_solver(monkeypatch, newton_steps):
-    """Every path: the sorted breakpoints alone (0 Newton steps), Newton for the rows it
-    settles in one step and the sort for the rest (1), Newton throughout (the default)."""
-    monkeypatch.setattr(fab_module, "_NEWTON_STEPS", newton_steps)
+@pytest.mark.parametrize("impl", ["torch", pytest.param("compiled", marks=needs_numba)])
+def test_projection_matches_an_independent_bisection_solver(monkeypatch, impl, newton_steps):
+    """Both implementations, every path: the sorted breakpoints alone (0 Newton steps),
+    Newton for the rows it settles in one step and the sort for the rest (1), Newton
+    throughout (the default)."""
+    solve, steps_name = _IMPLEMENTATIONS[impl]
+    monkeypatch.setattr(projection, steps_name, newton_steps)
     t, w, b = _instances()
-    d = project_linf_box(t, w, b)
+    d = solve(t, w, b)
     z = t + d
     assert bool((z >= -1e-12).all() and (z <= 1 + 1e-12).all())
     assert bool((d[w == 0] == 0).all())
@@ -81,10 +102,11 @@ def test_projection_matches_an_independent_bisection_solver(monkeypatch, newton_
     assert n_feasible > 150 and n_infeasible > 10  # both branches exercised
 
 
-def test_projection_matches_linprog():
+@pytest.mark.parametrize("impl", ["torch", pytest.param("compiled", marks=needs_numba)])
+def test_projection_matches_linprog(impl):
     scipy_optimize = pytest.importorskip("scipy.optimize")
     t, w, b = _instances(60, seed=1)
-    d = project_linf_box(t, w, b)
+    d = _IMPLEMENTATIONS[impl][0](t, w, b)
     dim = t.shape[1]
     for i in range(len(t)):
         # variables (d, tau): min tau s.t. -tau <= d <= tau, 0 <= t + d <= 1, <w, t + d> = b
@@ -104,7 +126,8 @@ def test_projection_matches_linprog():
             assert float(d[i].abs().max()) == pytest.approx(res.fun, abs=1e-7)
 
 
-def test_projection_without_box_contact_is_the_dual_norm_step():
+@pytest.mark.parametrize("impl", ["torch", pytest.param("compiled", marks=needs_numba)])
+def test_projection_without_box_contact_is_the_dual_norm_step(impl):
     """Far from the faces: d = gap / ||w||_1 * sign(w) (Hoelder), the classical formula."""
     g = torch.Generator().manual_seed(3)
     t = 0.4 + 0.2 * torch.rand(50, 30, generator=g, dtype=torch.float64)
@@ -112,7 +135,59 @@ def test_projection_without_box_contact_is_the_dual_norm_step():
     b = (w * t).sum(1) + 0.05 * torch.randn(50, generator=g, dtype=torch.float64)
     gap = b - (w * t).sum(1)
     expected = (gap / w.abs().sum(1))[:, None] * w.sign()
-    torch.testing.assert_close(project_linf_box(t, w, b), expected, rtol=0, atol=1e-12)
+    d = _IMPLEMENTATIONS[impl][0](t, w, b)
+    torch.testing.assert_close(d, expected, rtol=0, atol=1e-12)
+
+
+def _image_rows(n: int, seed: int, dtype: torch.dtype = torch.float32):
+    """FAB-like rows: 784 pixels, most of them on a face of the box, dense normals."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(n, 784, generator=g, dtype=dtype)
+    t[t < 0.5] = 0.0
+    t[t > 0.95] = 1.0
+    w = torch.randn(n, 784, generator=g, dtype=dtype)
+    w[torch.rand(n, 784, generator=g) < 0.05] = 0.0
+    b = (w * torch.rand(n, 784, generator=g, dtype=dtype)).sum(1)
+    return t, w, b
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_projection_equals_the_tensor_one_on_image_rows(dtype):
+    """The two implementations solve the same problems; the compiled one sums in float64,
+    so they agree to the round-off of the tensors' dtype, and the dispatcher uses it."""
+    t, w, b = _image_rows(300, 5, dtype)
+    compiled = project_linf_box_rows(t, w, b)
+    assert compiled.dtype == dtype and compiled.shape == t.shape
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(compiled, project_linf_box_torch(t, w, b), rtol=0, atol=tol)
+    torch.testing.assert_close(project_linf_box(t, w, b), compiled, rtol=0, atol=0)
+    z = (t + compiled).double()
+    assert bool((z >= -1e-7).all() and (z <= 1 + 1e-7).all())
+    feasible = compiled.abs().amax(1) < 1  # reached the hyperplane, not a corner
+    assert int(feasible.sum()) > 100
+    gap = (w.double() * z).sum(1) - b.double()
+    scale = (w.double().abs() * t.double()).sum(1) + b.double().abs()
+    assert float((gap.abs() / scale)[feasible].max()) < 100 * torch.finfo(dtype).eps
+
+
+@needs_numba
+def test_fab_step_compiled_equals_the_tensor_step(monkeypatch):
+    """FAB's update (two projections, the adaptive alpha, the mix) compiled per row and
+    with tensors: the same points up to float32 round-off."""
+    t, w, b = _image_rows(200, 6)
+    xo = torch.rand_like(t)
+    compiled = fab_step(t, xo, w, b, 1.05, 0.1, 1e-8)
+    monkeypatch.setattr(projection, "_kernels", lambda: None)
+    tensor = fab_step(t, xo, w, b, 1.05, 0.1, 1e-8)
+    torch.testing.assert_close(compiled, tensor, rtol=0, atol=1e-5)
+    assert bool((compiled >= 0).all() and (compiled <= 1).all())
+
+
+def test_compiled_projection_refuses_what_it_cannot_take():
+    t, w, b = _image_rows(4, 7)
+    with pytest.raises(RuntimeError, match="float32 or float64 CPU tensors"):
+        project_linf_box_rows(t.to(torch.bfloat16), w, b)
 
 
 # --------------------------------------------------------------------------- linear model

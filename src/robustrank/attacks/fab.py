@@ -20,9 +20,10 @@ from torch import Tensor, nn
 
 from .base import Attack, check_int, check_seed, check_steps, check_unit, seeded_generator
 from .losses import target_classes
+from .projection import fab_step
 from .registry import register_attack
 
-__all__ = ["FAB", "MAX_BATCH_ROWS", "project_linf_box"]
+__all__ = ["FAB", "MAX_BATCH_ROWS"]
 
 #: added to the l_1 norms of the logit-difference gradients (the reference's constant)
 _TINY = 1e-12
@@ -30,104 +31,10 @@ _TINY = 1e-12
 _MIN_STEP = 1e-8
 
 
-#: Newton steps of the projection before the rows left over fall back to the sort
-_NEWTON_STEPS = 8
-
 #: FAB-T's working batch holds at most this many (input, target) rows: the targets of a
 #: few inputs go together (fewer Python steps), those of many inputs in groups (tensors
 #: that stay in the CPU caches)
 MAX_BATCH_ROWS = 1024
-
-
-def project_linf_box(t: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """Smallest l_inf step onto a hyperplane inside the box (FAB, Croce & Hein 2020b).
-
-    Solves, per row, ``min ||d||_inf  s.t.  <w, t + d> = b,  0 <= t + d <= 1``. Moving every
-    coordinate by at most ``lam`` towards the face that changes ``<w, .>`` in the needed
-    direction changes it by ``g(lam) = sum_i |w_i| min(lam, room_i)`` (``room_i``: distance
-    to that face), a concave piecewise-linear function; the answer is the smallest ``lam``
-    with ``g(lam) = |<w, t> - b|``. It is found exactly, without iterating to a tolerance:
-    Newton's method from ``lam = 0`` (:func:`_newton_lam`) ends on the root's linear piece
-    in two or three steps on image data; rows it has not settled take the sorted
-    breakpoints ``room_(k)`` (:func:`_sorted_lam`). If the box cannot reach the hyperplane,
-    the row goes to the box corner that gets closest to it. Coordinates with ``w_i = 0``
-    never move.
-
-    Args:
-        t: ``(B, D)`` points in [0, 1].
-        w: ``(B, D)`` hyperplane normals.
-        b: ``(B,)`` offsets.
-
-    Returns:
-        ``d`` of shape ``(B, D)``.
-    """
-    gap = (w * t).sum(1) - b
-    direction = torch.sign(w) * torch.where(gap > 0, -1.0, 1.0).to(w.dtype)[:, None]
-    room = torch.where(direction > 0, 1.0 - t, t).clamp_min(0.0)
-    need = gap.abs()
-    w_abs = w.abs()
-    feasible = (w_abs * room).sum(1) >= need  # g(max room) reaches it; else: the corner
-    lam, settled = _newton_lam(room, w_abs, need, ~feasible)
-    rest = torch.nonzero(~settled)[:, 0]
-    if rest.numel():
-        lam[rest] = _sorted_lam(room[rest], w_abs[rest], need[rest])
-    lam = torch.where(feasible, lam, math.inf)
-    return direction * torch.minimum(room, lam[:, None])
-
-
-def _newton_lam(room: Tensor, w_abs: Tensor, need: Tensor, skip: Tensor) -> tuple[Tensor, Tensor]:
-    """Newton's method on the concave ``g(lam) = sum_i w_i min(lam, room_i)`` from 0.
-
-    The tangent of a concave function lies above it, so every iterate stays at or below the
-    root; an iterate that does not pass the next breakpoint is on the root's linear piece
-    and therefore exact. Rows in ``skip`` count as settled at once. Returns
-    ``(lam, settled)``; unsettled rows are not final. Most rows settle in two or three
-    steps, so the rows still open are gathered into smaller tensors once they are at most
-    half of the working set (each row's arithmetic is its own, so nothing changes).
-    """
-    lam = torch.zeros_like(need)
-    settled = skip.clone()
-    tiny = torch.finfo(room.dtype).tiny
-    idx = torch.nonzero(~skip)[:, 0]
-    if idx.numel() < len(need):
-        room, w_abs, need = room[idx], w_abs[idx], need[idx]
-    cur = torch.zeros_like(need)
-    done = torch.zeros_like(need, dtype=torch.bool)
-    for _ in range(_NEWTON_STEPS):
-        moving = room > cur[:, None]
-        slope = (w_abs * moving).sum(1)
-        reached = (w_abs * torch.minimum(room, cur[:, None])).sum(1)
-        nxt = cur + (need - reached).clamp_min(0.0) / slope.clamp_min(tiny)
-        next_break = torch.where(moving, room, math.inf).amin(1)
-        cur = torch.where(done, cur, nxt)
-        done |= nxt <= next_break
-        still = ~done
-        n_open = int(still.sum())
-        if n_open == 0:
-            break
-        if 2 * n_open <= len(done):  # write the settled rows back, keep the open ones
-            lam[idx[done]], settled[idx[done]] = cur[done], True
-            idx, room, w_abs = idx[still], room[still], w_abs[still]
-            need, cur = need[still], cur[still]
-            done = torch.zeros_like(need, dtype=torch.bool)
-    lam[idx], settled[idx] = cur, done
-    return lam, settled
-
-
-def _sorted_lam(room: Tensor, w_abs: Tensor, need: Tensor) -> Tensor:
-    """The root of ``g(lam) = need`` from the sorted breakpoints ``room_(k)`` (exact)."""
-    room_s, order = room.sort(1)
-    w_s = w_abs.gather(1, order)
-    saturated = torch.cumsum(w_s * room_s, 1)  # progress of coordinates 0..k at their face
-    w_cum = torch.cumsum(w_s, 1)
-    total = w_cum[:, -1]
-    progress = saturated + room_s * (total[:, None] - w_cum)  # g(room_(k))
-    k = (progress < need[:, None]).sum(1)  # breakpoints that fall short
-    prev = (k - 1).clamp_min(0)[:, None]
-    has_prev = k > 0
-    done = torch.where(has_prev, saturated.gather(1, prev).squeeze(1), 0.0)
-    free = total - torch.where(has_prev, w_cum.gather(1, prev).squeeze(1), 0.0)
-    return (need - done).clamp_min(0.0) / free.clamp_min(torch.finfo(w_abs.dtype).tiny)
 
 
 def _linf(a: Tensor, b: Tensor) -> Tensor:
@@ -160,7 +67,7 @@ class FAB(Attack):
 
         h          = closest linearised boundary: untargeted, argmin_j |f_j - f_y| /
                      ||grad(f_j - f_y)||_1 over j != y; targeted, the target's f_t - f_y
-        d_k, d_o   = project_linf_box onto h from x_k and from x_o
+        d_k, d_o   = project_linf_box onto h from x_k and from x_o (:mod:`.projection`)
         alpha      = min(||d_k|| / (||d_k|| + ||d_o||), alpha_max)
         x_{k+1}    = clip((1 - alpha)(x_k + eta d_k) + alpha (x_o + eta d_o))
         if x_{k+1} is adversarial: keep it if its norm is the smallest so far, then
@@ -425,18 +332,12 @@ class FAB(Attack):
 
     def _step(self, xa: Tensor, xo: Tensor, df: Tensor, grad: Tensor) -> Tensor:
         """Project onto the linearised boundary ``f_j - f_y = 0`` from ``xa`` and ``xo``,
-        mix with the adaptive alpha, overshoot by ``eta``."""
-        n = len(xa)
+        mix with the adaptive alpha, overshoot by ``eta`` (:func:`.projection.fab_step`)."""
         w = grad.flatten(1)
         xa_f = xa.detach().flatten(1)
         b = (w * xa_f).sum(1) - df  # hyperplane <w, z> = b
-        d = project_linf_box(torch.cat((xa_f, xo.flatten(1))), w.repeat(2, 1), b.repeat(2))
-        norm = d.abs().amax(1).clamp_min(_MIN_STEP)
-        alpha = (norm[:n] / (norm[:n] + norm[n:])).clamp(0.0, self.alpha_max)
-        alpha = _rows(alpha, xa)
-        d1, d2 = d[:n].view_as(xa), d[n:].view_as(xa)
-        mixed = (xa.detach() + self.eta * d1) * (1 - alpha) + (xo + self.eta * d2) * alpha
-        return mixed.clamp(0.0, 1.0)
+        out = fab_step(xa_f, xo.flatten(1), w, b, self.eta, self.alpha_max, _MIN_STEP)
+        return out.view_as(xa)
 
     # ------------------------------------------------------------------ line search
 
@@ -451,7 +352,7 @@ class FAB(Attack):
         xo = x0[far]
         scale = _rows(self.eps / best_norm[far], xo)
         z = (xo + scale * (best[far] - xo)).clamp(0.0, 1.0)
-        z = torch.minimum(torch.maximum(z, xo - self.eps), xo + self.eps)
+        z = _into_ball(torch.minimum(torch.maximum(z, xo - self.eps), xo + self.eps), xo, self.eps)
         with torch.no_grad():
             hit = _misclassified(self._forward(z), y[far])
         best, best_norm = best.clone(), best_norm.clone()
@@ -487,6 +388,19 @@ def _closest_target(best: Tensor, norms: Tensor, t: int) -> tuple[Tensor, Tensor
     k = norms.view(t, n).argmin(0)  # argmin returns the first of equal minima
     pick = k * n + torch.arange(n, device=norms.device)
     return best[pick], norms[pick]
+
+
+def _into_ball(z: Tensor, xo: Tensor, eps: float) -> Tensor:
+    """``z`` with every coordinate whose computed ``|z_i - xo_i|`` exceeds ``eps`` (by
+    round-off: ``(xo + eps) - xo`` need not be ``eps`` in floating point) moved towards
+    ``xo`` one ulp at a time, so that ``||z - xo||_inf <= eps`` as the budget check
+    computes it."""
+    for _ in range(8):
+        over = (z - xo).abs() > eps
+        if not bool(over.any()):
+            break
+        z = torch.where(over, torch.nextafter(z, xo), z)
+    return z
 
 
 def _on_ray(xo: Tensor, ray: Tensor, s: Tensor) -> Tensor:
