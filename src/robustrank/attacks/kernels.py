@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["fab_step_rows", "project_rows"]
+__all__ = ["fab_step_rows", "project_rows", "square_propose", "square_settle"]
 
 #: reassociation lets the row sums and minima run in SIMD lanes; no flag assumes away
 #: infinities (the projection uses them)
@@ -127,3 +127,52 @@ def fab_step_rows(xa, xo, w, b, eta, alpha_max, min_step, out, newton_steps):  #
         for i in range(dim):
             v = (xa_r[i] + eta * d_k[i]) * (1.0 - alpha) + (xo_r[i] + eta * d_o[i]) * alpha
             out_r[i] = min(max(v, 0.0), 1.0)
+
+
+@_jit
+def square_propose(x_try, lo, hi, side, seed, max_redraws, top, left):  # noqa: ANN001, ANN202
+    """Square's proposal, in place: per row ``r`` a ``side x side`` window at a uniform
+    corner ``(top[r], left[r])`` (written out) is set, per channel, to ``hi`` (sign True)
+    or ``lo``, one fair coin per channel; the signs are redrawn while the window would
+    leave the row unchanged, at most ``max_redraws`` times. ``x_try`` ``(k, c, H, W)``
+    holds the current points on entry. numba's generator is seeded with ``seed``."""
+    np.random.seed(seed)
+    k, c, h, w = x_try.shape
+    signs = np.empty(c, np.bool_)
+    for r in range(k):
+        t0 = np.random.randint(0, h - side + 1)
+        l0 = np.random.randint(0, w - side + 1)
+        top[r], left[r] = t0, l0
+        changed = False
+        for _ in range(max_redraws + 1):
+            for ch in range(c):
+                signs[ch] = np.random.random() < 0.5
+            for ch in range(c):
+                bound = hi if signs[ch] else lo
+                for u in range(t0, t0 + side):
+                    for v in range(l0, l0 + side):
+                        changed |= bound[r, ch, u, v] != x_try[r, ch, u, v]
+            if changed:
+                break
+        if changed:
+            for ch in range(c):
+                bound = hi if signs[ch] else lo
+                for u in range(t0, t0 + side):
+                    for v in range(l0, l0 + side):
+                        x_try[r, ch, u, v] = bound[r, ch, u, v]
+
+
+@_jit
+def square_settle(x_try, x_best, top, left, side, accept):  # noqa: ANN001, ANN202
+    """After a query: row ``r``'s window goes from ``x_try`` into ``x_best`` if
+    ``accept[r]``, else back from ``x_best`` into ``x_try`` (both equal afterwards)."""
+    k, c = x_try.shape[0], x_try.shape[1]
+    for r in range(k):
+        t0, l0 = top[r], left[r]
+        for ch in range(c):
+            for u in range(t0, t0 + side):
+                for v in range(l0, l0 + side):
+                    if accept[r]:
+                        x_best[r, ch, u, v] = x_try[r, ch, u, v]
+                    else:
+                        x_try[r, ch, u, v] = x_best[r, ch, u, v]

@@ -24,16 +24,15 @@ Two implementations of the same algorithm:
 
 from __future__ import annotations
 
-import functools
 import math
-from types import ModuleType
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .compiled import kernels_for
+
 __all__ = [
-    "compiled_projection_available",
     "fab_step",
     "project_linf_box",
     "project_linf_box_rows",
@@ -62,7 +61,7 @@ def project_linf_box(t: Tensor, w: Tensor, b: Tensor) -> Tensor:
     Returns:
         ``d`` of shape ``(B, D)``, dtype and device of ``t``.
     """
-    if compiled_projection_available() and _compiled_dtype(t):
+    if kernels_for(t) is not None:
         return project_linf_box_rows(t, w, b)
     return project_linf_box_torch(t, w, b)
 
@@ -158,8 +157,8 @@ def fab_step(
     ``clip((1 - alpha)(xa + eta d_k) + alpha (xo + eta d_o), 0, 1)``. Rows ``(B, D)``;
     compiled per row on CPU when numba is installed (no ``(2B, D)`` temporaries).
     """
-    kernels = _kernels()
-    if kernels is not None and _compiled_dtype(xa):
+    kernels = kernels_for(xa)
+    if kernels is not None:
         dtype = xa.dtype
         xa_np = xa.detach().contiguous().numpy()
         out = np.empty_like(xa_np)
@@ -197,8 +196,8 @@ def project_linf_box_rows(t: Tensor, w: Tensor, b: Tensor) -> Tensor:
     Raises:
         RuntimeError: numba is not installed, or ``t`` is not a float CPU tensor.
     """
-    kernels = _kernels()
-    if kernels is None or not _compiled_dtype(t):
+    kernels = kernels_for(t)
+    if kernels is None:
         raise RuntimeError(
             "the compiled projection needs numba (pip install numba) and float32 or float64 "
             f"CPU tensors (got {t.dtype} on {t.device}); project_linf_box_torch works anywhere"
@@ -213,23 +212,3 @@ def project_linf_box_rows(t: Tensor, w: Tensor, b: Tensor) -> Tensor:
         ROW_NEWTON_STEPS,
     )
     return torch.from_numpy(out)
-
-
-def compiled_projection_available() -> bool:
-    """True if numba is importable, so float CPU tensors are projected in compiled code."""
-    return _kernels() is not None
-
-
-def _compiled_dtype(t: Tensor) -> bool:
-    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-
-
-@functools.cache
-def _kernels() -> ModuleType | None:
-    """:mod:`.kernels` (compiled on first use, cached on disk by numba), or None without
-    numba."""
-    try:
-        from . import kernels
-    except ImportError:
-        return None
-    return kernels

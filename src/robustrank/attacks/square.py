@@ -9,13 +9,16 @@ al., ECCV 2020), with AutoAttack's settings (fra31/auto-attack, ``square.py``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Generator, Tensor, nn
 
 from .base import Attack, check_int, check_seed, check_unit, seeded_generator
+from .compiled import kernels_for
 from .losses import margin
 from .registry import register_attack
 
@@ -81,6 +84,7 @@ class _Rows:
     hi: Tensor
     x_best: Tensor  # the lowest-margin point so far (a vertex of the box)
     m_best: Tensor  # its margin
+    x_try: Tensor  # x_best, or x_best with this query's window (the proposal)
 
     def keep(self, mask: Tensor) -> None:
         for f in fields(self):
@@ -247,22 +251,53 @@ class Square(Attack):
         """``(k, c, 1, 1)`` bool: True for ``+eps``, one fair coin per input and channel."""
         return torch.randint(0, 2, (k, c, 1, 1), generator=g, device=dev).bool()
 
-    def _propose(self, rows: _Rows, s: int, g: Generator | None) -> tuple[Tensor, Tensor]:
-        """One random window per input and its new values ``x +- eps`` (clamped), a sign
-        per channel; the signs of an input are redrawn while the new values equal the
-        current ones. Returns the window's offsets and the ``(k, c, s, s)`` new values."""
-        k, c, h, w = rows.x_best.shape
-        dev = rows.x_best.device
+    def _propose(self, rows: _Rows, s: int, g: Generator | None) -> Callable[[Tensor], None]:
+        """Write one random ``s x s`` window per input into ``rows.x_try`` (which equals
+        ``x_best``), set to ``x +- eps`` (clamped) with a sign per channel; an input's signs
+        are redrawn while they would leave its point unchanged (at most
+        :data:`_MAX_REDRAWS` times). Returns ``settle(accept)``, which moves the accepted
+        windows into ``x_best`` and the others' back into ``x_try``. Compiled per row on
+        CPU (:func:`.kernels.square_propose`, its generator seeded from ``g``), else
+        tensors (:meth:`_propose_tensors`)."""
+        kernels = kernels_for(rows.x_try)
+        if kernels is None:
+            return self._propose_tensors(rows, s, g)
+        k = len(rows.x_try)
+        top, left = np.empty(k, np.int64), np.empty(k, np.int64)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+        x_try, x_best = rows.x_try.numpy(), rows.x_best.numpy()
+        kernels.square_propose(
+            x_try, rows.lo.numpy(), rows.hi.numpy(), s, seed, _MAX_REDRAWS, top, left
+        )
+
+        def settle(accept: Tensor) -> None:
+            kernels.square_settle(x_try, x_best, top, left, s, accept.numpy())
+
+        return settle
+
+    def _propose_tensors(
+        self, rows: _Rows, s: int, g: Generator | None
+    ) -> Callable[[Tensor], None]:
+        """:meth:`_propose` with tensor operations (any device): ``take`` / ``put_`` on
+        flat window offsets, redrawing the inputs whose window would not change."""
+        k, c, h, w = rows.x_try.shape
+        dev = rows.x_try.device
         index = self._window(k, c, s, (h, w), g, dev)
         lo, hi = rows.lo.take(index), rows.hi.take(index)
-        cur = rows.x_best.take(index)
+        cur = rows.x_try.take(index)
         patch = torch.where(self._signs(k, c, g, dev), hi, lo)
         for _ in range(_MAX_REDRAWS):
             same = torch.nonzero((patch != cur).flatten(1).sum(1) == 0).squeeze(1)
             if same.numel() == 0:
                 break
             patch[same] = torch.where(self._signs(len(same), c, g, dev), hi[same], lo[same])
-        return index, patch
+        rows.x_try.put_(index, patch)
+
+        def settle(accept: Tensor) -> None:
+            rows.x_best.put_(index[accept], patch[accept])
+            rows.x_try.put_(index[~accept], cur[~accept])
+
+        return settle
 
     def _query(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Margin and misclassification of ``x`` (one query per row)."""
@@ -281,31 +316,36 @@ class Square(Attack):
         res = _Result(
             x_best.clone(), wrong, m_best.clone(), torch.ones(n, dtype=torch.long, device=x.device)
         )
-        rows = _Rows(torch.arange(n, device=x.device), y, lo, hi, x_best, m_best)
+        rows = _Rows(torch.arange(n, device=x.device), y, lo, hi, x_best, m_best, x_best.clone())
         rows.keep(~wrong)
         return rows, res
 
     def _run(self, x: Tensor, y: Tensor, g: Generator | None) -> _Result:
-        """One restart (the loop of the class docstring) on ``(x, y)``."""
+        """One restart (the loop of the class docstring) on ``(x, y)``. Queries per input:
+        the stripes query plus every iteration it took part in."""
         _, c, h, w = x.shape
         rows, res = self._start(x, y, g)
+        i = 0
         for i in range(self.n_queries):
             if rows.idx.numel() == 0:
                 break
             p = square_p(self.p_init, i, self.n_queries, self.rescale_schedule)
-            index, patch = self._propose(rows, square_side(p, c, h, w), g)
-            x_new = rows.x_best.clone().put_(index, patch)
-            m_new, wrong = self._query(x_new, rows.y)
-            res.queries[rows.idx] += 1
-            better = (m_new < rows.m_best) | wrong
-            rows.x_best.put_(index[better], patch[better])  # accepted: write their windows
-            rows.m_best = torch.where(better, m_new, rows.m_best)
+            settle = self._propose(rows, square_side(p, c, h, w), g)
+            m_new, wrong = self._query(rows.x_try, rows.y)
             if bool(wrong.any()):
                 done = rows.idx[wrong]
-                res.x_adv[done], res.margin[done] = x_new[wrong], m_new[wrong]
+                res.x_adv[done], res.margin[done] = rows.x_try[wrong], m_new[wrong]
                 res.fooled[done] = True
+                res.queries[done] = i + 2
+            better = (m_new < rows.m_best) | wrong
+            settle(better)
+            rows.m_best = torch.where(better, m_new, rows.m_best)
+            if bool(wrong.any()):
                 rows.keep(~wrong)
+        else:
+            i = self.n_queries
         res.x_adv[rows.idx], res.margin[rows.idx] = rows.x_best, rows.m_best
+        res.queries[rows.idx] = i + 1
         return res
 
     # ------------------------------------------------------------------ restarts
