@@ -11,7 +11,9 @@ from .common import fail
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Fetch, verify and list datasets.", no_args_is_help=True)
+app = typer.Typer(
+    help="Fetch, verify and list datasets.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.command("fetch")

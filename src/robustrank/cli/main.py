@@ -18,6 +18,7 @@ app = typer.Typer(
     help="robustrank: low-rank and sparse weights vs. adversarial robustness.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help is plain text: "robustrank[ray]" is not a style tag
 )
 
 # name -> command, in the order of `robustrank --help`; then the sub-apps

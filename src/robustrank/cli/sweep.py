@@ -15,6 +15,7 @@ __all__ = ["app"]
 app = typer.Typer(
     help="Sweep a search space (lambdas per layer, eps, epochs, seeds): one run per trial.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # help is plain text: "robustrank[ray]" is not a style tag
 )
 
 
