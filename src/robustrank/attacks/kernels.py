@@ -1,10 +1,16 @@
 """Compiled CPU kernels (numba) for the attacks' per-row inner loops.
 
-Imported lazily by :mod:`.projection` (numba is only needed on CPU): each kernel handles one
-row at a time, so a row's coordinates stay in the CPU's cache across its passes instead of
-the whole batch streaming through memory once per tensor operation. Sums are accumulated in
-float64. The tensor versions in :mod:`.projection` are the specification; the tests hold
-the two to each other and to independent solvers.
+Loaded lazily through :func:`.compiled.kernels_for` (numba is only needed on CPU): each
+kernel handles one row at a time, so a row's coordinates stay in the CPU's cache across its
+passes instead of the whole batch streaming through memory once per tensor operation. Sums
+are accumulated in float64. The tensor versions (:mod:`.projection` for FAB,
+:meth:`.Square._propose_tensors`) are the specification; the tests hold the kernels to them
+and to independent solvers.
+
+* :func:`project_rows`, :func:`fab_step_rows`: FAB's box-constrained l_inf projection and
+  its whole step (Croce & Hein 2020b);
+* :func:`square_propose`, :func:`square_settle`: Square's window proposal and acceptance
+  (Andriushchenko et al. 2020, Alg. 2).
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import numba
 import numpy as np
 
 __all__ = ["fab_step_rows", "project_rows", "square_propose", "square_settle"]
+
+#: the kernels take NumPy views of CPU tensors (numba ignores the annotations)
+Array = np.ndarray
 
 #: reassociation lets the row sums and minima run in SIMD lanes; no flag assumes away
 #: infinities (the projection uses them)
@@ -26,7 +35,7 @@ _STEP_TOL = 1e-12
 
 
 @_jit
-def _solve_lam(room, w_abs, need, slope0, newton_steps):  # noqa: ANN001, ANN202
+def _solve_lam(room: Array, w_abs: Array, need: float, slope0: float, newton_steps: int) -> float:
     """The smallest ``lam`` with ``g(lam) = sum_i w_abs_i min(lam, room_i) = need``, given
     ``g(max room) >= need`` and ``slope0 = g'(0+)``.
 
@@ -65,7 +74,16 @@ def _solve_lam(room, w_abs, need, slope0, newton_steps):  # noqa: ANN001, ANN202
 
 
 @_jit
-def _project_row(t, w, b, room, w_abs, sign, out, newton_steps):  # noqa: ANN001, ANN202
+def _project_row(
+    t: Array,
+    w: Array,
+    b: float,
+    room: Array,
+    w_abs: Array,
+    sign: Array,
+    out: Array,
+    newton_steps: int,
+) -> float:
     """The box-constrained l_inf projection of ``t`` onto ``<w, .> = b`` into ``out``
     (1-D rows; ``room``, ``w_abs`` and ``sign`` are float64 scratch). Returns
     ``||out||_inf``."""
@@ -98,7 +116,7 @@ def _project_row(t, w, b, room, w_abs, sign, out, newton_steps):  # noqa: ANN001
 
 
 @_jit
-def project_rows(t, w, b, out, newton_steps):  # noqa: ANN001, ANN202
+def project_rows(t: Array, w: Array, b: Array, out: Array, newton_steps: int) -> None:
     """Row ``r``: the projection of ``t[r]`` onto ``<w[r], .> = b[r]`` into ``out[r]``."""
     n, dim = t.shape
     room = np.empty(dim, np.float64)
@@ -109,7 +127,17 @@ def project_rows(t, w, b, out, newton_steps):  # noqa: ANN001, ANN202
 
 
 @_jit
-def fab_step_rows(xa, xo, w, b, eta, alpha_max, min_step, out, newton_steps):  # noqa: ANN001, ANN202
+def fab_step_rows(
+    xa: Array,
+    xo: Array,
+    w: Array,
+    b: Array,
+    eta: float,
+    alpha_max: float,
+    min_step: float,
+    out: Array,
+    newton_steps: int,
+) -> None:
     """FAB's update per row: project ``xa[r]`` and ``xo[r]`` onto ``<w[r], .> = b[r]`` (d_k,
     d_o), ``alpha = min(|d_k| / (|d_k| + |d_o|), alpha_max)`` (norms at least
     ``min_step``), ``out[r] = clip((1 - alpha)(xa + eta d_k) + alpha (xo + eta d_o))``."""
@@ -130,7 +158,16 @@ def fab_step_rows(xa, xo, w, b, eta, alpha_max, min_step, out, newton_steps):  #
 
 
 @_jit
-def square_propose(x_try, lo, hi, side, seed, max_redraws, top, left):  # noqa: ANN001, ANN202
+def square_propose(
+    x_try: Array,
+    lo: Array,
+    hi: Array,
+    side: int,
+    seed: int,
+    max_redraws: int,
+    top: Array,
+    left: Array,
+) -> None:
     """Square's proposal, in place: per row ``r`` a ``side x side`` window at a uniform
     corner ``(top[r], left[r])`` (written out) is set, per channel, to ``hi`` (sign True)
     or ``lo``, one fair coin per channel; the signs are redrawn while the window would
@@ -163,7 +200,9 @@ def square_propose(x_try, lo, hi, side, seed, max_redraws, top, left):  # noqa: 
 
 
 @_jit
-def square_settle(x_try, x_best, top, left, side, accept):  # noqa: ANN001, ANN202
+def square_settle(
+    x_try: Array, x_best: Array, top: Array, left: Array, side: int, accept: Array
+) -> None:
     """After a query: row ``r``'s window goes from ``x_try`` into ``x_best`` if
     ``accept[r]``, else back from ``x_best`` into ``x_try`` (both equal afterwards)."""
     k, c = x_try.shape[0], x_try.shape[1]
