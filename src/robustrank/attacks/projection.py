@@ -159,14 +159,13 @@ def fab_step(
     """
     kernels = kernels_for(xa)
     if kernels is not None:
-        dtype = xa.dtype
-        xa_np = xa.detach().contiguous().numpy()
+        xa_np = _numpy(xa, xa.dtype)
         out = np.empty_like(xa_np)
         kernels.fab_step_rows(
             xa_np,
-            xo.detach().to(dtype).contiguous().numpy(),
-            w.detach().to(dtype).contiguous().numpy(),
-            b.detach().to(torch.float64).contiguous().numpy(),
+            _numpy(xo, xa.dtype),
+            _numpy(w, xa.dtype),
+            _numpy(b, torch.float64),
             float(eta),
             float(alpha_max),
             float(min_step),
@@ -202,13 +201,18 @@ def project_linf_box_rows(t: Tensor, w: Tensor, b: Tensor) -> Tensor:
             "the compiled projection needs numba (pip install numba) and float32 or float64 "
             f"CPU tensors (got {t.dtype} on {t.device}); project_linf_box_torch works anywhere"
         )
-    t_np = t.detach().contiguous().numpy()
+    t_np = _numpy(t, t.dtype)
     out = np.empty_like(t_np)
     kernels.project_rows(
         t_np,
-        w.detach().to(t.dtype).contiguous().numpy(),
-        b.detach().to(torch.float64).contiguous().numpy(),
+        _numpy(w, t.dtype),
+        _numpy(b, torch.float64),
         out,
         ROW_NEWTON_STEPS,
     )
     return torch.from_numpy(out)
+
+
+def _numpy(x: Tensor, dtype: torch.dtype) -> np.ndarray:
+    """A C-contiguous NumPy view (or copy) of the CPU tensor ``x`` in ``dtype``."""
+    return x.detach().to(dtype).contiguous().numpy()

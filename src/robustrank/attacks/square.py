@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -251,15 +252,16 @@ class Square(Attack):
         """``(k, c, 1, 1)`` bool: True for ``+eps``, one fair coin per input and channel."""
         return torch.randint(0, 2, (k, c, 1, 1), generator=g, device=dev).bool()
 
-    def _propose(self, rows: _Rows, s: int, g: Generator | None) -> Callable[[Tensor], None]:
+    def _propose(
+        self, rows: _Rows, s: int, g: Generator | None, kernels: ModuleType | None
+    ) -> Callable[[Tensor], None]:
         """Write one random ``s x s`` window per input into ``rows.x_try`` (which equals
         ``x_best``), set to ``x +- eps`` (clamped) with a sign per channel; an input's signs
         are redrawn while they would leave its point unchanged (at most
         :data:`_MAX_REDRAWS` times). Returns ``settle(accept)``, which moves the accepted
         windows into ``x_best`` and the others' back into ``x_try``. Compiled per row on
         CPU (:func:`.kernels.square_propose`, its generator seeded from ``g``), else
-        tensors (:meth:`_propose_tensors`)."""
-        kernels = kernels_for(rows.x_try)
+        tensors (:meth:`_propose_tensors`) where ``kernels`` is None."""
         if kernels is None:
             return self._propose_tensors(rows, s, g)
         k = len(rows.x_try)
@@ -325,12 +327,13 @@ class Square(Attack):
         the stripes query plus every iteration it took part in."""
         _, c, h, w = x.shape
         rows, res = self._start(x, y, g)
+        kernels = kernels_for(rows.x_try)  # the same tensors all run long
         i = 0
         for i in range(self.n_queries):
             if rows.idx.numel() == 0:
                 break
             p = square_p(self.p_init, i, self.n_queries, self.rescale_schedule)
-            settle = self._propose(rows, square_side(p, c, h, w), g)
+            settle = self._propose(rows, square_side(p, c, h, w), g, kernels)
             m_new, wrong = self._query(rows.x_try, rows.y)
             if bool(wrong.any()):
                 done = rows.idx[wrong]
