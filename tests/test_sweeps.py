@@ -203,6 +203,33 @@ def test_bundled_specs_are_listed_and_valid(tmp_path):
     assert result.exit_code == 0 and "open-question-fcnn" in result.output
 
 
+def test_exact_cnn_spec_shares_the_penalty_grids_reference(tmp_path):
+    """open-question-exact-cnn's dense, unfactorised cell trains what open-question-cnn's
+    (0, 0) cell trains (its structure section is a no-op: density 1, no rank), from the same
+    parents; its other cells differ from it in conv2's structure only."""
+
+    def without(config, *keys):
+        return {k: v for k, v in config.items() if k not in keys}
+
+    exact = plan_trials(load_spec("open-question-exact-cnn"), tmp_path / "exact")
+    penalty = plan_trials(load_spec("open-question-cnn"), tmp_path / "penalty")
+    assert len(exact) == 12
+    zero = {"regularizers.l1.2": 0.0, "regularizers.nuclear.2": 0.0}
+    cells = [t for t in penalty if all(t.values[k] == v for k, v in zero.items())]
+    reference = {t.values["seed"]: t for t in cells}
+    dense = {"structure.prune.density.W2": 1.0, "structure.factorize.rank.W2": None}
+    for t in exact:
+        seed = t.values["seed"]
+        assert t.parent.name == reference[seed].parent.name == f"cnn-natural-seed-{seed}"
+        ref_config = without(reference[seed].config, "name")
+        if all(t.values[k] == v for k, v in dense.items()):
+            assert without(t.config, "name", "structure") == ref_config
+        else:
+            assert without(t.config, "name", "structure") == ref_config
+            assert t.config["structure"]["prune"]["density"]["W2"] in (1.0, 0.02)
+            assert t.config["structure"]["factorize"]["rank"]["W2"] in (None, 8)
+
+
 # --------------------------------------------------------------------------- tables
 
 
