@@ -66,9 +66,9 @@ def _profiles() -> dict[str, Any]:
 
 
 def load_profile(name: str | ProfileName) -> Profile:
-    """A bundled reproduce profile (:class:`ProfileName`): ``tiny`` (tests), ``quick`` (about
-    eight minutes), ``paper`` (the paper's settings), ``paper-long`` (``paper`` with the
-    strong evaluation on twice the inputs)."""
+    """A bundled reproduce profile (:class:`ProfileName`): ``tiny`` (tests), ``quick``
+    (reduced budgets, the main job), ``paper`` (the paper's settings), ``paper-long``
+    (``paper`` with the strong evaluation on twice the inputs)."""
     name = name.value if isinstance(name, ProfileName) else str(name)
     table = _profiles()
     if name not in table:
