@@ -221,13 +221,40 @@ def test_exact_cnn_spec_shares_the_penalty_grids_reference(tmp_path):
     for t in exact:
         seed = t.values["seed"]
         assert t.parent.name == reference[seed].parent.name == f"cnn-natural-seed-{seed}"
-        ref_config = without(reference[seed].config, "name")
-        if all(t.values[k] == v for k, v in dense.items()):
-            assert without(t.config, "name", "structure") == ref_config
-        else:
-            assert without(t.config, "name", "structure") == ref_config
-            assert t.config["structure"]["prune"]["density"]["W2"] in (1.0, 0.02)
-            assert t.config["structure"]["factorize"]["rank"]["W2"] in (None, 8)
+        assert without(t.config, "name", "structure") == without(reference[seed].config, "name")
+        assert t.config["structure"]["prune"]["density"]["W2"] in (1.0, 0.02)
+        assert t.config["structure"]["factorize"]["rank"]["W2"] in (None, 8)
+    assert sum(all(t.values[k] == v for k, v in dense.items()) for t in exact) == 3
+
+
+def test_a_no_op_structure_section_trains_the_same_weights(tmp_path):
+    """Density 1 and no rank (the dense cell of an exact-structure sweep) train bit-for-bit
+    the weights of the same config without a structure section."""
+    import torch
+
+    from robustrank.models import load_checkpoint
+    from robustrank.training import config_from_dict, train
+
+    base = {
+        "name": "t",
+        "model": {"name": "cnn", "options": {}},
+        "dataset": "fashion-mnist",
+        "epochs": 1,
+        "batch_size": 64,
+        "lr": 0.01,
+        "train_subset": 256,
+        "threads": 1,
+        "regularizers": {"l1": {1: 0.01}},
+        "history": {"evaluate": False, "track_mi": False},
+    }
+    no_op = {"prune": {"density": {"W2": 1.0}}, "factorize": {"rank": {"W2": None}}}
+    weights = []
+    for name, extra in (("plain", {}), ("no-op", {"structure": no_op})):
+        train(config_from_dict({**base, **extra}, source=name), tmp_path / name, progress=False)
+        model, _ = load_checkpoint(tmp_path / name / "final.safetensors")
+        weights.append(model.state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 # --------------------------------------------------------------------------- tables
