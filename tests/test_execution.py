@@ -466,10 +466,11 @@ def test_process_and_local_executors_give_identical_runs(tmp_path):
 
 class _Pool:
     """Stands in for the process pool: runs nothing, records each submission and returns
-    a finished future with a stand-in outcome."""
+    a finished future with a stand-in outcome (that took ``seconds[name]``, default 1)."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds=None) -> None:
         self.calls = []
+        self.seconds = seconds or {}
 
     def submit(self, fn, task):
         from concurrent.futures import Future
@@ -478,7 +479,8 @@ class _Pool:
 
         self.calls.append((task.name, task.evaluation is not None))
         future = Future()
-        future.set_result(RunOutcome(task.run_dir, task.name, {}, None, 1.0, "w:1", False))
+        took = self.seconds.get(task.name, 1.0)
+        future.set_result(RunOutcome(task.run_dir, task.name, {}, None, took, "w:1", False))
         return future
 
     def shutdown(self, **kwargs):
@@ -504,6 +506,24 @@ def test_process_fine_tunes_wait_for_the_parents_training_not_its_evaluation():
     assert order.index(("fcnn-fgsm", False)) < order.index(("fcnn-natural", True))
     assert [o.name for o in outcomes] == [t.name for t in tasks]
     assert [o.seconds for o in outcomes] == [2.0, 2.0, 2.0, 1.0]  # training + evaluation
+
+
+def test_process_evaluations_go_longest_training_first():
+    from robustrank.execution import ProcessExecutor
+
+    seconds = {"fcnn-natural": 3.0, "fcnn-fgsm": 1.0, "fcnn-l1-1e-2-nuc-1e-2": 7.0}
+    ex, pool = ProcessExecutor(workers=1), _Pool(seconds)
+    ex._pool = pool
+    ex.map(_family(Path("/runs")), progress=False)
+    evaluated = [name for name, evaluation in pool.calls if evaluation]
+    # every training first (others may wait for it), then the costliest evaluations, so
+    # that the short ones fill the cores at the end
+    assert [name for name, evaluation in pool.calls[:3]] == [
+        "fcnn-natural",
+        "fcnn-fgsm",
+        "fcnn-l1-1e-2-nuc-1e-2",
+    ]
+    assert evaluated == ["fcnn-l1-1e-2-nuc-1e-2", "fcnn-natural", "fcnn-fgsm"]
 
 
 def test_process_executor_refuses_a_run_larger_than_the_pool(tmp_path):

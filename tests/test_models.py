@@ -67,6 +67,39 @@ def test_cnn_architecture(padding, fc_in):
     assert [tuple(a.shape[1:]) for a in model.activations(x)][2:] == [(128,), (10,)]
 
 
+def _cnn_as_written(model, x):
+    """The CNN's forward in the paper's order (activation, then pool), in the test."""
+    t = model.pool(model.conv_act(model.conv1(model.normalize(x))))
+    t = model.pool(model.conv_act(model.conv2(t)))
+    return model.out(model.fc_act(model.fc1(t.flatten(1))))
+
+
+def _outputs_and_gradients(model, forward, x):
+    model.zero_grad()
+    xa = x.clone().requires_grad_(True)
+    logits = forward(xa)
+    # a loss that weighs the logits unequally, so every gradient path is exercised
+    (logits * torch.arange(1.0, 11.0)).sum().backward()
+    return [logits.detach(), xa.grad, *(p.grad.clone() for p in model.parameters())]
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_cnn_pooling_before_relu_gives_the_same_numbers_and_gradients(layout, dtype):
+    torch.manual_seed(0)
+    model = create_model("cnn", mean=0.3, std=0.4).to(memory_format=layout)
+    x = torch.rand(16, 1, 28, 28).contiguous(memory_format=layout)
+    x[:4] = 0.0  # constant inputs: pooling windows whose values are all equal (ties)
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        fast = _outputs_and_gradients(model, model, x)
+        written = _outputs_and_gradients(model, lambda v: _cnn_as_written(model, v), x)
+    assert all(torch.equal(a, b) for a, b in zip(fast, written))
+    # the certifiers' torch.fx graph keeps the written order: ReLU, then the pool
+    graph = torch.fx.symbolic_trace(model).graph
+    ops = [n.target for n in graph.nodes if n.target in ("conv_act", "pool")]
+    assert ops == ["conv_act", "pool", "conv_act", "pool"]
+
+
 def test_weight_matrices_are_views_with_gradients():
     model = create_model("cnn")
     w2 = weight_matrices(model)["W2"]

@@ -546,6 +546,46 @@ def test_profiles_declare_seeds_and_paper_attack_subsets():
     assert (long.families, long.theory) == (paper.families, paper.theory)
 
 
+def test_a_family_can_override_the_evaluation_but_not_what_the_tables_share(monkeypatch):
+    from robustrank.experiments import profiles
+
+    quick, certified = load_profile("quick"), load_profile("certified")
+    cnn, fcnn = quick.evaluation_of("cnn-pgd"), quick.evaluation_of("fcnn-pgd")
+    assert fcnn == quick.evaluation and "precision" not in quick.evaluation.options
+    assert cnn.options == {"n_queries": 1000, "precision": "bfloat16"}  # the CNNs' AutoAttack
+    assert (cnn.curve.options, cnn.diagnostics.n, cnn.diagnostics.steps) == ({"steps": 50}, 50, 50)
+    differ = {"options", "curve", "diagnostics"}  # the rest is the profile's
+    assert cnn.model_dump(exclude=differ) == fcnn.model_dump(exclude=differ)
+    assert cnn.curve.eps == fcnn.curve.eps and cnn.diagnostics.n_queries == 500
+    # certified reuses the quick runs' evaluations: the same per family, CROWN added
+    for preset in ("cnn-pgd", "fcnn-pgd"):
+        a, b = quick.evaluation_of(preset), certified.evaluation_of(preset)
+        assert a.model_dump(exclude={"certification"}) == b.model_dump(exclude={"certification"})
+        assert b.certification.methods == ["ibp", "crown-ibp", "crown"]
+
+    real = profiles._profiles()
+
+    def with_override(override, evaluation=real["tiny"]["evaluation"]):
+        table = {**real, "tiny": {**real["tiny"], "evaluation": evaluation}}
+        table["tiny"]["families"] = {
+            **real["tiny"]["families"],
+            "cnn": {**real["tiny"]["families"]["cnn"], "evaluation": override},
+        }
+        monkeypatch.setattr(profiles, "_profiles", lambda: table)
+        return load_profile("tiny")
+
+    tiny = with_override({"diagnostics": {"n": 20}})
+    assert tiny.evaluation_of("cnn-pgd").diagnostics.n == 20
+    assert tiny.evaluation_of("cnn-pgd").diagnostics.steps == 10  # merged, not replaced
+    assert tiny.evaluation_of("fcnn-pgd").diagnostics.n == 40
+    with pytest.raises(ValueError, match=r"family 'cnn'.*changes \['eps', 'seed'\]"):
+        with_override({"eps": 0.1, "seed": 7})
+    with pytest.raises(ValueError, match=r"family 'cnn', evaluation: (?s:.)*integer >= 1, got 0"):
+        with_override({"n": 0})
+    with pytest.raises(ValueError, match="the profile evaluates nothing"):
+        with_override({"n": 10}, evaluation=None)
+
+
 def test_profile_names_are_the_bundled_profiles():
     from robustrank.experiments.profiles import _profiles
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
-from scipy import stats as sps
 
 __all__ = [
     "Interval",
@@ -134,14 +134,22 @@ def _check_df(df: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+def _scipy_stats() -> ModuleType:
+    """:mod:`scipy.stats`, imported on first use: it is slow to import, and most processes
+    (the training and evaluation workers) never need it."""
+    from scipy import stats
+
+    return stats
+
+
 def normal_cdf(x: float) -> float:
     """Standard normal CDF ``Phi(x)`` (``scipy.stats.norm.cdf``)."""
-    return float(sps.norm.cdf(float(x)))
+    return float(_scipy_stats().norm.cdf(float(x)))
 
 
 def normal_quantile(p: float) -> float:
     """Standard normal quantile ``Phi^-1(p)`` (``scipy.stats.norm.ppf``)."""
-    return float(sps.norm.ppf(_check_probability(p)))
+    return float(_scipy_stats().norm.ppf(_check_probability(p)))
 
 
 def t_cdf(t: float, df: float) -> float:
@@ -155,7 +163,7 @@ def t_cdf(t: float, df: float) -> float:
         raise ValueError("t must not be NaN")
     if math.isinf(df):
         return normal_cdf(t)
-    return float(sps.t.cdf(t, df))
+    return float(_scipy_stats().t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -167,7 +175,7 @@ def t_quantile(p: float, df: float) -> float:
     df = _check_df(df)
     if math.isinf(df):
         return normal_quantile(p)
-    return float(sps.t.ppf(p, df))
+    return float(_scipy_stats().t.ppf(p, df))
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval | None:
@@ -251,7 +259,7 @@ def binomial_cdf_half(k: int, n: int) -> float:
     k, n = check_count(k, "k"), check_count(n, "n")
     if k >= n:
         return 1.0
-    return float(sps.binom.cdf(k, n, 0.5))
+    return float(_scipy_stats().binom.cdf(k, n, 0.5))
 
 
 def mcnemar_exact(b01: int, b10: int) -> float:

@@ -7,7 +7,7 @@ count is part of its config, and all state lives in its run directory, so a task
 retried (a dead Ray worker) or re-run (an interrupted sweep) resumes where it stopped.
 """
 
-from .base import Executor, check_dependencies, dependency_order
+from .base import Executor, OnDone, check_dependencies, dependency_order
 from .local import LocalExecutor
 from .processes import ProcessExecutor
 from .ray_executor import RayExecutor
@@ -33,6 +33,7 @@ __all__ = [
     "LocalExecutor",
     "ProcessExecutor",
     "RayExecutor",
+    "OnDone",
     "RunOutcome",
     "RunTask",
     "EVALUATION_FILE",

@@ -60,6 +60,12 @@ class _Jobs:
         index = {t.run_dir: k for k, t in enumerate(self.tasks)}
         return all(index[d] in self.trained for d in self.tasks[i].after if d in index)
 
+    def priority(self, job: tuple[int, int]) -> tuple[int, float]:
+        """Sort key of the waiting jobs: training first, then evaluations by their run's
+        training time, longest first."""
+        i, phase = job
+        return (phase, -self.trained[i].seconds if phase == 1 else 0.0)
+
     def cpus(self, job: tuple[int, int]) -> int:
         return self.tasks[job[0]].threads or 1
 
@@ -128,10 +134,12 @@ class ProcessExecutor:
         return [jobs.finished[i] for i in range(len(tasks))]
 
     def _launch(self, jobs: _Jobs) -> None:
-        """Submit every waiting job that is ready and fits in the free CPUs (training
-        first, so that fine-tunes start early)."""
+        """Submit every waiting job that is ready and fits in the free CPUs: training
+        first, so that fine-tunes start early, then the evaluations of the runs that took
+        longest to train (a proxy of the model's cost: the long evaluations start early
+        and the short ones fill the last gaps)."""
         assert self._pool is not None
-        for job in sorted(jobs.waiting, key=lambda j: j[1]):
+        for job in sorted(jobs.waiting, key=jobs.priority):
             if jobs.ready(job) and jobs.busy() + jobs.cpus(job) <= self.workers:
                 i, phase = job
                 task = jobs.tasks[i] if phase == 1 else replace(jobs.tasks[i], evaluation=None)

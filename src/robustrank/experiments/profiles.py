@@ -49,7 +49,12 @@ class Profile:
     attacks, AutoAttack, curves, diagnostics; None skips it) and the number of independent
     seeds per preset (``seeds``, default 1), and the exact-structure twins it compares
     (``twins``: twin preset -> the regularised preset whose effective rank or sparsity it
-    matches)."""
+    matches).
+
+    A family may override the evaluation's settings (its ``evaluation:`` entry, merged into
+    the profile's; e.g. the CNNs' AutoAttack searching in bfloat16), except the budget,
+    the strong attack and the subsets' seed, which every row of a table shares:
+    :meth:`evaluation_of` is a preset's evaluation."""
 
     name: str
     description: str
@@ -58,6 +63,14 @@ class Profile:
     evaluation: EvaluationSpec | None
     seeds: int = 1
     twins: dict[str, str] = field(default_factory=dict)
+    family_evaluations: dict[str, EvaluationSpec | None] = field(default_factory=dict)
+
+    def evaluation_of(self, preset: str) -> EvaluationSpec | None:
+        """The evaluation of ``preset``'s runs: its family's, else the profile's."""
+        for family, spec in self.families.items():
+            if preset in spec.get("presets", []):
+                return self.family_evaluations.get(family, self.evaluation)
+        return self.evaluation
 
 
 def _profiles() -> dict[str, Any]:
@@ -83,9 +96,10 @@ def load_profile(name: str | ProfileName) -> Profile:
         description=" ".join(p.get("description", "").split()),
         families=p["families"],
         theory=p.get("theory", {}),
-        evaluation=_evaluation_spec(name, p.get("evaluation")),
+        evaluation=_evaluation_spec(f"profile {name!r}", p.get("evaluation")),
         seeds=check_seeds(p.get("seeds", 1), f"profile {name!r}, seeds"),
         twins=dict(p.get("twins") or {}),
+        family_evaluations=_family_evaluations(name, p),
     )
 
 
@@ -99,13 +113,45 @@ def check_seeds(value: Any, what: str = "--seeds") -> int:
         ) from None
 
 
-def _evaluation_spec(profile: str, raw: dict[str, Any] | None) -> EvaluationSpec | None:
+def _evaluation_spec(where: str, raw: dict[str, Any] | None) -> EvaluationSpec | None:
     if raw is None:
         return None
     try:
         return EvaluationSpec.model_validate(raw)
     except ValidationError as err:
-        raise ValueError(f"profile {profile!r}, evaluation: {err}") from err
+        raise ValueError(f"{where}, evaluation: {err}") from err
+
+
+# what every family's evaluation shares: the tables' budget and attack, the same inputs
+_SHARED_EVALUATION = ("eps", "attack", "seed")
+
+
+def _family_evaluations(profile: str, raw: dict[str, Any]) -> dict[str, EvaluationSpec | None]:
+    """The evaluation of each family with an ``evaluation:`` entry: the profile's with the
+    entry merged in."""
+    out: dict[str, EvaluationSpec | None] = {}
+    base = _evaluation_spec(f"profile {profile!r}", raw.get("evaluation"))
+    for family, spec in raw["families"].items():
+        override = spec.get("evaluation")
+        if override is None:
+            continue
+        where = f"profile {profile!r}, family {family!r}"
+        if base is None:
+            raise ValueError(
+                f"{where}: an evaluation override, but the profile evaluates nothing "
+                "(no evaluation: entry); add the profile's evaluation or drop the override"
+            )
+        merged = _evaluation_spec(where, deep_merge(base.model_dump(), override))
+        assert merged is not None
+        changed = [k for k in _SHARED_EVALUATION if getattr(merged, k) != getattr(base, k)]
+        if changed:
+            raise ValueError(
+                f"{where}: the evaluation override changes {changed}, which every "
+                "family shares (one budget, one strong attack, the same inputs in every "
+                "table); set them in the profile's evaluation instead"
+            )
+        out[family] = merged
+    return out
 
 
 def profile_configs(

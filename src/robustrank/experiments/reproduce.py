@@ -26,15 +26,27 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing
 import os
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .._io import atomic_write_text as write_text_atomic
 from .._modes import resolve_device
 from ..evaluation import EvaluationSpec
-from ..execution import Executor, ExecutorName, LocalExecutor, RunTask, create_executor
+from ..execution import (
+    Executor,
+    ExecutorName,
+    LocalExecutor,
+    OnDone,
+    RunOutcome,
+    RunTask,
+    create_executor,
+)
 from ..ownership import OutputKind, OwnershipError, claim_dir, read_record
 from ..training import TrainConfig, config_from_dict
 from ..training.rundir import CONFIG_FILE, RUN_DIR, read_history
@@ -192,12 +204,14 @@ def _with_threads(configs: list[TrainConfig], threads: int) -> list[TrainConfig]
     ]
 
 
-def _tasks(runs: list[SeededRun], runs_dir: Path, spec: EvaluationSpec | None) -> list[RunTask]:
+def _tasks(runs: list[SeededRun], runs_dir: Path, prof: Profile) -> list[RunTask]:
     """One task per seeded run: train into ``runs_dir/<preset>/seed-<k>`` after the run it
-    fine-tunes (seed ``k`` of its parent), then evaluate the final model with ``spec``."""
-    evaluation = spec.model_dump() if spec is not None else None
+    fine-tunes (seed ``k`` of its parent), then evaluate the final model with its
+    family's evaluation (:meth:`Profile.evaluation_of`)."""
     tasks = []
     for run in runs:
+        spec = prof.evaluation_of(run.preset)
+        evaluation = spec.model_dump() if spec is not None else None
         config = run.config
         run_dir = runs_dir / run.rel_dir
         after: tuple[str, ...] = ()
@@ -217,17 +231,18 @@ PerSeed = dict[str, list[Any]]
 def _run_all(
     runs: list[SeededRun],
     runs_dir: Path,
-    spec: EvaluationSpec | None,
+    prof: Profile,
     executor: Executor,
     progress: bool,
+    on_done: OnDone | None = None,
 ) -> tuple[PerSeed, PerSeed]:
     """Train (or reuse, or resume) and evaluate every seeded run on ``executor``; the
     histories and the final evaluations by preset, as lists by seed index."""
-    tasks = _tasks(runs, runs_dir, spec)
+    tasks = _tasks(runs, runs_dir, prof)
     for name in {run.preset for run in runs}:  # where every worker must see the runs
         (runs_dir / name).mkdir(parents=True, exist_ok=True)
     try:
-        outcomes = executor.map(tasks, progress=progress)
+        outcomes = executor.map(tasks, progress=progress, on_done=on_done)
     except ValueError as err:  # RunError is a ValueError; the message names the run
         raise ReproduceError(f"{err}. Use another --out or --overwrite") from err
     histories: PerSeed = {}
@@ -271,6 +286,62 @@ def _theory(out: Path, spec: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     data["_summary_text"] = format_theory_summary(result)
     write_text_atomic(path_json, json.dumps(data, indent=2, default=float))
     return data, path_png
+
+
+T = TypeVar("T")
+
+
+def _beside(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``fn(*args)`` in a spawned process, beside this process's work (and the runs' worker
+    processes). It computes what this process would: the same default thread count."""
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
+
+
+@dataclass
+class _AfterFirstRun:
+    """An executor's ``on_done`` that starts ``fn(*args)`` :func:`_beside` the runs when the
+    first run has finished. By then the trainings that other runs wait for have gone
+    first (the executors train before they evaluate), so it shares the cores with
+    evaluations only and does not delay the fine-tunes."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: Future[Any] | None = None
+
+    def __call__(self, outcome: RunOutcome) -> None:
+        if self.future is None:
+            self.future = _beside(self.fn, *self.args)
+
+    def wait(self) -> None:
+        """Wait for it; a failure is not raised here (the caller computes again)."""
+        if self.future is not None:
+            self.future.exception()
+
+
+def _figures(
+    out: Path,
+    runs: list[SeededRun],
+    histories: PerSeed,
+    evaluations: PerSeed,
+    claims: list[Claim],
+    beside: bool,
+) -> tuple[list[tuple[str, Path]], list[list[tuple[str, Path]]]]:
+    """The paper's figures of seed 0 and the claims' forest plots (the latter in a
+    process :func:`_beside` this one when ``beside``)."""
+    forests = _beside(forest_figures, out, claims) if beside else None
+    first = [r for r in runs if r.index == 0]
+    figures = paper_figures(
+        out,
+        [r.config for r in first],
+        {name: h[0] for name, h in histories.items()},
+        {r.preset: out / "runs" / r.rel_dir for r in first},
+        {name: ev[0] for name, ev in evaluations.items() if ev[0] is not None},
+    )
+    return figures, forests.result() if forests is not None else forest_figures(out, claims)
 
 
 def reproduce(
@@ -329,21 +400,18 @@ def reproduce(
             runner.progress_per_run = True  # each run's epoch bar, as `train` shows it
         _check_out_dir(out, prof, configs, n_seeds, overwrite)
         runs_dir = out / "runs"
-        histories, evaluations = _run_all(runs, runs_dir, prof.evaluation, runner, progress)
+        # runs in worker processes leave this one free for work beside them
+        beside = not isinstance(runner, LocalExecutor)
+        theory_job = _AfterFirstRun(_theory, (out, prof.theory))
+        on_done = theory_job if beside and prof.theory else None
+        histories, evaluations = _run_all(runs, runs_dir, prof, runner, progress, on_done)
     presets = _presets(runs, histories, evaluations, prof.evaluation)
+    claims = assess_claims(presets, prof.twins)
+    figures, claim_figures = _figures(out, runs, histories, evaluations, claims, beside)
+    theory_job.wait()  # its files are cached: _theory reads them (or computes, on a failure)
     theory, theory_png = _theory(out, prof.theory) if prof.theory else (None, None)
-    first = [r for r in runs if r.index == 0]
-    figures = paper_figures(
-        out,
-        [r.config for r in first],
-        {name: h[0] for name, h in histories.items()},
-        {r.preset: runs_dir / r.rel_dir for r in first},
-        {name: ev[0] for name, ev in evaluations.items() if ev[0] is not None},
-    )
     if theory_png is not None:
         figures.append(("Section 3: linear classifiers with and without projection", theory_png))
-    claims = assess_claims(presets, prof.twins)
-    claim_figures = forest_figures(out, claims)
     attacks = table_attacks(configs)
     result = ReproduceResult(
         profile=prof.name,

@@ -172,10 +172,21 @@ class CNN(nn.Module):
     def activations(self, x: Tensor) -> list[Tensor]:
         """t^1 (block 1), t^2 (block 2), t^3 (FC1, tanh) and the logits, Eq. (1)."""
         _check_input(x, "CNN")
-        t1 = self.pool(self.conv_act(self.conv1(self.normalize(x))))
-        t2 = self.pool(self.conv_act(self.conv2(t1)))
+        t1 = self.act_pool(self.conv1(self.normalize(x)))
+        t2 = self.act_pool(self.conv2(t1))
         t3 = self.fc_act(self.fc1(t2.flatten(1)))
         return [t1, t2, t3, self.out(t3)]
+
+    def act_pool(self, z: Tensor) -> Tensor:
+        """A block's activation, then its 2x2 max-pool. ReLU commutes exactly with max
+        (``max(relu(a), relu(b)) = relu(max(a, b))``, and a window whose maximum is <= 0
+        gets a zero gradient either way), so in eager mode a ReLU block pools first: the
+        activation touches a quarter of the values, and the outputs and all gradients are
+        the same numbers. A ``torch.fx`` trace (the certifiers' graph) keeps the written
+        order, activation then pool."""
+        if isinstance(self.conv_act, nn.ReLU) and not isinstance(z, torch.fx.Proxy):
+            return self.conv_act(self.pool(z))
+        return self.pool(self.conv_act(z))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.activations(x)[-1]
