@@ -63,7 +63,7 @@ class Profile:
     evaluation: EvaluationSpec | None
     seeds: int = 1
     twins: dict[str, str] = field(default_factory=dict)
-    family_evaluations: dict[str, EvaluationSpec | None] = field(default_factory=dict)
+    family_evaluations: dict[str, EvaluationSpec] = field(default_factory=dict)
 
     def evaluation_of(self, preset: str) -> EvaluationSpec | None:
         """The evaluation of ``preset``'s runs: its family's, else the profile's."""
@@ -91,15 +91,16 @@ def load_profile(name: str | ProfileName) -> Profile:
     unknown = sorted(n for pair in (p.get("twins") or {}).items() for n in pair if n not in presets)
     if unknown:
         raise ValueError(f"profile {name!r}: twins name {unknown}, which are not among its presets")
+    evaluation = _evaluation_spec(f"profile {name!r}", p.get("evaluation"))
     return Profile(
         name=name,
         description=" ".join(p.get("description", "").split()),
         families=p["families"],
         theory=p.get("theory", {}),
-        evaluation=_evaluation_spec(f"profile {name!r}", p.get("evaluation")),
+        evaluation=evaluation,
         seeds=check_seeds(p.get("seeds", 1), f"profile {name!r}, seeds"),
         twins=dict(p.get("twins") or {}),
-        family_evaluations=_family_evaluations(name, p),
+        family_evaluations=_family_evaluations(name, p["families"], evaluation),
     )
 
 
@@ -126,12 +127,13 @@ def _evaluation_spec(where: str, raw: dict[str, Any] | None) -> EvaluationSpec |
 _SHARED_EVALUATION = ("eps", "attack", "seed")
 
 
-def _family_evaluations(profile: str, raw: dict[str, Any]) -> dict[str, EvaluationSpec | None]:
-    """The evaluation of each family with an ``evaluation:`` entry: the profile's with the
-    entry merged in."""
-    out: dict[str, EvaluationSpec | None] = {}
-    base = _evaluation_spec(f"profile {profile!r}", raw.get("evaluation"))
-    for family, spec in raw["families"].items():
+def _family_evaluations(
+    profile: str, families: dict[str, dict[str, Any]], base: EvaluationSpec | None
+) -> dict[str, EvaluationSpec]:
+    """The evaluation of each family with an ``evaluation:`` entry: the profile's
+    (``base``) with the entry merged in."""
+    out: dict[str, EvaluationSpec] = {}
+    for family, spec in families.items():
         override = spec.get("evaluation")
         if override is None:
             continue
