@@ -227,9 +227,10 @@ def test_exact_cnn_spec_shares_the_penalty_grids_reference(tmp_path):
     assert sum(all(t.values[k] == v for k, v in dense.items()) for t in exact) == 3
 
 
-def test_a_no_op_structure_section_trains_the_same_weights(tmp_path):
+def test_a_no_op_structure_section_trains_the_same_weights(tmp_path, capsys):
     """Density 1 and no rank (the dense cell of an exact-structure sweep) train bit-for-bit
-    the weights of the same config without a structure section."""
+    the weights of the same config without a structure section, and the log does not claim
+    a structure was set."""
     import torch
 
     from robustrank.models import load_checkpoint
@@ -248,13 +249,19 @@ def test_a_no_op_structure_section_trains_the_same_weights(tmp_path):
         "history": {"evaluate": False, "track_mi": False},
     }
     no_op = {"prune": {"density": {"W2": 1.0}}, "factorize": {"rank": {"W2": None}}}
-    weights = []
+    weights, starts = [], []
     for name, extra in (("plain", {}), ("no-op", {"structure": no_op})):
         train(config_from_dict({**base, **extra}, source=name), tmp_path / name, progress=False)
         model, _ = load_checkpoint(tmp_path / name / "final.safetensors")
         weights.append(model.state_dict())
+        starts.append(next(ln for ln in capsys.readouterr().err.splitlines() if "batches/" in ln))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert "structure" not in starts[1] and starts[0] == starts[1]
+    pruned = {"prune": {"density": {"W2": 0.5}}}
+    cfg = config_from_dict({**base, "structure": pruned}, source="p")
+    train(cfg, tmp_path / "p", progress=False)
+    assert "structure: " in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- tables

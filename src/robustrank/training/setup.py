@@ -132,8 +132,8 @@ def setup_run(
         set_input_shape(model, tuple(x_tr.shape[1:]))
     if resume_state is not None:
         _restore_structure(model, resume_state[1], state_path)
-    elif config.structure.active:
-        origin += f"; {_apply_structure(config, model)}"
+    elif config.structure.active and (applied := _apply_structure(config, model)):
+        origin += f"; {applied}"
         init_measures = None  # the parent's last row measured the unstructured weights
     config.regularizers.check_model(model)
     _check_proximal(config, model)
@@ -150,11 +150,14 @@ def setup_run(
 
 
 def _apply_structure(config: TrainConfig, model: nn.Module) -> str:
-    """Apply ``config.structure`` to the starting weights; what was done, for the log."""
+    """Apply ``config.structure`` to the starting weights; what was done, for the log ("" when
+    the section leaves every layer as it is: density 1, no rank)."""
     try:
         done = config.structure.apply(model, derive_seed(config.seed, STRUCTURE))
     except StructureError as err:
         raise ConfigError(f"{config.name}: {err}") from None
+    if not done:
+        return ""
     parts = [
         name + "".join(f" {k} {v:g}" for k, v in sorted(what.items()))
         for name, what in done.items()
