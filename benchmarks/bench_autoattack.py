@@ -5,8 +5,9 @@ Workload (issue "Strong, trustworthy evaluation"): the paper's FCNN (MNIST) and 
 
 * robustrank ``AutoAttack(model, eps)`` (standard: APGD-CE, APGD-T, FAB-T, Square; 100
   iterations, 9 targets, 5000 queries), evaluated with ``evaluate(..., early_stop=True)``,
-  at the precision ``--precision MODEL=P`` gives (default: the CNN searches in bfloat16,
-  confirmed in float32, and its float32 run is reported beside it; the FCNN, whose small
+  at the precision ``--precision MODEL=P`` gives (default: the CNN searches in bfloat16
+  where the CPU has it natively (``auto``; float32 where it is emulated), confirmed in
+  float32, and its float32 run is reported beside it; the FCNN, whose small
   products gain nothing from bfloat16, in float32).
 * torchattacks 3.5.1 ``MultiAttack([APGD, APGDT, FAB(multi_targeted), Square])`` rebuilt
   with the reference's 100 iterations (its own ``AutoAttack`` keeps the class default of
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 
 # run as a script (``make bench``), so its directory is on sys.path
 from bench_attacks import WorkCounter, _import_torchattacks, predictions, trained_cnn
-from robustrank.attacks import AutoAttack
+from robustrank.attacks import AutoAttack, resolve_precision
 from robustrank.data import batches, default_data_dir, eval_subset, load_dataset
 from robustrank.evaluation import evaluate
 from robustrank.models import create_model, load_checkpoint, save_checkpoint
@@ -43,7 +44,7 @@ from robustrank.models import create_model, load_checkpoint, save_checkpoint
 EPS = 0.05
 DATASET = {"fcnn": "mnist", "cnn": "fashion-mnist"}
 #: our AutoAttack's search precision per model (``--precision`` overrides)
-PRECISION = {"fcnn": "float32", "cnn": "bfloat16"}
+PRECISION = {"fcnn": "float32", "cnn": "auto"}
 
 
 def trained_fcnn(seed: int = 0, epochs: int = 10) -> nn.Module:
@@ -179,7 +180,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", action="append", default=[], help="NAME=PATH")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
-        "--precision", action="append", default=[], help="MODEL=float32|bfloat16 (ours)"
+        "--precision", action="append", default=[], help="MODEL=float32|bfloat16|auto (ours)"
     )
     args = parser.parse_args()
     precision = {**PRECISION, **dict(item.split("=", 1) for item in args.precision)}
@@ -193,7 +194,7 @@ def main() -> None:
             model = trained_fcnn() if name == "fcnn" else trained_cnn(0, 45)
         x, y = load_dataset(DATASET[name], "test", progress=False)
         x, y = eval_subset(x, y, args.n, seed=0)
-        p = precision.get(name, "float32")
+        p = resolve_precision(precision.get(name, "float32"), torch.device("cpu")).value
         runs = {"robustrank": ours_run(model, x, y, args.batch_size, p)}
         if p != "float32":
             runs["robustrank, float32"] = ours_run(model, x, y, args.batch_size, "float32")

@@ -232,3 +232,38 @@ def test_bfloat16_finds_that_float32_does_not_confirm_are_not_counted():
 def test_bad_precision_names_the_choices(problem):
     with pytest.raises(ValueError, match="float32, bfloat16"):
         AutoAttack(problem.model, problem.eps, precision="float16")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_searches_in_bfloat16_only_where_the_device_has_it(
+    problem, native, monkeypatch
+):
+    import warnings
+
+    from robustrank.attacks import precision as precision_module
+    from robustrank.attacks.precision import Autocast
+
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda device: native)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto never warns
+        aa = AutoAttack(problem.model, problem.eps, precision="auto", steps=5, n_queries=20)
+    assert aa.params()["precision"] == ("bfloat16" if native else "float32")
+    assert isinstance(aa.search_model, Autocast) is native
+    assert aa.search_model is problem.model or native
+    if native:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            AutoAttack(problem.model, problem.eps, precision="bfloat16")
+    else:  # an explicit bfloat16 is kept, with a warning that it is emulated here
+        with pytest.warns(UserWarning, match="no native bfloat16"):
+            aa = AutoAttack(problem.model, problem.eps, precision="bfloat16")
+        assert aa.params()["precision"] == "bfloat16"
+
+
+def test_auto_precision_has_no_dtype_until_resolved():
+    from robustrank.attacks.precision import Precision, resolve_precision
+
+    with pytest.raises(ValueError, match="resolve_precision"):
+        _ = Precision.auto.dtype
+    assert resolve_precision("auto", torch.device("meta")) is Precision.float32
+    assert resolve_precision("float32", torch.device("cpu")) is Precision.float32

@@ -552,7 +552,7 @@ def test_a_family_can_override_the_evaluation_but_not_what_the_tables_share(monk
     quick, certified = load_profile("quick"), load_profile("certified")
     cnn, fcnn = quick.evaluation_of("cnn-pgd"), quick.evaluation_of("fcnn-pgd")
     assert fcnn == quick.evaluation and "precision" not in quick.evaluation.options
-    assert cnn.options == {"n_queries": 1000, "precision": "bfloat16"}  # the CNNs' AutoAttack
+    assert cnn.options == {"n_queries": 1000, "precision": "auto"}  # the CNNs' AutoAttack
     assert (cnn.curve.options, cnn.diagnostics.n, cnn.diagnostics.steps) == ({"steps": 50}, 50, 50)
     differ = {"options", "curve", "diagnostics"}  # the rest is the profile's
     assert cnn.model_dump(exclude=differ) == fcnn.model_dump(exclude=differ)

@@ -54,7 +54,7 @@ from .fgsm import FGSM
 from .gnm import GNM
 from .losses import dlr_loss, dlr_targeted_loss, margin
 from .pgd import PGD
-from .precision import Autocast, Precision
+from .precision import Autocast, Precision, native_bfloat16, resolve_precision
 from .registry import (
     AttackSpec,
     builtin_attacks,
@@ -80,6 +80,8 @@ __all__ = [
     "AUTOATTACK_VERSIONS",
     "ComponentStats",
     "Precision",
+    "native_bfloat16",
+    "resolve_precision",
     "Autocast",
     "dlr_loss",
     "dlr_targeted_loss",

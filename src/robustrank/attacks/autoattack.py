@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, check_int, check_seed, check_steps
-from .precision import Autocast, Precision, check_precision
+from .precision import Autocast, Precision, resolve_precision
 from .registry import create_attack, get_attack, register_attack
 
 __all__ = ["AutoAttack", "ComponentStats", "AUTOATTACK_VERSIONS"]
@@ -65,6 +65,13 @@ class ComponentStats:
 
 
 ComponentList = Sequence[str | tuple[str, Mapping[str, Any]]]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU without either)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 def _normalise_components(
@@ -116,7 +123,8 @@ class AutoAttack(Attack):
             under autocast (:mod:`~robustrank.attacks.precision`), and an input counts as
             broken only when the float32 model misclassifies the example found; an input
             whose find float32 does not confirm is attacked again by the same component
-            in float32.
+            in float32. ``"auto"``: bfloat16 where the model's device computes it
+            natively, float32 elsewhere (``params()["precision"]`` is the one used).
 
     Shape: ``x (N, C, H, W)``, ``y (N,)`` -> ``x_adv (N, C, H, W)``.
 
@@ -140,7 +148,7 @@ class AutoAttack(Attack):
         precision: str = "float32",
     ) -> None:
         super().__init__(model, eps, channels_last)
-        self.precision = check_precision(precision)
+        self.precision = resolve_precision(precision, _device_of(model))
         self.search_model = (
             model if self.precision is Precision.float32 else Autocast(model, self.precision.dtype)
         )
