@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["eval_mode", "torch_threads", "resolve_device"]
+__all__ = ["eval_mode", "torch_threads", "resolve_device", "model_device"]
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -24,6 +24,13 @@ def resolve_device(name: str | torch.device) -> torch.device:
             "build/machine; use device: cpu (--device cpu)"
         )
     return dev
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU without either)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 @contextmanager

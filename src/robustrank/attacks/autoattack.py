@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._modes import model_device
 from .base import Attack, check_int, check_seed, check_steps
 from .precision import Autocast, Precision, resolve_precision
 from .registry import create_attack, get_attack, register_attack
@@ -65,13 +66,6 @@ class ComponentStats:
 
 
 ComponentList = Sequence[str | tuple[str, Mapping[str, Any]]]
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (the CPU without either)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def _normalise_components(
@@ -148,7 +142,7 @@ class AutoAttack(Attack):
         precision: str = "float32",
     ) -> None:
         super().__init__(model, eps, channels_last)
-        self.precision = resolve_precision(precision, _device_of(model))
+        self.precision = resolve_precision(precision, model_device(model))
         self.search_model = (
             model if self.precision is Precision.float32 else Autocast(model, self.precision.dtype)
         )

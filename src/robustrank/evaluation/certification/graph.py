@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..._modes import model_device
 from .ops import (
     ActivationOp,
     AddOp,
@@ -177,12 +178,6 @@ class BoundGraph:
 PROBE_BATCH = 7
 
 
-def _probe_device(model: nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def _check_modes(model: nn.Module) -> None:
     for path, m in model.named_modules():
         if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d) and (
@@ -212,7 +207,7 @@ def build_graph(
     except Exception as err:  # fx raises TraceError, TypeError, ... on untraceable code
         raise _unsupported(f"{type(model).__name__}: torch.fx cannot trace it: {err}") from err
     gm = torch.fx.GraphModule(model, graph)
-    probe = torch.zeros(PROBE_BATCH, *input_shape, device=device or _probe_device(model))
+    probe = torch.zeros(PROBE_BATCH, *input_shape, device=device or model_device(model))
     with torch.no_grad():
         model(probe)  # the model's own errors (e.g. a wrong input shape) as they are
         ShapeProp(gm).propagate(probe)
