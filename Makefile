@@ -11,16 +11,28 @@ OUT ?= results/$(PROFILE)
 
 .PHONY: install data test test-fast lint reproduce bench docs clean
 
+# Installs with uv where it can be installed (parallel downloads and unpacking, bytecode
+# compiled on every core; the same pins), else with pip. Both honour constraints.txt and
+# the local wheels that PIP_FIND_LINKS names (the CPU build of torch).
+UV := $(BIN)/uv
+UV_INSTALL := $(UV) pip install -q --python $(BIN)/python --compile-bytecode \
+	$(foreach d,$(PIP_FIND_LINKS),--find-links $(d)) -c constraints.txt
+# (extras go through variables: a comma would split $(call)'s arguments)
+TEST_EXTRAS := .[test,ray,sweep,docs]
+BENCH_EXTRAS := .[test,bench]
+pip_install = if [ -x $(UV) ] && $(UV_INSTALL) $(1); then :; \
+	else $(PIP) install -q -c constraints.txt $(1); fi
+
 # The package and what it needs (enough for `make reproduce`), then the extras of the tests,
 # Ray, Optuna and the documentation site.
 $(CORE): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e .
+	$(PIP) install -q -c constraints.txt uv || echo "uv unavailable: installing with pip"
+	$(call pip_install,torch==2.13.0 -e .)
 	touch $@
 
 $(STAMP): $(CORE)
-	$(PIP) install -q -c constraints.txt -e '.[test,ray,sweep,docs]'
+	$(call pip_install,-e '$(TEST_EXTRAS)')
 	touch $@
 
 install: $(STAMP)
@@ -43,8 +55,8 @@ reproduce: data
 	$(BIN)/robustrank reproduce --profile $(PROFILE) --out $(OUT)
 
 $(BENCH_STAMP): $(STAMP)
-	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
-	$(PIP) install -q --no-deps torchattacks==3.5.1
+	$(call pip_install,-e '$(BENCH_EXTRAS)')
+	$(call pip_install,--no-deps torchattacks==3.5.1)
 	touch $@
 
 bench: data $(BENCH_STAMP)
