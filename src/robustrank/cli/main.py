@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from ..allocator import keep_freed_memory
 from . import analysis, certify, data, evaluate, listing, reproduce, structure, sweep, train
 
 __all__ = ["app", "main", "DEBUG_ENV"]
@@ -75,7 +76,10 @@ def _error_line(err: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """The ``robustrank`` entry point: errors as one line with exit code 2, the traceback
-    only with ``--debug`` (anywhere on the command line) or ``ROBUSTRANK_DEBUG=1``."""
+    only with ``--debug`` (anywhere on the command line) or ``ROBUSTRANK_DEBUG=1``; glibc
+    keeps freed memory for reuse in this process and the ones it starts
+    (:func:`robustrank.allocator.keep_freed_memory`)."""
+    keep_freed_memory()  # freed tensor memory stays for reuse (robustrank.allocator)
     args = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in args:
         args = ["--debug", *(a for a in args if a != "--debug")]
