@@ -6,8 +6,11 @@ and gives them back on ``free``, and it returns the top of its heap to the kerne
 every step then makes the kernel fault in and zero every page of them again and again:
 system time that scales with the work. PyTorch's CPU performance tuning guide recommends a
 caching allocator (jemalloc, tcmalloc) for this reason; these settings get the same effect
-from glibc itself: blocks up to 32 MiB (the largest threshold glibc accepts) come from
-the heap, which keeps up to 1 GiB of freed memory for reuse.
+from glibc itself: no block comes from ``mmap`` (``M_MMAP_MAX`` 0; a threshold alone
+cannot do it, as glibc accepts none above 32 MiB, and one activation of a conv net at a
+working batch of a few hundred rows is larger), and the heap keeps up to 1 GiB of freed
+memory for reuse. glibc still maps memory where its heap cannot grow (the arenas of other
+threads, whose heaps are capped), so no allocation fails for these settings.
 
 :func:`keep_freed_memory` applies them to the running process (``mallopt``) and, through
 the environment, to the processes it starts (workers, Ray); a ``MALLOC_*_`` variable the
@@ -30,6 +33,7 @@ OPT_OUT_ENV = "ROBUSTRANK_MALLOC"
 _MIB = 1 << 20
 #: ``mallopt`` parameter -> (glibc's environment variable, value)
 _SETTINGS = {
+    -4: ("MALLOC_MMAP_MAX_", 0),  # M_MMAP_MAX: no block from mmap where the heap can grow
     -3: ("MALLOC_MMAP_THRESHOLD_", 32 * _MIB),  # M_MMAP_THRESHOLD: glibc's maximum
     -1: ("MALLOC_TRIM_THRESHOLD_", 1024 * _MIB),  # M_TRIM_THRESHOLD
     -2: ("MALLOC_TOP_PAD_", 64 * _MIB),  # M_TOP_PAD
