@@ -16,8 +16,10 @@ Workload (issue "Strong, trustworthy evaluation"): the paper's FCNN (MNIST) and 
 Every attack gets the same correctly classified inputs in batches of ``--batch-size``.
 Reported: robust accuracy (all inputs), time, time per component, and the rows the model
 processed forward and backward (counted by hooks, independent of the machine's load).
-Ratios are against the 100-iteration peer measured in the same run. The exit code is 0
-whatever the outcome: this is a report.
+Ratios are against the 100-iteration peer measured in the same run. The whole process
+runs on the allocator settings the CLI applies (``robustrank.allocator``; set
+``ROBUSTRANK_MALLOC=system`` for glibc's defaults), robustrank and the peers alike. The
+exit code is 0 whatever the outcome: this is a report.
 
 The FCNN is trained here (SGD, lr 0.01, momentum 0.9, batch 64, 10 epochs; cached); the
 CNN is ``bench_attacks.trained_cnn`` (45 epochs of the paper's SGD; cached). ``--checkpoint
@@ -36,6 +38,7 @@ from torch import Tensor, nn
 
 # run as a script (``make bench``), so its directory is on sys.path
 from bench_attacks import WorkCounter, _import_torchattacks, predictions, trained_cnn
+from robustrank.allocator import keep_freed_memory
 from robustrank.attacks import AutoAttack, resolve_precision
 from robustrank.data import batches, default_data_dir, eval_subset, load_dataset
 from robustrank.evaluation import evaluate
@@ -183,6 +186,7 @@ def main() -> None:
         "--precision", action="append", default=[], help="MODEL=float32|bfloat16|auto (ours)"
     )
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does; for robustrank and the peers alike
     precision = {**PRECISION, **dict(item.split("=", 1) for item in args.precision)}
     if args.threads:
         torch.set_num_threads(args.threads)
