@@ -527,6 +527,60 @@ def test_finetune_base_trains_one_parent_per_seed(tmp_path):
         assert read_history(run)[0]["eff_rank_W1"] == pytest.approx(float(effective_rank(w1)))
 
 
+def _finetune_spec(name: str, space: dict, **parent_changes) -> object:
+    parent = {k: v for k, v in TINY.items() if k != "threads"} | parent_changes
+    return spec_from_dict(
+        tiny_spec(name=name, base="fcnn-l1-1e-2-nuc-1e-2", parent_overrides=parent, space=space)
+    )
+
+
+def test_a_sweep_reuses_another_sweeps_parents_and_gets_the_table_it_would_train(tmp_path):
+    seeds = {"seed": [0, 1]}
+    first = tmp_path / "first"
+    run_sweep(_finetune_spec("a", {"regularizers.nuclear.1": [0.0]} | seeds), first, progress=False)
+    second = _finetune_spec("b", {"regularizers.l1.1": [0.0, 0.02]} | seeds)
+    reused = run_sweep(second, tmp_path / "reused", progress=False, parents_from=first)
+    fresh = run_sweep(second, tmp_path / "fresh", progress=False)
+    for k in (0, 1):
+        name = f"fcnn-natural-seed-{k}"
+        mine, theirs = tmp_path / "reused" / "parents" / name, first / "parents" / name
+        # copied, not trained again: the history's timings are the first sweep's, byte for byte
+        for file in ("history.jsonl", "done.json", "final.safetensors"):
+            assert (mine / file).read_bytes() == (theirs / file).read_bytes()
+        fresh_history = (tmp_path / "fresh" / "parents" / name / "history.jsonl").read_bytes()
+        assert fresh_history != (mine / "history.jsonl").read_bytes()
+    assert table(reused.out_dir) == table(fresh.out_dir)
+    assert not list((tmp_path / "reused" / "parents").glob("*.partial-copy"))
+
+
+def test_parents_from_refuses_a_parent_trained_with_another_config(tmp_path):
+    first = tmp_path / "first"
+    run_sweep(_finetune_spec("a", {"seed": [0]}), first, progress=False)
+    other = _finetune_spec("b", {"seed": [0]}, epochs=2)
+    with pytest.raises(SpecError, match=r"(?s)another config.*epochs: run has 1, new config has 2"):
+        run_sweep(other, tmp_path / "b", progress=False, parents_from=first)
+    assert not (tmp_path / "b" / "parents" / "fcnn-natural-seed-0").exists()
+
+
+@pytest.mark.parametrize("where", ["missing", "not-a-sweep", "itself"])
+def test_parents_from_must_name_another_sweep_directory(tmp_path, where):
+    out = tmp_path / "out"
+    src = {"missing": tmp_path / "nowhere", "not-a-sweep": tmp_path, "itself": out}[where]
+    (tmp_path / "parents").mkdir()  # a parents/ folder without robustrank's marker
+    spec = _finetune_spec("a", {"seed": [0]})
+    with pytest.raises(SweepError, match="parents_from"):
+        run_sweep(spec, out, progress=False, parents_from=src)
+    assert not out.exists()
+
+
+def test_the_cli_names_a_bad_parents_from_and_exits_2(tmp_path):
+    args = ["sweep", "run", "open-question-cnn-halving", "--out", str(tmp_path / "out")]
+    cli = CliRunner().invoke(app, [*args, "--parents-from", str(tmp_path / "nowhere")])
+    assert cli.exit_code == 2
+    assert "is not a sweep directory with parent runs" in cli.output
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_ray_executor_gives_the_local_table(finished, tmp_path):
     pytest.importorskip("ray")

@@ -38,6 +38,12 @@ def sweep_run(
         help="refuse a spec of more trials than this (default: the spec's max_trials, else "
         f"{DEFAULT_MAX_TRIALS:,})",
     ),
+    parents_from: Path | None = typer.Option(
+        None,
+        "--parents-from",
+        help="another sweep's --out: reuse its finished parent runs (fine-tune bases) where "
+        "their config is this sweep's (copied into --out/parents); the rest train here",
+    ),
 ) -> None:
     """Run a sweep into --out, or resume it there (one training run per trial)."""
     from ..execution import ExecutionError
@@ -55,6 +61,7 @@ def sweep_run(
             overwrite=overwrite,
             trust_code=trust_code,
             max_trials=max_trials,
+            parents_from=parents_from,
         )
     except (SpecError, SweepError, ExecutionError, ConfigError, RunError, ValueError) as err:
         fail(str(err))

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -32,7 +33,14 @@ from typing import Any
 
 from .._io import atomic_write_text, exclusive_lock
 from ..execution import RunOutcome, RunTask, create_executor
-from ..ownership import OutputKind, OwnershipError, check_dir, claim_dir, read_record
+from ..ownership import (
+    OutputKind,
+    OwnershipError,
+    check_dir,
+    claim_dir,
+    read_marker,
+    read_record,
+)
 from ..training.rundir import RUN_DIR
 from .fidelity import judge_rung
 from .outputs import BUDGET_KEY, COMPRESSION_PNG, PARETO_PNG, REPORT_HTML, SCATTER_PNG
@@ -168,6 +176,25 @@ def _normalised(data: Any) -> Any:
 # --------------------------------------------------------------------------- directory
 
 
+def _check_parents_from(path: Path, out: Path) -> Path:
+    """The sweep directory ``parents_from`` names, resolved; refused unless it is another
+    sweep directory that robustrank wrote and holds a ``parents/`` folder."""
+    src = path.resolve()
+    if src == out:
+        raise SweepError(f"parents_from is the sweep directory itself ({src}); name another")
+    try:
+        marker = read_marker(src) if src.is_dir() else None
+    except OwnershipError as err:
+        raise SweepError(f"parents_from: {err}") from None
+    if not (src / "parents").is_dir() or marker is None or marker.kind != SWEEP_DIR.name:
+        raise SweepError(
+            f"parents_from: {src} is not a sweep directory with parent runs (no parents/ "
+            "folder, or no robustrank marker); name the --out of a sweep whose trials were "
+            "fine-tuned from the same preset"
+        )
+    return src
+
+
 def _driver_lock(out: Path) -> contextlib.AbstractContextManager[None]:
     """One driver per sweep directory (released by the OS if it dies)."""
     return exclusive_lock(
@@ -254,6 +281,7 @@ class _Sweep:
     spec: SweepSpec
     out: Path
     trust_code: bool
+    parents_from: Path | None = None
     base: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     layers: list[str] = field(default_factory=list)
@@ -332,7 +360,37 @@ class _Sweep:
                 f"trials with seed {seed} need different {preset} parent runs (their threads "
                 "or device differ); do not sweep threads or device with a fine-tune base"
             )
+        if known is data and self.parents_from is not None:
+            self._adopt_parent(parent, data)
         return parent
+
+    def _adopt_parent(self, parent: Path, data: dict[str, Any]) -> None:
+        """Copy the finished parent run of the same name from ``parents_from`` into
+        ``parent`` (absent here), after checking that it was trained with this sweep's
+        parent config; the copy is renamed into place, so a crash leaves no partial run."""
+        from ..training import config_from_dict
+        from ..training.rundir import CONFIG_FILE, DONE_FILE, config_diff
+        from ..yamlio import load_yaml_file
+
+        assert self.parents_from is not None
+        src = self.parents_from / "parents" / parent.name
+        if parent.exists() or not (src / DONE_FILE).is_file():
+            return
+        saved = load_yaml_file(src / CONFIG_FILE)
+        have = config_from_dict(saved, source=str(src / CONFIG_FILE), trust_code=self.trust_code)
+        need = config_from_dict(data, source="parent_overrides", trust_code=self.trust_code)
+        diff = config_diff(have.plain(), need.plain())
+        if diff:
+            raise SpecError(
+                f"parents_from: {src} was trained with another config than this sweep's "
+                f"{parent.name} needs; differing keys:\n" + "\n".join(diff) + "\nPoint "
+                "parents_from at a sweep with the same base and parent_overrides, or leave "
+                "it out to train the parents here"
+            )
+        tmp = parent.with_name(parent.name + ".partial-copy")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        os.replace(tmp, parent)
 
     def tasks(self, trials: list[Trial], until_epoch: int | None = None) -> list[RunTask]:
         """The parents these trials need, then the trials (one task per run directory), for
@@ -753,6 +811,7 @@ def run_sweep(
     overwrite: bool = False,
     trust_code: bool = False,
     max_trials: int | None = None,
+    parents_from: str | Path | None = None,
 ) -> SweepResult:
     """Run (or resume) a sweep into ``out`` and write its tables, figures and report.
 
@@ -765,16 +824,20 @@ def run_sweep(
         trust_code: allow a model named by import path.
         max_trials: refuse a spec of more trials (default: the spec's ``max_trials``, else
             :data:`~robustrank.sweeps.spec.DEFAULT_MAX_TRIALS`), before anything is written.
+        parents_from: another sweep directory whose finished parent runs (fine-tune bases)
+            this sweep reuses, copied into ``out/parents`` where the parent config is the
+            same (a different one is refused); the others are trained here.
     """
     t0 = time.perf_counter()
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, max_trials=max_trials)
     check_trial_count(spec, max_trials)
     out = Path(out).resolve()
+    source = None if parents_from is None else _check_parents_from(Path(parents_from), out)
     _check_out(out, overwrite)  # before the lock file, so a refused directory stays as it was
     with _driver_lock(out):
         _claim(out, spec, overwrite)
-        state = _Sweep(spec, out, trust_code)
+        state = _Sweep(spec, out, trust_code, parents_from=source)
         state.setup()
         with create_executor(executor, workers=workers, address=address) as ex:
             strategy = get_strategy(spec.strategy)

@@ -53,6 +53,7 @@ __all__ = [
     "EVALUATION_FILE",
     "RUN_DIR",
     "read_history",
+    "config_diff",
     "run_lock",
     "check_run_dir",
     "prepare_run_dir",
@@ -286,7 +287,7 @@ def prepare_run_dir(config: TrainConfig, out_dir: Path, resume: bool, overwrite:
             f"cannot resume in {out_dir}: its {CONFIG_FILE} is unreadable: {err}"
         ) from err
     _check_same_data(out_dir, saved, config.plain())
-    diff = _config_diff(saved, config.plain())
+    diff = config_diff(saved, config.plain())
     if diff:
         raise RunError(
             f"cannot resume {out_dir} with a different config; differing keys:\n"
@@ -326,7 +327,9 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: data}
 
 
-def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One line per dotted key whose value differs between two plain configs (empty if
+    none): what a run was trained with (``old``) against what is asked of it (``new``)."""
     a, b = _flatten(old), _flatten(new)
     lines = []
     for key in sorted(set(a) | set(b)):
