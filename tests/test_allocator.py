@@ -31,10 +31,12 @@ print(json.dumps({"took": took, "child": {k: seen.get(k) for k in MALLOC_ENV}}))
 """
 
 
-def _probe(**env: str) -> dict:
+def _probe(script: str = _PROBE, **env: str) -> dict:
+    """``script``'s last line of JSON, run in a fresh interpreter with the test process's
+    environment minus any allocator setting, plus ``env``."""
     base = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV and k != OPT_OUT_ENV}
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE], env={**base, **env}, capture_output=True, text=True
+        [sys.executable, "-c", script], env={**base, **env}, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -90,15 +92,6 @@ print(json.dumps({"took": took, "faults": faults[-4:], "pages": n // 4096}))
 """
 
 
-def _reuse_probe(**env: str) -> dict:
-    base = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV and k != OPT_OUT_ENV}
-    out = subprocess.run(
-        [sys.executable, "-c", _REUSE_PROBE], env={**base, **env}, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def _huge_pages_always() -> bool:
     try:
         with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
@@ -114,10 +107,10 @@ def test_a_freed_block_larger_than_any_mmap_threshold_is_reused_without_faulting
     heap has settled, each cycle reuses freed pages (page faults are counted by the kernel,
     independent of load); with glibc's defaults every cycle maps and faults in the whole
     block afresh (the control shows the probe can tell)."""
-    got = _reuse_probe()
+    got = _probe(_REUSE_PROBE)
     assert got["took"] is True
     assert sum(got["faults"]) < got["pages"] // 10
     if not _huge_pages_always():
-        control = _reuse_probe(**{OPT_OUT_ENV: "system"})
+        control = _probe(_REUSE_PROBE, **{OPT_OUT_ENV: "system"})
         assert control["took"] is False
         assert min(control["faults"]) >= got["pages"] // 2
